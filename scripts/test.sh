@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The project's one test command.
+#
+#   scripts/test.sh [ARGS for cargo test...]     e.g. scripts/test.sh -p ralmspec-lm -- --nocapture
+#
+# 1. Python venv for the reference scripts at <store>/venv, (re)installed from
+#    scripts/requirements.txt whenever that file changes; exported as RALMSPEC_PYTHON.
+# 2. Fetches the real models and data the tests use into the store (a no-op once present).
+# 3. cargo test --release --workspace "$@" (without --workspace when "$@" names a -p package).
+#
+# The store is $RALMSPEC_HOME, else $XDG_CACHE_HOME/ralmspec, else ~/.cache/ralmspec (the same
+# rule as ralmspec_assets::Store::from_env); it is exported as RALMSPEC_HOME so that every
+# step and every test agrees on it.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+started=$SECONDS
+step() { printf '\n== %s (t=%ds)\n' "$*" "$((SECONDS - started))" >&2; }
+
+if [[ -n "${RALMSPEC_HOME:-}" ]]; then
+  store=$RALMSPEC_HOME
+elif [[ "${XDG_CACHE_HOME:-}" == /* ]]; then
+  store=$XDG_CACHE_HOME/ralmspec
+else
+  store=${HOME:?set HOME or RALMSPEC_HOME}/.cache/ralmspec
+fi
+if [[ "$store" != /* ]]; then
+  echo "error: RALMSPEC_HOME=$store must be an absolute path" >&2
+  exit 2
+fi
+export RALMSPEC_HOME=$store
+
+# --- 1. Python venv for the reference scripts -------------------------------------------
+step "python venv ($store/venv)"
+venv=$store/venv
+requirements=scripts/requirements.txt
+python=${PYTHON:-python3}
+stamp_want="$(sha256sum "$requirements" | cut -d' ' -f1) $("$python" --version 2>&1)"
+stamp_file=$venv/.requirements.stamp
+if ! "$venv/bin/python" -c 'import sys' 2>/dev/null; then
+  rm -rf "$venv"
+  mkdir -p "$store"
+  "$python" -m venv "$venv" || {
+    echo "error: '$python -m venv' failed; on Debian: apt-get install python3-venv" >&2
+    exit 1
+  }
+fi
+if [[ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp_want" ]]; then
+  echo "installing $requirements into $venv" >&2
+  rm -f "$stamp_file"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet \
+    --requirement "$requirements"
+  echo "$stamp_want" >"$stamp_file"
+else
+  echo "up to date with $requirements" >&2
+fi
+export RALMSPEC_PYTHON=$venv/bin/python
+
+# --- 2. Assets -------------------------------------------------------------------------
+# TODO(lead): switch to `cargo run --release -p ralmspec-cli -- fetch ...` once the CLI has it.
+step "assets ($store)"
+cargo run --release -p ralmspec-assets --example fetch -- \
+  smollm2 qwen2.5-0.5b minilm wiki-kb fanoutqa >/dev/null
+
+# --- 3. Tests --------------------------------------------------------------------------
+# cargo ignores -p when --workspace is given, so --workspace is only added without one.
+scope=(--workspace)
+for arg in "$@"; do
+  case $arg in
+    --) break ;;
+    -p | -p* | --package | --package=*) scope=() ;;
+  esac
+done
+step "cargo test --release ${scope[*]} $*"
+cargo test --release "${scope[@]}" "$@"
+step "done"
