@@ -1,0 +1,53 @@
+//! `ralmspec`: the command line. Parses flags, resolves assets, and hands off to the libraries.
+
+mod bench_lm;
+mod fetch;
+mod generate;
+mod model_arg;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "ralmspec",
+    version,
+    about = "Fast retrieval-augmented LM serving with speculative retrieval"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt with the language model alone (greedy, streamed).
+    Generate(generate::Args),
+    /// Download and verify models and data into the asset store.
+    Fetch(fetch::Args),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// LM prefill and decode speed, side by side with llama.cpp on the same GGUF files.
+    Lm(bench_lm::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => generate::run(args),
+        Command::Fetch(args) => fetch::run(args),
+        Command::Bench(Bench::Lm(args)) => bench_lm::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The `--model` and `--device` flags: a built-in model name or a path to a GGUF file.
+
+use anyhow::{Context, Result, bail};
+use ralmspec_assets::{Asset, Store};
+use ralmspec_lm::Lm;
+use std::path::PathBuf;
+
+/// Built-in language models, by the name the CLI accepts.
+pub const MODELS: [(&str, Asset); 2] = [
+    ("smollm2", Asset::SmolLm2),
+    ("qwen2.5-0.5b", Asset::Qwen25Coder05B),
+];
+
+/// Where the model computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+/// Resolves `--model` to a GGUF path, fetching a built-in model on first use.
+pub fn resolve(model: &str) -> Result<PathBuf> {
+    if let Some((_, asset)) = MODELS.iter().find(|(name, _)| *name == model) {
+        let store = Store::from_env()?;
+        return store
+            .fetch(*asset)
+            .with_context(|| format!("fetching model `{model}`"));
+    }
+    let path = PathBuf::from(model);
+    if model.ends_with(".gguf") || path.components().count() > 1 {
+        if !path.is_file() {
+            bail!("model file {} does not exist", path.display());
+        }
+        return Ok(path);
+    }
+    let known: Vec<&str> = MODELS.iter().map(|(n, _)| *n).collect();
+    bail!(
+        "unknown model `{model}`: use one of {} or a path to a .gguf file",
+        known.join(", ")
+    )
+}
+
+/// Loads `--model` for `--device`.
+pub fn load(model: &str, device: Device) -> Result<Lm> {
+    if device == Device::Cuda {
+        bail!(
+            "--device cuda: this build computes on the CPU only (the CUDA path is not implemented yet)"
+        );
+    }
+    let path = resolve(model)?;
+    Lm::open(&path).with_context(|| format!("loading {}", path.display()))
+}

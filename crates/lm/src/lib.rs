@@ -1,0 +1,29 @@
+//! The language model: everything between token ids and logits.
+//!
+//! - [`gguf`]: opens a GGUF file (metadata and tensors) with clear errors.
+//! - [`config`]: the model's hyper-parameters, from the GGUF metadata.
+//! - [`tokenizer`]: byte-level BPE rebuilt from the GGUF metadata, with the ChatML template.
+//! - [`quant`]: quantized weight matrices and the batch-invariant matrix kernel.
+//! - [`model`]: the transformer (llama and qwen2 architectures) and its forward pass.
+//! - [`kv_cache`]: the caller-owned, truncatable key/value cache (rollback for speculation).
+//! - [`lm`]: a model and its tokenizer together, loaded by name or path.
+//!
+//! The model is immutable (`&self`) and shared; each sequence owns its [`KvCache`]. One forward
+//! takes a chunk of new tokens for one or several sequences and returns the logits of the
+//! requested positions together with their final hidden states (the kNN-LM keys).
+
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod kv_cache;
+pub mod lm;
+pub mod model;
+pub mod quant;
+pub mod tokenizer;
+
+pub use config::{Architecture, Config, RopeStyle};
+pub use error::{LmError, Result};
+pub use kv_cache::KvCache;
+pub use lm::{Lm, StopReason, argmax};
+pub use model::{Model, Output, Outputs, Step};
+pub use tokenizer::Tokenizer;

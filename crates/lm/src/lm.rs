@@ -1,0 +1,75 @@
+//! A model and its tokenizer, loaded together from one GGUF file, and greedy generation.
+
+use crate::gguf::GgufFile;
+use crate::{KvCache, Model, Outputs, Result, Tokenizer};
+use std::path::Path;
+
+/// A loaded language model: weights and tokenizer from the same GGUF file.
+pub struct Lm {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-generation token (not included in the output).
+    EndOfText,
+    /// `max_tokens` new tokens were produced.
+    Length,
+}
+
+impl Lm {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let mut file = GgufFile::open(path)?;
+        let tokenizer = Tokenizer::from_gguf(file.content())?;
+        let model = Model::load(&mut file)?;
+        Ok(Self { model, tokenizer })
+    }
+
+    /// The prompt tokens for one user turn in the model's chat format.
+    pub fn chat_tokens(&self, user: &str) -> Vec<u32> {
+        self.tokenizer
+            .encode_with_special(&self.tokenizer.chat_prompt(user))
+    }
+
+    /// Greedy decoding: feeds `prompt`, then appends the arg-max token until an end-of-generation
+    /// token or `max_tokens`. `on_token` sees each new token as it is produced. The cache must be
+    /// empty or hold a prefix the prompt continues.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        max_tokens: usize,
+        cache: &mut KvCache,
+        mut on_token: impl FnMut(u32),
+    ) -> Result<(Vec<u32>, StopReason)> {
+        let mut out = Vec::with_capacity(max_tokens);
+        if max_tokens == 0 {
+            return Ok((out, StopReason::Length));
+        }
+        let mut logits = self.model.forward(prompt, cache, Outputs::Last)?;
+        loop {
+            let next = argmax(logits.last_logits().unwrap_or(&[]));
+            if self.tokenizer.is_eog(next) {
+                return Ok((out, StopReason::EndOfText));
+            }
+            out.push(next);
+            on_token(next);
+            if out.len() == max_tokens {
+                return Ok((out, StopReason::Length));
+            }
+            logits = self.model.forward(&[next], cache, Outputs::Last)?;
+        }
+    }
+}
+
+/// Index of the largest value; ties go to the lowest index (a stable, documented rule).
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if *v > values[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

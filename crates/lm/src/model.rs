@@ -1,0 +1,303 @@
+//! The transformer: weights, and one forward pass over a chunk of new tokens for one or several
+//! sequences.
+//!
+//! Every linear layer runs through the quantized kernel of [`crate::quant`] and attention runs
+//! per (token, head), so the computation of a token depends only on its sequence's tokens: the
+//! same (prefix, token) gives bit-identical logits whether it was decoded alone, in a prefill
+//! chunk, after a rollback, or beside other sequences. The engines build on that guarantee.
+
+mod attention;
+mod norm;
+mod rope;
+
+use crate::gguf::GgufFile;
+use crate::quant::{QuantMatrix, matmul_concat};
+use crate::{Architecture, Config, KvCache, LmError, Result};
+use attention::{Query, Shape};
+use rope::Rope;
+
+/// Which positions of a forward chunk produce logits and hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outputs {
+    /// None: the chunk only fills the cache.
+    None,
+    /// The last position of the chunk (decoding).
+    Last,
+    /// Every position of the chunk (scoring, verification, datastore building).
+    All,
+}
+
+/// One sequence's part of a forward call.
+pub struct Step<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub outputs: Outputs,
+}
+
+/// Logits and final hidden states for the requested positions of one sequence.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// Absolute positions (in the sequence) of the rows below.
+    pub positions: Vec<usize>,
+    /// `positions.len() × vocab` logits.
+    pub logits: Vec<f32>,
+    /// `positions.len() × dim` hidden states: the normalised final state that the output head
+    /// multiplies (the kNN-LM key).
+    pub hidden: Vec<f32>,
+    vocab: usize,
+    dim: usize,
+}
+
+impl Output {
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    pub fn logits(&self, row: usize) -> &[f32] {
+        &self.logits[row * self.vocab..(row + 1) * self.vocab]
+    }
+
+    pub fn hidden(&self, row: usize) -> &[f32] {
+        &self.hidden[row * self.dim..(row + 1) * self.dim]
+    }
+
+    /// The logits of the last requested position.
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.len().checked_sub(1).map(|r| self.logits(r))
+    }
+}
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    /// q, k and v projections, outputs side by side.
+    qkv: Vec<QuantMatrix>,
+    qkv_bias: Option<Vec<f32>>,
+    out: QuantMatrix,
+    ffn_norm: Vec<f32>,
+    /// gate and up projections, outputs side by side.
+    gate_up: Vec<QuantMatrix>,
+    down: QuantMatrix,
+}
+
+/// A loaded model. Immutable: share it; each sequence owns its [`KvCache`].
+pub struct Model {
+    config: Config,
+    embed: QuantMatrix,
+    /// `None` when the output head is tied to the embedding.
+    head: Option<QuantMatrix>,
+    norm: Vec<f32>,
+    layers: Vec<Layer>,
+    rope: Rope,
+}
+
+impl Model {
+    /// Loads the weights of an open GGUF file.
+    pub fn load(file: &mut GgufFile) -> Result<Self> {
+        let config = Config::from_gguf(file.content())?;
+        let c = &config;
+        let matrix = |file: &mut GgufFile, name: &str, rows: usize, cols: usize| {
+            let m = QuantMatrix::from_qtensor(&file.tensor(name)?)?;
+            if (m.rows(), m.cols()) != (rows, cols) {
+                return Err(file.invalid(format!(
+                    "tensor `{name}` is {}×{}, expected {rows}×{cols}",
+                    m.rows(),
+                    m.cols()
+                )));
+            }
+            Ok(m)
+        };
+        let embed = matrix(file, "token_embd.weight", c.vocab, c.dim)?;
+        let head = if file.has_tensor("output.weight") {
+            Some(matrix(file, "output.weight", c.vocab, c.dim)?)
+        } else {
+            None
+        };
+        let norm = file.vector("output_norm.weight", c.dim)?;
+        let mut layers = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            let name = |part: &str| format!("blk.{i}.{part}");
+            let qkv_bias = match c.architecture {
+                Architecture::Llama => None,
+                Architecture::Qwen2 => {
+                    let mut bias = file.vector(&name("attn_q.bias"), c.dim)?;
+                    bias.extend(file.vector(&name("attn_k.bias"), c.kv_dim())?);
+                    bias.extend(file.vector(&name("attn_v.bias"), c.kv_dim())?);
+                    Some(bias)
+                }
+            };
+            layers.push(Layer {
+                attn_norm: file.vector(&name("attn_norm.weight"), c.dim)?,
+                qkv: vec![
+                    matrix(file, &name("attn_q.weight"), c.dim, c.dim)?,
+                    matrix(file, &name("attn_k.weight"), c.kv_dim(), c.dim)?,
+                    matrix(file, &name("attn_v.weight"), c.kv_dim(), c.dim)?,
+                ],
+                qkv_bias,
+                out: matrix(file, &name("attn_output.weight"), c.dim, c.dim)?,
+                ffn_norm: file.vector(&name("ffn_norm.weight"), c.dim)?,
+                gate_up: vec![
+                    matrix(file, &name("ffn_gate.weight"), c.ffn_dim, c.dim)?,
+                    matrix(file, &name("ffn_up.weight"), c.ffn_dim, c.dim)?,
+                ],
+                down: matrix(file, &name("ffn_down.weight"), c.dim, c.ffn_dim)?,
+            });
+        }
+        Ok(Self {
+            rope: Rope::new(&config),
+            config,
+            embed,
+            head,
+            norm,
+            layers,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A cache for one sequence of at most `capacity` tokens.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(&self.config, capacity)
+    }
+
+    /// Feeds `tokens` to one sequence (appending them to `cache`).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, outputs: Outputs) -> Result<Output> {
+        let mut steps = [Step {
+            tokens,
+            cache,
+            outputs,
+        }];
+        Ok(self.forward_batch(&mut steps)?.pop().unwrap_or_default())
+    }
+
+    /// Feeds a chunk of tokens to each of several sequences in one pass: the linear layers see
+    /// all their tokens as one batch. Results equal those of separate calls, bit for bit.
+    /// Input is validated before anything changes: on error every cache is as it was.
+    pub fn forward_batch(&self, steps: &mut [Step<'_>]) -> Result<Vec<Output>> {
+        let c = &self.config;
+        for step in steps.iter() {
+            let needed = step.cache.len() + step.tokens.len();
+            if needed > step.cache.capacity() {
+                return Err(LmError::ContextOverflow {
+                    needed,
+                    capacity: step.cache.capacity(),
+                });
+            }
+            if let Some(&id) = step.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(LmError::BadToken { id, vocab: c.vocab });
+            }
+        }
+        let n: usize = steps.iter().map(|s| s.tokens.len()).sum();
+        let (d, kvd, ffn) = (c.dim, c.kv_dim(), c.ffn_dim);
+        let qkv_w = d + 2 * kvd;
+        let mut x = vec![0f32; n * d];
+        let mut h = vec![0f32; n * d];
+        let mut qkv = vec![0f32; n * qkv_w];
+        let mut q = vec![0f32; n * d];
+        let mut att = vec![0f32; n * d];
+        let mut gate_up = vec![0f32; n * 2 * ffn];
+        let mut act = vec![0f32; n * ffn];
+
+        let tokens: Vec<u32> = steps
+            .iter()
+            .flat_map(|s| s.tokens.iter().copied())
+            .collect();
+        // Absolute position of every row, and the step it belongs to.
+        let mut positions = Vec::with_capacity(n);
+        for step in steps.iter() {
+            positions.extend((0..step.tokens.len()).map(|i| step.cache.len() + i));
+        }
+        for (row, &t) in x.chunks_exact_mut(d).zip(&tokens) {
+            self.embed.dequantize_row(t as usize, row);
+        }
+        let shape = Shape {
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+            head_dim: c.head_dim,
+        };
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            norm::rms_norm(&x, &layer.attn_norm, c.rms_eps, &mut h);
+            matmul_concat(&layer.qkv, &h, n, &mut qkv);
+            for (t, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
+                if let Some(bias) = &layer.qkv_bias {
+                    row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+                }
+                let (qr, kr) = row.split_at_mut(d);
+                self.rope.apply(qr, positions[t]);
+                self.rope.apply(&mut kr[..kvd], positions[t]);
+                q[t * d..(t + 1) * d].copy_from_slice(qr);
+            }
+            let mut row = 0;
+            for step in steps.iter_mut() {
+                for _ in 0..step.tokens.len() {
+                    let r = &qkv[row * qkv_w + d..(row + 1) * qkv_w];
+                    step.cache.append(l, &r[..kvd], &r[kvd..]);
+                    row += 1;
+                }
+            }
+            let mut queries = Vec::with_capacity(n);
+            for step in steps.iter() {
+                let (keys, values) = step.cache.layer(l);
+                let end = keys.len() / step.cache.kv_dim();
+                let start = end - step.tokens.len();
+                queries.extend((start..end).map(|p| Query {
+                    keys,
+                    values,
+                    visible: p + 1,
+                }));
+            }
+            attention::attend(&shape, &q, &queries, &mut att);
+            layer.out.matmul(&att, n, &mut h);
+            x.iter_mut().zip(&h).for_each(|(x, h)| *x += h);
+
+            norm::rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h);
+            matmul_concat(&layer.gate_up, &h, n, &mut gate_up);
+            norm::swiglu(&gate_up, ffn, &mut act);
+            layer.down.matmul(&act, n, &mut h);
+            x.iter_mut().zip(&h).for_each(|(x, h)| *x += h);
+        }
+
+        let mut outputs = Vec::with_capacity(steps.len());
+        let mut first = 0;
+        for step in steps.iter_mut() {
+            let len = step.tokens.len();
+            let rows = match step.outputs {
+                Outputs::None => first..first,
+                Outputs::Last => (first + len).saturating_sub(1).max(first)..first + len,
+                Outputs::All => first..first + len,
+            };
+            outputs.push(self.head_output(&x[rows.start * d..rows.end * d], &positions[rows]));
+            step.cache.commit_tokens(step.tokens);
+            first += len;
+        }
+        Ok(outputs)
+    }
+
+    /// Final norm and output head for the given rows of the residual stream.
+    fn head_output(&self, x: &[f32], positions: &[usize]) -> Output {
+        let c = &self.config;
+        let rows = positions.len();
+        let mut hidden = vec![0f32; rows * c.dim];
+        norm::rms_norm(x, &self.norm, c.rms_eps, &mut hidden);
+        let mut logits = vec![0f32; rows * c.vocab];
+        if rows > 0 {
+            self.head
+                .as_ref()
+                .unwrap_or(&self.embed)
+                .matmul(&hidden, rows, &mut logits);
+        }
+        Output {
+            positions: positions.to_vec(),
+            logits,
+            hidden,
+            vocab: c.vocab,
+            dim: c.dim,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! AVX2 + FMA block kernels (x86-64-v3).
+//!
+//! Every function here is `unsafe` because it reads raw block pointers; the bodies are one unsafe
+//! scope each (the intrinsics themselves need it too).
+
+#![allow(unsafe_op_in_unsafe_fn)]
+
+use std::arch::x86_64::*;
+
+/// One block format: load a block and return its 32 weights as four 8-lane vectors.
+pub trait Block {
+    const BYTES: usize;
+    /// # Safety
+    /// `p` must point at `BYTES` readable bytes.
+    unsafe fn load(p: *const u8) -> [__m256; 4];
+}
+
+#[inline(always)]
+unsafe fn scale(p: *const u8) -> __m256 {
+    let bits = unsafe { (p as *const u16).read_unaligned() };
+    _mm256_set1_ps(half::f16::from_bits(bits).to_f32())
+}
+
+/// Splits 16 bytes of packed nibbles into elements 0..16 (low) and 16..32 (high).
+#[inline(always)]
+unsafe fn unpack_nibbles(p: *const u8) -> (__m128i, __m128i) {
+    let bytes = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let mask = _mm_set1_epi8(15);
+    let lo = _mm_and_si128(bytes, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+    (lo, hi)
+}
+
+/// Widens 16 unsigned bytes to two vectors of 8 i32.
+#[inline(always)]
+unsafe fn widen_u8(v: __m128i) -> (__m256i, __m256i) {
+    (
+        _mm256_cvtepu8_epi32(v),
+        _mm256_cvtepu8_epi32(_mm_srli_si128(v, 8)),
+    )
+}
+
+#[inline(always)]
+unsafe fn nibble_ints(p: *const u8) -> [__m256i; 4] {
+    let (lo, hi) = unsafe { unpack_nibbles(p) };
+    let (a, b) = unsafe { widen_u8(lo) };
+    let (c, d) = unsafe { widen_u8(hi) };
+    [a, b, c, d]
+}
+
+pub struct F32;
+impl Block for F32 {
+    const BYTES: usize = 128;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [__m256; 4] {
+        let p = p as *const f32;
+        std::array::from_fn(|i| unsafe { _mm256_loadu_ps(p.add(8 * i)) })
+    }
+}
+
+pub struct Q4_0;
+impl Block for Q4_0 {
+    const BYTES: usize = 18;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [__m256; 4] {
+        let d = unsafe { scale(p) };
+        let q = unsafe { nibble_ints(p.add(2)) };
+        let eight = _mm256_set1_epi32(8);
+        std::array::from_fn(|g| unsafe {
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q[g], eight)), d)
+        })
+    }
+}
+
+pub struct Q4_1;
+impl Block for Q4_1 {
+    const BYTES: usize = 20;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [__m256; 4] {
+        let d = unsafe { scale(p) };
+        let m = unsafe { scale(p.add(2)) };
+        let q = unsafe { nibble_ints(p.add(4)) };
+        std::array::from_fn(|g| unsafe { _mm256_fmadd_ps(_mm256_cvtepi32_ps(q[g]), d, m) })
+    }
+}
+
+pub struct Q5_0;
+impl Block for Q5_0 {
+    const BYTES: usize = 22;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [__m256; 4] {
+        let d = unsafe { scale(p) };
+        let qh = unsafe { (p.add(2) as *const i32).read_unaligned() };
+        let q = unsafe { nibble_ints(p.add(6)) };
+        let bits = _mm256_set1_epi32(qh);
+        let one = _mm256_set1_epi32(1);
+        let sixteen = _mm256_set1_epi32(16);
+        let mut out = [_mm256_setzero_ps(); 4];
+        for (g, q) in q.into_iter().enumerate() {
+            let shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let shifts = _mm256_add_epi32(shifts, _mm256_set1_epi32(8 * g as i32));
+            let high = _mm256_and_si256(_mm256_srlv_epi32(bits, shifts), one);
+            let v = _mm256_or_si256(q, _mm256_slli_epi32(high, 4));
+            out[g] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(v, sixteen)), d);
+        }
+        out
+    }
+}
+
+pub struct Q8_0;
+impl Block for Q8_0 {
+    const BYTES: usize = 34;
+    #[inline(always)]
+    unsafe fn load(p: *const u8) -> [__m256; 4] {
+        let d = unsafe { scale(p) };
+        {
+            std::array::from_fn(|g| unsafe {
+                let bytes = _mm_loadl_epi64(p.add(2 + 8 * g) as *const __m128i);
+                _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes)), d)
+            })
+        }
+    }
+}
+
+/// Sums the 8 lanes in a fixed order.
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+/// See `kernel::tile`. One accumulator per (row, token), blocks fed in order.
+///
+/// # Safety
+/// Every row must hold `cols / 32` blocks and `x` must hold `B * cols` values.
+#[inline(always)]
+pub unsafe fn tile<K: Block, const R: usize, const B: usize>(
+    rows: [&[u8]; R],
+    x: &[f32],
+    cols: usize,
+    acc: &mut [[f32; B]; R],
+) {
+    let mut sums = [[_mm256_setzero_ps(); B]; R];
+    let xp = x.as_ptr();
+    for blk in 0..cols / 32 {
+        for r in 0..R {
+            let w = unsafe { K::load(rows[r].as_ptr().add(blk * K::BYTES)) };
+            for b in 0..B {
+                let xb = unsafe { xp.add(b * cols + blk * 32) };
+                let mut s = sums[r][b];
+                for (g, w) in w.iter().enumerate() {
+                    s = _mm256_fmadd_ps(*w, unsafe { _mm256_loadu_ps(xb.add(8 * g)) }, s);
+                }
+                sums[r][b] = s;
+            }
+        }
+    }
+    for r in 0..R {
+        for b in 0..B {
+            acc[r][b] = unsafe { hsum(sums[r][b]) };
+        }
+    }
+}
+
+/// Writes one dequantized block.
+///
+/// # Safety
+/// `block` must hold one whole block.
+pub unsafe fn store<K: Block>(block: &[u8], out: &mut [f32]) {
+    let w = unsafe { K::load(block.as_ptr()) };
+    for (g, w) in w.iter().enumerate() {
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * g), *w) };
+    }
+}

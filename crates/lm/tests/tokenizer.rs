@@ -1,0 +1,475 @@
+//! The tokenizer on the real models' GGUF files, checked against llama.cpp.
+//!
+//! Each model's tokenizer is rebuilt from its GGUF and compared token for token with
+//! `scripts/reference_tokenize.py` (llama.cpp through llama-cpp-python, an independent
+//! implementation) on the first 1,000 knowledge-base passages plus hand-picked hard cases.
+//! The Python interpreter is `$RALMSPEC_PYTHON` (default `python3`); `scripts/test.sh` sets
+//! it to a venv with `scripts/requirements.txt`. Without those packages the tests fail.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file;
+use ralmspec_assets::{Asset, Store};
+use ralmspec_lm::Tokenizer;
+
+/// How many knowledge-base passages are compared with the reference.
+const PASSAGES: usize = 1000;
+
+/// Texts where tokenizers tend to differ: digits, Unicode, whitespace runs, code,
+/// contractions, special-token strings in plain text.
+const HARD_CASES: &[&str] = &[
+    "In 1999, 3.14159 people paid $1,000,000.00 for 12345678901234567890 items (about 42%).",
+    "Ça va? Größe, naïve café, Ærøskøbing, İstanbul, ﬁne — “quotes” ‘single’ … ½ ² ³ Ⅻ ٣٤ ๓",
+    "東京は日本の首都です。中文测试，한국어 텍스트, русский текст, ελληνικά, עברית, العربية",
+    "Emoji: 🙂 👩‍👩‍👧 🇫🇷 👍🏽 ❤️ and a lone combining mark e\u{301} and \u{200b}zero width",
+    "a  b   c\t\td\n\n\ne   \n  f  \r\n\r\ng \u{a0}h\u{3000}i\u{2028}j \u{85}k",
+    "   leading and trailing spaces   ",
+    "\n\n\n",
+    " ",
+    "fn main() {\n    let x: Vec<u32> = vec![1, 2, 3];\n    println!(\"{:?}\", x[0] + 42);\n}\n",
+    "def f(a, b=2):\n\treturn a**b  # comment\n\nif __name__ == '__main__':\n    print(f(3))\n",
+    "<html><body class=\"x\">&amp; &#39;</body></html> https://example.com/a_b?c=1&d=2#e",
+    "I'm, you're, they'll, we've, he'd, it's, It'S, DON'T, 'tis, rock 'n' roll, O'Neill's",
+    "<|im_start|>user\nhello<|im_end|>\n<|endoftext|><tool_call>{}</tool_call><|im_end",
+    "MiXeD CaSe WORDS and snake_case and camelCase and kebab-case and SCREAMING_CASE",
+    "x\u{0}y\u{1}z\u{7f}\u{1b}[0m tabs\tand\u{b}vertical\u{c}feed",
+    // Bytes SmolLM2's vocabulary has no token for: dropped, without merging across them.
+    "a\u{4}b\u{6}c \u{13}\u{14} d\u{16}\u{1d}e",
+];
+
+/// `text` without the characters `tok` has no token for (dropped by encoding).
+fn encodable(tok: &Tokenizer, text: &str) -> String {
+    text.chars()
+        .filter(|c| !tok.encode(c.encode_utf8(&mut [0; 4])).is_empty())
+        .collect()
+}
+
+struct Model {
+    name: &'static str,
+    path: PathBuf,
+    tokenizer: Tokenizer,
+}
+
+fn store() -> Store {
+    Store::from_env().expect("asset store location")
+}
+
+fn load(asset: Asset, name: &'static str) -> Model {
+    let path = store().fetch(asset).expect("fetching the model");
+    let mut file = std::fs::File::open(&path).expect("opening the GGUF");
+    let content = gguf_file::Content::read(&mut file).expect("reading GGUF metadata");
+    let tokenizer = Tokenizer::from_gguf(&content).expect("building the tokenizer");
+    Model {
+        name,
+        path,
+        tokenizer,
+    }
+}
+
+fn smollm2() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| load(Asset::SmolLm2, "SmolLM2-135M-Instruct"))
+}
+
+fn qwen() -> &'static Model {
+    static MODEL: OnceLock<Model> = OnceLock::new();
+    MODEL.get_or_init(|| load(Asset::Qwen25Coder05B, "Qwen2.5-Coder-0.5B-Instruct"))
+}
+
+/// The first [`PASSAGES`] knowledge-base passages by title, as `title\nextract`, then the
+/// hard cases.
+fn texts() -> &'static [String] {
+    static TEXTS: OnceLock<Vec<String>> = OnceLock::new();
+    TEXTS.get_or_init(|| {
+        let path = store()
+            .fetch(Asset::WikiKb)
+            .expect("fetching the knowledge base");
+        let raw = std::fs::read_to_string(&path).expect("reading the knowledge base");
+        let kb: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&raw).expect("knowledge base JSON");
+        let mut texts: Vec<String> = kb
+            .values()
+            .take(PASSAGES)
+            .map(|entry| {
+                let field = |k: &str| entry[k].as_str().unwrap_or_default().to_string();
+                format!("{}\n{}", field("title"), field("extract"))
+            })
+            .collect();
+        assert_eq!(
+            texts.len(),
+            PASSAGES,
+            "the knowledge base has too few passages"
+        );
+        texts.extend(HARD_CASES.iter().map(|s| s.to_string()));
+        texts
+    })
+}
+
+/// Runs the reference script on `texts` and returns its output lines.
+fn reference(gguf: &Path, texts: &[String], mode: Option<&str>) -> Vec<String> {
+    let dir = std::env::temp_dir().join(format!("ralmspec-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join(format!(
+        "texts-{}.jsonl",
+        mode.unwrap_or("plain").trim_start_matches('-')
+    ));
+    let mut file = std::fs::File::create(&input).unwrap();
+    for text in texts {
+        writeln!(file, "{}", serde_json::to_string(text).unwrap()).unwrap();
+    }
+    drop(file);
+    let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference_tokenize.py");
+    let mut command = Command::new(&python);
+    command.arg(&script).arg(gguf).arg(&input);
+    command.args(mode);
+    let output = command.output().unwrap_or_else(|err| {
+        panic!("cannot run the reference tokenizer with `{python}` ($RALMSPEC_PYTHON): {err}. Run scripts/test.sh, which installs scripts/requirements.txt into a venv and points RALMSPEC_PYTHON at it.")
+    });
+    let _ = std::fs::remove_file(&input);
+    assert!(
+        output.status.success(),
+        "the reference tokenizer failed with `{python}` ($RALMSPEC_PYTHON): {}\nRun scripts/test.sh, which installs scripts/requirements.txt (llama-cpp-python) into a venv and points RALMSPEC_PYTHON at it.",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        texts.len(),
+        "the reference printed one line per text"
+    );
+    lines
+}
+
+fn reference_ids(gguf: &Path, texts: &[String], mode: Option<&str>) -> Vec<Vec<u32>> {
+    reference(gguf, texts, mode)
+        .iter()
+        .map(|line| serde_json::from_str(line).expect("a JSON list of ids"))
+        .collect()
+}
+
+/// Describes where `ours` and `theirs` first differ, with the tokens around it.
+fn divergence(tok: &Tokenizer, text: &str, ours: &[u32], theirs: &[u32]) -> String {
+    let at = ours.iter().zip(theirs).take_while(|(a, b)| a == b).count();
+    let show = |ids: &[u32]| -> String {
+        let window = &ids[at.saturating_sub(3)..(at + 5).min(ids.len())];
+        window
+            .iter()
+            .map(|&id| format!("{id}:{:?}", String::from_utf8_lossy(tok.token_bytes(id))))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut out = String::new();
+    writeln!(out, "text: {text:?}").unwrap();
+    writeln!(
+        out,
+        "first difference at token {at} (ours {} tokens, reference {}), after {:?}",
+        ours.len(),
+        theirs.len(),
+        tok.decode(&ours[..at])
+    )
+    .unwrap();
+    writeln!(out, "ours:      {}", show(ours)).unwrap();
+    write!(out, "reference: {}", show(theirs)).unwrap();
+    out
+}
+
+/// Encodes [`texts`] with `model` and with llama.cpp and asserts token-for-token equality.
+fn matches_reference(model: &Model) {
+    let texts = texts();
+    let tok = &model.tokenizer;
+
+    let start = Instant::now();
+    let ours: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+    let serial = start.elapsed();
+    let start = Instant::now();
+    let batch = tok.encode_batch(texts);
+    let parallel = start.elapsed();
+    assert_eq!(batch, ours, "encode_batch equals encode");
+    let tokens: usize = ours.iter().map(Vec::len).sum();
+    eprintln!(
+        "{}: encoded {} texts ({tokens} tokens) in {:.1} ms: {:.0} texts/s on one thread, {:.0} texts/s with encode_batch",
+        model.name,
+        texts.len(),
+        serial.as_secs_f64() * 1e3,
+        texts.len() as f64 / serial.as_secs_f64(),
+        texts.len() as f64 / parallel.as_secs_f64(),
+    );
+
+    let theirs = reference_ids(&model.path, texts, None);
+    let differing: Vec<usize> = (0..texts.len()).filter(|&i| ours[i] != theirs[i]).collect();
+    if let Some(&first) = differing.first() {
+        panic!(
+            "{}: {} of {} texts tokenize differently from llama.cpp; the first:\n{}",
+            model.name,
+            differing.len(),
+            texts.len(),
+            divergence(tok, &texts[first], &ours[first], &theirs[first])
+        );
+    }
+    eprintln!(
+        "{}: {} texts ({tokens} tokens) equal to llama.cpp",
+        model.name,
+        texts.len()
+    );
+
+    // Round trip on everything (byte-level BPE is lossless).
+    for (text, ids) in texts.iter().zip(&ours) {
+        assert_eq!(
+            &tok.decode(ids),
+            text,
+            "{}: decode(encode(x)) == x",
+            model.name
+        );
+    }
+}
+
+#[test]
+fn smollm2_matches_llama_cpp_on_knowledge_base() {
+    matches_reference(smollm2());
+}
+
+#[test]
+fn qwen_matches_llama_cpp_on_knowledge_base() {
+    matches_reference(qwen());
+}
+
+/// Chat prompts: the exact strings, the template rendered by jinja2, and their encoding with
+/// special tokens equal to llama.cpp's.
+fn chat_prompt_matches(model: &Model, system: &str) {
+    let tok = &model.tokenizer;
+    let users = [
+        "What is the capital of France?".to_string(),
+        "Write a haiku about 2 cats\nand 3 dogs.".to_string(),
+    ];
+    for user in &users {
+        let expected = format!(
+            "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+        );
+        assert_eq!(tok.chat_prompt(user), expected, "{}", model.name);
+    }
+    let rendered: Vec<String> = reference(&model.path, &users, Some("--chat"))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let prompts: Vec<String> = users.iter().map(|u| tok.chat_prompt(u)).collect();
+    assert_eq!(
+        prompts, rendered,
+        "{}: chat_prompt equals the rendered template",
+        model.name
+    );
+
+    let ours: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode_with_special(p)).collect();
+    let theirs = reference_ids(&model.path, &prompts, Some("--special"));
+    for i in 0..prompts.len() {
+        assert!(
+            ours[i] == theirs[i],
+            "{}: encode_with_special differs from llama.cpp:\n{}",
+            model.name,
+            divergence(tok, &prompts[i], &ours[i], &theirs[i])
+        );
+    }
+    let im_start = tok.token_id("<|im_start|>").unwrap();
+    let im_end = tok.token_id("<|im_end|>").unwrap();
+    assert_eq!(ours[0][0], im_start);
+    assert_eq!(ours[0].iter().filter(|&&id| id == im_end).count(), 2);
+}
+
+#[test]
+fn smollm2_chat_prompt() {
+    chat_prompt_matches(
+        smollm2(),
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+    );
+}
+
+#[test]
+fn qwen_chat_prompt() {
+    chat_prompt_matches(
+        qwen(),
+        "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+    );
+}
+
+#[test]
+fn vocabulary_and_end_of_generation() {
+    let smol = &smollm2().tokenizer;
+    assert_eq!(smol.vocab_size(), 49_152);
+    assert_eq!(smol.bos_id(), None, "SmolLM2 adds no BOS");
+    assert_eq!(smol.eos_id(), 2);
+    assert_eq!(smol.token_bytes(2), b"<|im_end|>");
+    assert!(
+        smol.is_eog(2) && smol.is_eog(0),
+        "<|im_end|> and <|endoftext|> end a turn"
+    );
+    assert!(!smol.is_eog(1), "<|im_start|> does not");
+    assert_eq!(smol.token_bytes(u32::MAX), b"");
+    assert_eq!(
+        smol.encode("\u{4}"),
+        Vec::<u32>::new(),
+        "SmolLM2 has no token for byte 0x04"
+    );
+    assert_eq!(smol.decode(&smol.encode("a\u{4}b")), "ab");
+
+    let qwen = &qwen().tokenizer;
+    assert_eq!(qwen.vocab_size(), 151_936);
+    assert_eq!(qwen.bos_id(), None);
+    assert_eq!(qwen.eos_id(), 151_645);
+    for name in ["<|im_end|>", "<|endoftext|>"] {
+        assert!(qwen.is_eog(qwen.token_id(name).unwrap()), "{name}");
+    }
+    assert!(!qwen.is_eog(qwen.token_id("<|im_start|>").unwrap()));
+}
+
+#[test]
+fn special_tokens_are_split_only_when_asked() {
+    for model in [smollm2(), qwen()] {
+        let tok = &model.tokenizer;
+        let text = "<|im_start|>user\nhi<|im_end|>\n<|endoftext|>";
+        let plain = tok.encode(text);
+        let special = tok.encode_with_special(text);
+        let im_start = tok.token_id("<|im_start|>").unwrap();
+        let im_end = tok.token_id("<|im_end|>").unwrap();
+        let eot = tok.token_id("<|endoftext|>").unwrap();
+        assert!(!plain.contains(&im_start) && !plain.contains(&im_end) && !plain.contains(&eot));
+        let expected: Vec<u32> = [im_start]
+            .into_iter()
+            .chain(tok.encode("user\nhi"))
+            .chain([im_end])
+            .chain(tok.encode("\n"))
+            .chain([eot])
+            .collect();
+        assert_eq!(special, expected, "{}", model.name);
+        assert_eq!(tok.decode(&plain), text);
+        assert_eq!(tok.decode(&special), text);
+    }
+}
+
+#[test]
+fn round_trip_on_tricky_strings() {
+    let tricky = [
+        "",
+        " ",
+        "  ",
+        "\t\n\r",
+        "a",
+        "é",
+        "日本語",
+        "🙂",
+        "👩‍👩‍👧",
+        "e\u{301}",
+        "\u{0}",
+        "\u{10FFFF}",
+        "1234567890",
+        "x  \n  y",
+        "'s'S's",
+        "<|im_start|",
+        "Ġ Ċ ĉ",
+        "\u{FEFF}bom",
+        "a\u{2028}b",
+    ];
+    for model in [smollm2(), qwen()] {
+        let tok = &model.tokenizer;
+        for text in tricky.iter().copied().chain(HARD_CASES.iter().copied()) {
+            let ids = tok.encode(text);
+            assert_eq!(
+                tok.decode(&ids),
+                encodable(tok, text),
+                "{}: {text:?}",
+                model.name
+            );
+        }
+    }
+}
+
+#[test]
+fn text_stream_holds_back_split_characters() {
+    let text = "Zürich 東京 🙂👩‍👩‍👧 naïve — done";
+    for model in [smollm2(), qwen()] {
+        let tok = &model.tokenizer;
+        let ids = tok.encode(text);
+        let partial = ids
+            .iter()
+            .filter(|&&id| std::str::from_utf8(tok.token_bytes(id)).is_err())
+            .count();
+        assert!(
+            partial > 0,
+            "{}: some tokens end inside a character",
+            model.name
+        );
+        let mut stream = tok.stream();
+        let mut out = String::new();
+        let mut held = 0;
+        for &id in &ids {
+            match stream.push(id) {
+                Some(piece) => out.push_str(&piece),
+                None => held += 1,
+            }
+        }
+        out.push_str(&stream.finish());
+        assert_eq!(out, text, "{}", model.name);
+        assert!(
+            held > 0,
+            "{}: the stream held back incomplete characters",
+            model.name
+        );
+
+        // Invalid and truncated bytes come out as U+FFFD, as in decode: a piece of a
+        // character, then `x`, then the piece again.
+        let piece = *ids
+            .iter()
+            .find(|&&id| std::str::from_utf8(tok.token_bytes(id)).is_err())
+            .unwrap();
+        let broken: Vec<u32> = [piece]
+            .into_iter()
+            .chain(tok.encode("x"))
+            .chain([piece])
+            .collect();
+        let mut stream = tok.stream();
+        let mut out: String = broken.iter().filter_map(|&id| stream.push(id)).collect();
+        out.push_str(&stream.finish());
+        assert_eq!(out, tok.decode(&broken), "{}", model.name);
+        assert!(out.contains('\u{FFFD}'));
+    }
+}
+
+#[test]
+fn tmp_dump() {
+    let Ok(spec) = std::env::var("TMP_DUMP") else {
+        return;
+    };
+    let (which, input, output) = {
+        let v: Vec<&str> = spec.split(',').collect();
+        (v[0].to_string(), v[1].to_string(), v[2].to_string())
+    };
+    let model = if which == "smol" { smollm2() } else { qwen() };
+    let mut out = String::new();
+    if input == "HARD" {
+        let lines: Vec<String> = HARD_CASES
+            .iter()
+            .map(|t| serde_json::to_string(t).unwrap())
+            .collect();
+        std::fs::write("/tmp/hard.jsonl", lines.join("\n") + "\n").unwrap();
+    }
+    let input = if input == "HARD" {
+        "/tmp/hard.jsonl".to_string()
+    } else {
+        input
+    };
+    for line in std::fs::read_to_string(input).unwrap().lines() {
+        let text: String = serde_json::from_str(line).unwrap();
+        out.push_str(&serde_json::to_string(&model.tokenizer.encode(&text)).unwrap());
+        out.push('\n');
+    }
+    std::fs::write(output, out).unwrap();
+}
