@@ -58,10 +58,8 @@ fi
 export RALMSPEC_PYTHON=$venv/bin/python
 
 # --- 2. Assets -------------------------------------------------------------------------
-# TODO(lead): switch to `cargo run --release -p ralmspec-cli -- fetch ...` once the CLI has it.
 step "assets ($store)"
-cargo run --release -p ralmspec-assets --example fetch -- \
-  smollm2 qwen2.5-0.5b minilm wiki-kb fanoutqa >/dev/null
+cargo run --release -p ralmspec-cli -- fetch smollm2 qwen2.5-0.5b wiki-kb fanoutqa >/dev/null
 
 # --- 3. Tests --------------------------------------------------------------------------
 # cargo ignores -p when --workspace is given, so --workspace is only added without one.

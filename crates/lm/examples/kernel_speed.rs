@@ -16,7 +16,7 @@ fn main() -> ralmspec_lm::Result<()> {
             let x = vec![0.5f32; n * m.cols()];
             let mut y = vec![0f32; n * m.rows()];
             m.matmul(&x, n, &mut y);
-            let reps = if m.rows() > 10000 { 5 } else { 50 };
+            let reps = if m.rows() > 10000 { 20 } else { 200 };
             let t = Instant::now();
             for _ in 0..reps {
                 m.matmul(&x, n, &mut y);

@@ -9,7 +9,10 @@ fn main() -> ralmspec_lm::Result<()> {
     let model = Model::load(&mut GgufFile::open(&path)?)?;
     eprintln!("loaded in {:.2}s", t.elapsed().as_secs_f64());
     let tokens: Vec<u32> = (0..600u32).map(|i| 1000 + (i * 7919) % 30000).collect();
-    for n in [64, 256, 512] {
+    let sizes: Vec<usize> = std::env::var("SIZES")
+        .map(|s| s.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or(vec![64, 256, 512]);
+    for n in sizes {
         let mut cache = model.new_cache(1024);
         model.forward(&tokens[..n], &mut cache, Outputs::Last)?;
         cache.clear();

@@ -13,6 +13,7 @@ mod rope;
 use crate::gguf::GgufFile;
 use crate::quant::{QuantMatrix, matmul_concat};
 use crate::{Architecture, Config, KvCache, LmError, Result};
+pub(crate) use attention::dot;
 use attention::{Query, Shape};
 use rope::Rope;
 

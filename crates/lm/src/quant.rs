@@ -2,9 +2,9 @@
 //!
 //! A [`QuantMatrix`] keeps a GGUF weight in its quantized form (Q4_0, Q4_1, Q5_0, Q8_0; any other
 //! format is dequantized to f32 at load time) and multiplies it with a batch of f32 activation
-//! rows. The kernel dequantizes each 32-weight block once and applies it to every activation row
-//! of the batch, so decoding one token streams the weights once, and a prefill of many tokens
-//! reuses each dequantized block for up to eight tokens.
+//! rows. The kernel unpacks each 32-weight block once and applies it to several activation rows,
+//! so decoding one token streams the weights once, and a prefill of many tokens reuses each
+//! unpacked block for four tokens.
 //!
 //! **Batch invariance.** Every output element `y[t][r]` is computed by the same sequence of
 //! floating-point operations whatever the batch size, the tile shape or the thread split: one
@@ -13,9 +13,11 @@
 //! calls or batched with other sequences. Speculation relies on this: a KV cache rolled back and
 //! recomputed gives bit-identical results.
 
+mod activations;
 mod format;
 mod kernel;
 
+pub use activations::QuantizedActs;
 pub use format::Format;
 
 use crate::{LmError, Result};
@@ -33,14 +35,18 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     data: Vec<u8>,
+    /// The f16 block scales as f32, `rows × cols/32` (empty for f32 weights).
+    scales: Vec<f32>,
+    /// Q4_1 only: the per-block offsets `m` as f32, `rows × cols/32`. A row's dot product with
+    /// activations is the integer kernel's result plus `Σ_blocks m·s_x`, computed from these.
+    offsets: Vec<f32>,
 }
 
 impl QuantMatrix {
     /// Takes a 2-D GGUF tensor (candle shape `(rows, cols)`).
     pub fn from_qtensor(tensor: &QTensor) -> Result<Self> {
         let (rows, cols) = tensor.shape().dims2()?;
-        let native = Format::from_ggml(tensor.dtype());
-        let (format, data) = match native {
+        let (format, data) = match Format::from_ggml(tensor.dtype()) {
             Some(format) => (format, tensor.data()?.into_owned()),
             None => {
                 let dense = tensor.dequantize(&candle_core::Device::Cpu)?;
@@ -55,12 +61,28 @@ impl QuantMatrix {
                 format.block_len()
             )));
         }
-        Ok(Self {
+        Ok(Self::from_blocks(format, rows, cols, data))
+    }
+
+    /// A matrix from raw blocks (`rows × cols/32` blocks of `format`).
+    pub fn from_blocks(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Self {
+        assert_eq!(data.len(), rows * cols / 32 * format.block_bytes());
+        let (scales, offsets) = match format {
+            Format::F32 => (Vec::new(), Vec::new()),
+            Format::Q4_1 => (
+                kernel::block_scales(format, &data, 0),
+                kernel::block_scales(format, &data, 2),
+            ),
+            _ => (kernel::block_scales(format, &data, 0), Vec::new()),
+        };
+        Self {
             format,
             rows,
             cols,
             data,
-        })
+            scales,
+            offsets,
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -79,14 +101,22 @@ impl QuantMatrix {
         self.cols / self.format.block_len() * self.format.block_bytes()
     }
 
-    fn row(&self, r: usize) -> &[u8] {
+    fn row_data(&self, r: usize) -> &[u8] {
         let n = self.row_bytes();
         &self.data[r * n..(r + 1) * n]
     }
 
+    fn row(&self, r: usize) -> kernel::Row<'_> {
+        let blocks = self.cols / 32;
+        kernel::Row {
+            bytes: self.row_data(r),
+            scales: self.scales.get(r * blocks..(r + 1) * blocks).unwrap_or(&[]),
+        }
+    }
+
     /// Writes row `r`, dequantized, into `out` (length `cols`). Used for embedding lookups.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        kernel::dequantize_row(self.format, self.row(r), out);
+        kernel::dequantize_row(self.format, self.row_data(r), out);
     }
 
     /// `y = x · Wᵀ` for `n` activation rows: `x` is `n × cols`, `y` is `n × rows`, row-major.
@@ -94,47 +124,56 @@ impl QuantMatrix {
         matmul_concat(std::slice::from_ref(self), x, n, y);
     }
 
-    /// Computes the output columns `rows` for all `n` activation rows. Tokens go eight at a
-    /// time through each row (the dequantized block is reused eight times); leftover tokens go
+    /// Computes the output columns `rows` for all `n` activation rows. Tokens go four at a
+    /// time through each row (the unpacked block is reused four times); leftover tokens go
     /// one at a time through four rows at once (four independent accumulator chains).
     ///
     /// Output row `t` starts at `out + t * stride`; this matrix's first column is at `out`.
     unsafe fn matmul_rows(
         &self,
         x: &[f32],
+        q: Option<&QuantizedActs>,
         n: usize,
         rows: std::ops::Range<usize>,
         out: &SharedOut,
         stride: usize,
     ) {
         let cols = self.cols;
+        let rhs = |t0| kernel::Rhs { x, q, t0 };
+        let blocks = cols / 32;
+        // The value of (row r, token t) from the kernel's partial result.
+        let finish = |r: usize, t: usize, partial: f32| match (self.offsets.is_empty(), q) {
+            (false, Some(q)) => {
+                let m = &self.offsets[r * blocks..(r + 1) * blocks];
+                partial + crate::model::dot(m, &q.s[t * blocks..(t + 1) * blocks])
+            }
+            _ => partial,
+        };
         let mut t = 0;
-        while t + 8 <= n {
-            let xt = &x[t * cols..(t + 8) * cols];
+        while t + 4 <= n {
             for r in rows.clone() {
-                let mut acc = [[0f32; 8]; 1];
-                kernel::tile::<1, 8>(self.format, |_| self.row(r), xt, cols, &mut acc);
+                let mut acc = [[0f32; 4]; 1];
+                kernel::tile::<1, 4>(self.format, |_| self.row(r), &rhs(t), cols, &mut acc);
                 for (b, a) in acc[0].iter().enumerate() {
-                    unsafe { out.write((t + b) * stride + r, *a) };
+                    unsafe { out.write((t + b) * stride + r, finish(r, t + b, *a)) };
                 }
             }
-            t += 8;
+            t += 4;
         }
         for t in t..n {
-            let xt = &x[t * cols..(t + 1) * cols];
             let mut r = rows.start;
             while r + 4 <= rows.end {
                 let mut acc = [[0f32; 1]; 4];
-                kernel::tile::<4, 1>(self.format, |i| self.row(r + i), xt, cols, &mut acc);
+                kernel::tile::<4, 1>(self.format, |i| self.row(r + i), &rhs(t), cols, &mut acc);
                 for (i, a) in acc.iter().enumerate() {
-                    unsafe { out.write(t * stride + r + i, a[0]) };
+                    unsafe { out.write(t * stride + r + i, finish(r + i, t, a[0])) };
                 }
                 r += 4;
             }
             for r in r..rows.end {
                 let mut acc = [[0f32; 1]; 1];
-                kernel::tile::<1, 1>(self.format, |_| self.row(r), xt, cols, &mut acc);
-                unsafe { out.write(t * stride + r, acc[0][0]) };
+                kernel::tile::<1, 1>(self.format, |_| self.row(r), &rhs(t), cols, &mut acc);
+                unsafe { out.write(t * stride + r, finish(r, t, acc[0][0])) };
             }
         }
     }
@@ -160,12 +199,16 @@ pub fn matmul_concat(parts: &[QuantMatrix], x: &[f32], n: usize, y: &mut [f32]) 
         }
         offset += part.rows;
     }
+    let quantized = parts
+        .iter()
+        .any(|p| p.format != Format::F32)
+        .then(|| QuantizedActs::new(x, cols));
     let base = SharedOut(y.as_mut_ptr());
     tasks.into_par_iter().for_each(|(i, offset, rows)| {
         // SAFETY: each task writes only its own output columns (offset + rows) of every output
         // row, so no two tasks touch the same element, and `y` outlives the parallel loop.
         let out = unsafe { base.offset(offset) };
-        unsafe { parts[i].matmul_rows(x, n, rows, &out, stride) };
+        unsafe { parts[i].matmul_rows(x, quantized.as_ref(), n, rows, &out, stride) };
     });
 }
 
@@ -196,4 +239,95 @@ pub fn native_formats() -> &'static [GgmlDType] {
         GgmlDType::Q5_0,
         GgmlDType::Q8_0,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel::tests::{FORMATS, block};
+    use super::*;
+
+    fn matrix(format: Format, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
+        let data: Vec<u8> = (0..rows * cols / 32)
+            .flat_map(|k| block(format, seed + 7 * k as u64))
+            .collect();
+        QuantMatrix::from_blocks(format, rows, cols, data)
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn matmul_equals_the_dot_product_with_the_dequantized_weights() {
+        let (rows, cols, n) = (6, 96, 11);
+        for format in FORMATS {
+            let m = matrix(format, rows, cols, 1);
+            let x: Vec<f32> = (0..n * cols)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let mut y = vec![0f32; n * rows];
+            m.matmul(&x, n, &mut y);
+            let mut w = vec![0f32; cols];
+            for r in 0..rows {
+                m.dequantize_row(r, &mut w);
+                for t in 0..n {
+                    let xt = &x[t * cols..(t + 1) * cols];
+                    let exact: f64 = w.iter().zip(xt).map(|(w, x)| *w as f64 * *x as f64).sum();
+                    // Quantized weights meet 16-bit activations: at most half a step
+                    // (max|x| / 65534, |x| <= 2 here) of error per weight, plus float rounding.
+                    let bound: f64 = w.iter().map(|w| (*w as f64).abs() * 2.0 / 65534.0).sum();
+                    let tol = if format == Format::F32 {
+                        1e-4
+                    } else {
+                        bound + 1e-5
+                    };
+                    let got = y[t * rows + r] as f64;
+                    assert!(
+                        (exact - got).abs() <= tol,
+                        "{format:?} r{r} t{t}: {exact} vs {got}"
+                    );
+                }
+            }
+            // Each token's outputs are bit-identical when computed alone.
+            for t in 0..n {
+                let mut alone = vec![0f32; rows];
+                m.matmul(&x[t * cols..(t + 1) * cols], 1, &mut alone);
+                assert_eq!(
+                    bits(&alone),
+                    bits(&y[t * rows..(t + 1) * rows]),
+                    "{format:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn integer_activations_give_the_exact_dot_product() {
+        // x already on the 16-bit grid (every block holds ±32767): only float rounding is left.
+        let (rows, cols) = (3, 64);
+        for format in FORMATS {
+            let m = matrix(format, rows, cols, 40);
+            let x: Vec<f32> = (0..cols)
+                .map(|i| {
+                    if i % 32 == 0 {
+                        32767.0
+                    } else {
+                        ((i * 4099) % 65535) as f32 - 32767.0
+                    }
+                })
+                .collect();
+            let mut y = vec![0f32; rows];
+            m.matmul(&x, 1, &mut y);
+            let mut w = vec![0f32; cols];
+            for (r, got) in y.iter().enumerate() {
+                m.dequantize_row(r, &mut w);
+                let exact: f64 = w.iter().zip(&x).map(|(w, x)| *w as f64 * *x as f64).sum();
+                let err = (exact - *got as f64).abs();
+                assert!(
+                    err < 1e-4 * (1.0 + exact.abs()),
+                    "{format:?}: {exact} vs {got}"
+                );
+            }
+        }
+    }
 }

@@ -2,12 +2,12 @@
 //!
 //! Text goes through three stages (as in llama.cpp and HF tokenizers):
 //!
-//! 1. [`special`]: special tokens such as `<|im_start|>` are cut out whole (only in
+//! 1. `special`: special tokens such as `<|im_start|>` are cut out whole (only in
 //!    [`Tokenizer::encode_with_special`]; [`Tokenizer::encode`] treats them as plain text).
-//! 2. [`pretokenizer`]: the rest is cut into words by the model's regex (`tokenizer.ggml.pre`).
-//! 3. [`bpe`]: each word's bytes are merged by the ranked merge list into token ids.
+//! 2. `pretokenizer`: the rest is cut into words by the model's regex (`tokenizer.ggml.pre`).
+//! 3. `bpe`: each word's bytes are merged by the ranked merge list into token ids.
 //!
-//! Decoding maps ids back to bytes ([`bytes`] undoes GPT-2's byte spelling of the vocabulary);
+//! Decoding maps ids back to bytes (`bytes` undoes GPT-2's byte spelling of the vocabulary);
 //! [`TextStream`] does it incrementally for printing while generating, and [`ChatTemplate`]
 //! writes the model's chat prompt. Everything is built once in [`Tokenizer::from_gguf`]; the
 //! tokenizer is immutable afterwards and can be shared across threads.
@@ -268,7 +268,8 @@ impl Tokenizer {
         self.tokens.get(id as usize).map_or(&[], Vec::as_slice)
     }
 
-    /// The id of a token given by its text (e.g. `"<|im_end|>"`), if the vocabulary has it.
+    /// The id of a token given by its text (e.g. `"<|im_end|>"`), if the vocabulary has it
+    /// (a linear scan: for setup, not for hot loops).
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.tokens
             .iter()
@@ -365,5 +366,16 @@ impl<'a> Metadata<'a> {
                 _ => Err(LmError::MissingMetadata(key.to_string())),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizer_can_be_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Tokenizer>();
     }
 }

@@ -223,11 +223,11 @@ fn matches_reference(model: &Model) {
         texts.len()
     );
 
-    // Round trip on everything (byte-level BPE is lossless).
+    // Round trip on everything (lossless but for bytes without a token).
     for (text, ids) in texts.iter().zip(&ours) {
         assert_eq!(
-            &tok.decode(ids),
-            text,
+            tok.decode(ids),
+            encodable(tok, text),
             "{}: decode(encode(x)) == x",
             model.name
         );
@@ -441,35 +441,4 @@ fn text_stream_holds_back_split_characters() {
         assert_eq!(out, tok.decode(&broken), "{}", model.name);
         assert!(out.contains('\u{FFFD}'));
     }
-}
-
-#[test]
-fn tmp_dump() {
-    let Ok(spec) = std::env::var("TMP_DUMP") else {
-        return;
-    };
-    let (which, input, output) = {
-        let v: Vec<&str> = spec.split(',').collect();
-        (v[0].to_string(), v[1].to_string(), v[2].to_string())
-    };
-    let model = if which == "smol" { smollm2() } else { qwen() };
-    let mut out = String::new();
-    if input == "HARD" {
-        let lines: Vec<String> = HARD_CASES
-            .iter()
-            .map(|t| serde_json::to_string(t).unwrap())
-            .collect();
-        std::fs::write("/tmp/hard.jsonl", lines.join("\n") + "\n").unwrap();
-    }
-    let input = if input == "HARD" {
-        "/tmp/hard.jsonl".to_string()
-    } else {
-        input
-    };
-    for line in std::fs::read_to_string(input).unwrap().lines() {
-        let text: String = serde_json::from_str(line).unwrap();
-        out.push_str(&serde_json::to_string(&model.tokenizer.encode(&text)).unwrap());
-        out.push('\n');
-    }
-    std::fs::write(output, out).unwrap();
 }

@@ -1,37 +1,70 @@
-//! The block kernels: dequantize one 32-weight block into four 8-lane vectors and feed it to an
-//! (R rows × B tokens) tile of accumulators.
+//! The block kernels: an (R rows × B tokens) tile of dot products, block by block.
 //!
-//! Every (row, token) pair owns one 8-lane accumulator that takes the block's four vectors in
-//! order, block after block, and is summed horizontally in a fixed order at the end. The tile
-//! shape only changes how many pairs run side by side, never the operations of one pair: that is
-//! what makes the results batch-invariant (see the parent module).
+//! Quantized weights take the integer path: each 32-weight block is multiplied with the 16-bit
+//! activations of [`QuantizedActs`] as integers, scaled by both block scales and added to one
+//! 8-lane accumulator per (row, token). Weights stored as f32 take the float path over the f32
+//! activations. Either way every (row, token) pair sees the same operations in the same order
+//! whatever the tile shape, and is summed horizontally in a fixed order at the end: that is what
+//! makes the results batch-invariant (see the parent module).
 
 use super::Format;
+use super::activations::QuantizedActs;
 use half::f16;
 
-/// Accumulates `acc[r][b] = Σ_cols row_r · x_b` for R rows given by `row(r)` and B activation
-/// rows stored one after another in `x` (each `cols` long).
+/// The right-hand side of a tile: tokens `t0 .. t0 + B` of the activations, as f32 (`x`, with
+/// `cols` values per token) and quantized (`q`, required unless the weights are f32).
+pub struct Rhs<'a> {
+    pub x: &'a [f32],
+    pub q: Option<&'a QuantizedActs>,
+    pub t0: usize,
+}
+
+/// One weight row: its blocks, and their scales as f32 (read once at load time, so the hot loop
+/// never converts f16; empty for f32 weights).
+#[derive(Clone, Copy)]
+pub struct Row<'a> {
+    pub bytes: &'a [u8],
+    pub scales: &'a [f32],
+}
+
+/// The f16 scale of every block of `data` (at byte `at` of each block), as f32.
+pub fn block_scales(format: Format, data: &[u8], at: usize) -> Vec<f32> {
+    data.chunks_exact(format.block_bytes())
+        .map(|b| scale(b, at))
+        .collect()
+}
+
+/// Accumulates `acc[r][b] = row_r · x_(t0 + b)` for R rows given by `row(r)`.
 #[inline]
 pub fn tile<'a, const R: usize, const B: usize>(
     format: Format,
-    row: impl Fn(usize) -> &'a [u8],
-    x: &[f32],
+    row: impl Fn(usize) -> Row<'a>,
+    rhs: &Rhs<'_>,
     cols: usize,
     acc: &mut [[f32; B]; R],
 ) {
-    assert!(x.len() >= B * cols);
-    let rows: [&[u8]; R] = std::array::from_fn(&row);
+    let rows: [Row<'a>; R] = std::array::from_fn(&row);
     for r in rows {
-        assert!(r.len() >= cols / 32 * format.block_bytes());
+        assert!(r.bytes.len() >= cols / 32 * format.block_bytes());
+        assert!(format == Format::F32 || r.scales.len() >= cols / 32);
     }
-    // SAFETY: the asserts above bound every block and activation read.
+    let t0 = rhs.t0;
+    if format == Format::F32 {
+        let x = &rhs.x[t0 * cols..(t0 + B) * cols];
+        // SAFETY: the rows and `x` were bounds-checked above.
+        unsafe { imp::tile_f32::<R, B>(rows.map(|r| r.bytes), x, cols, acc) };
+        return;
+    }
+    let q = rhs.q.expect("quantized weights need quantized activations");
+    assert!(q.cols == cols && q.qs.len() >= (t0 + B) * cols);
+    // SAFETY: the rows and the activations were bounds-checked above.
     unsafe {
         match format {
-            Format::F32 => imp::tile::<imp::F32, R, B>(rows, x, cols, acc),
-            Format::Q4_0 => imp::tile::<imp::Q4_0, R, B>(rows, x, cols, acc),
-            Format::Q4_1 => imp::tile::<imp::Q4_1, R, B>(rows, x, cols, acc),
-            Format::Q5_0 => imp::tile::<imp::Q5_0, R, B>(rows, x, cols, acc),
-            Format::Q8_0 => imp::tile::<imp::Q8_0, R, B>(rows, x, cols, acc),
+            Format::Q4_0 => imp::tile_int::<imp::Q4_0, R, B>(rows, q, t0, acc),
+            Format::Q4_1 => imp::tile_int::<imp::Q4_1, R, B>(rows, q, t0, acc),
+            Format::Q5_0 => imp::tile_int::<imp::Q5_0, R, B>(rows, q, t0, acc),
+            Format::Q8_0 => imp::tile_int::<imp::Q8_0, R, B>(rows, q, t0, acc),
+            Format::F32 => unreachable!(),
         }
     }
 }
@@ -55,7 +88,6 @@ pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) {
     }
 }
 
-#[cfg_attr(target_feature = "avx2", allow(dead_code))] // used by tests and portable builds
 fn scale(block: &[u8], at: usize) -> f32 {
     f16::from_bits(u16::from_le_bytes([block[at], block[at + 1]])).to_f32()
 }
@@ -112,10 +144,10 @@ mod imp;
 mod imp;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
         let mut s = seed;
         (0..n)
             .map(|_| {
@@ -128,7 +160,7 @@ mod tests {
     }
 
     /// A block with sane f16 scales (random bytes could make NaN or huge scales).
-    fn block(format: Format, seed: u64) -> Vec<u8> {
+    pub(crate) fn block(format: Format, seed: u64) -> Vec<u8> {
         let mut b = random_bytes(format.block_bytes(), seed);
         let put = |b: &mut Vec<u8>, at: usize, v: f32| {
             b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes())
@@ -149,7 +181,7 @@ mod tests {
         b
     }
 
-    const FORMATS: [Format; 5] = [
+    pub(crate) const FORMATS: [Format; 5] = [
         Format::F32,
         Format::Q4_0,
         Format::Q4_1,
@@ -179,22 +211,26 @@ mod tests {
             let x: Vec<f32> = (0..8 * cols)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
                 .collect();
+            let q = QuantizedActs::new(&x, cols);
+            let rhs = |t0| Rhs {
+                x: &x,
+                q: Some(&q),
+                t0,
+            };
+            let scales: Vec<Vec<f32>> = rows.iter().map(|r| block_scales(format, r, 0)).collect();
+            let row = |i: usize| Row {
+                bytes: &rows[i],
+                scales: &scales[i],
+            };
             let mut one = [[0f32; 1]; 1];
             let mut four = [[0f32; 1]; 4];
             let mut eight = [[0f32; 8]; 1];
-            tile::<4, 1>(format, |i| &rows[i], &x, cols, &mut four);
+            tile::<4, 1>(format, row, &rhs(0), cols, &mut four);
             for r in 0..4 {
-                tile::<1, 8>(format, |_| &rows[r], &x, cols, &mut eight);
+                tile::<1, 8>(format, |_| row(r), &rhs(0), cols, &mut eight);
                 for b in 0..8 {
-                    tile::<1, 1>(format, |_| &rows[r], &x[b * cols..], cols, &mut one);
+                    tile::<1, 1>(format, |_| row(r), &rhs(b), cols, &mut one);
                     assert_eq!(one[0][0].to_bits(), eight[0][b].to_bits(), "{format:?}");
-                    // And the value is the dot product of the dequantized row.
-                    let mut w = vec![0f32; cols];
-                    dequantize_row(format, &rows[r], &mut w);
-                    let exact: f64 = (0..cols)
-                        .map(|c| w[c] as f64 * x[b * cols + c] as f64)
-                        .sum();
-                    assert!((exact - one[0][0] as f64).abs() < 1e-4 * (1.0 + exact.abs()));
                 }
                 assert_eq!(four[r][0].to_bits(), eight[0][0].to_bits(), "{format:?}");
             }

@@ -15,10 +15,13 @@ pub trait Block {
     unsafe fn load(p: *const u8) -> [__m256; 4];
 }
 
+/// Broadcasts the f16 scale at `p`. Goes through a general register and `movd` on purpose: an
+/// insert into a vector register would merge with (and wait for) its previous contents, chaining
+/// every block's dequantization to the previous accumulator.
 #[inline(always)]
 unsafe fn scale(p: *const u8) -> __m256 {
-    let bits = unsafe { (p as *const u16).read_unaligned() };
-    _mm256_set1_ps(half::f16::from_bits(bits).to_f32())
+    let bits = (p as *const u16).read_unaligned() as i32;
+    _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
 }
 
 /// Splits 16 bytes of packed nibbles into elements 0..16 (low) and 16..32 (high).
@@ -131,12 +134,12 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// See `kernel::tile`. One accumulator per (row, token), blocks fed in order.
+/// The f32 path (weights stored as f32): one accumulator per (row, token), blocks in order.
 ///
 /// # Safety
 /// Every row must hold `cols / 32` blocks and `x` must hold `B * cols` values.
 #[inline(always)]
-pub unsafe fn tile<K: Block, const R: usize, const B: usize>(
+pub unsafe fn tile_f32<const R: usize, const B: usize>(
     rows: [&[u8]; R],
     x: &[f32],
     cols: usize,
@@ -146,12 +149,12 @@ pub unsafe fn tile<K: Block, const R: usize, const B: usize>(
     let xp = x.as_ptr();
     for blk in 0..cols / 32 {
         for r in 0..R {
-            let w = unsafe { K::load(rows[r].as_ptr().add(blk * K::BYTES)) };
+            let w = F32::load(rows[r].as_ptr().add(blk * F32::BYTES));
             for b in 0..B {
-                let xb = unsafe { xp.add(b * cols + blk * 32) };
+                let xb = xp.add(b * cols + blk * 32);
                 let mut s = sums[r][b];
                 for (g, w) in w.iter().enumerate() {
-                    s = _mm256_fmadd_ps(*w, unsafe { _mm256_loadu_ps(xb.add(8 * g)) }, s);
+                    s = _mm256_fmadd_ps(*w, _mm256_loadu_ps(xb.add(8 * g)), s);
                 }
                 sums[r][b] = s;
             }
@@ -159,7 +162,110 @@ pub unsafe fn tile<K: Block, const R: usize, const B: usize>(
     }
     for r in 0..R {
         for b in 0..B {
-            acc[r][b] = unsafe { hsum(sums[r][b]) };
+            acc[r][b] = hsum(sums[r][b]);
+        }
+    }
+}
+
+/// A quantized block as 32 signed 8-bit integer weights (its scale comes from the row's f32
+/// scales).
+pub trait IntBlock: Block {
+    /// # Safety
+    /// `p` must point at `BYTES` readable bytes.
+    unsafe fn ints(p: *const u8) -> __m256i;
+}
+
+/// 16 bytes of packed nibbles as 32 bytes in element order (low nibbles, then high nibbles).
+#[inline(always)]
+unsafe fn nibble_bytes(p: *const u8) -> __m256i {
+    let (lo, hi) = unpack_nibbles(p);
+    _mm256_set_m128i(hi, lo)
+}
+
+impl IntBlock for Q4_0 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> __m256i {
+        _mm256_sub_epi8(nibble_bytes(p.add(2)), _mm256_set1_epi8(8))
+    }
+}
+
+impl IntBlock for Q4_1 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> __m256i {
+        nibble_bytes(p.add(4))
+    }
+}
+
+impl IntBlock for Q5_0 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> __m256i {
+        // Byte i takes bit i of qh (the fifth bit of element i) as 0x10.
+        let qh = (p.add(2) as *const i32).read_unaligned();
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(qh),
+            _mm256_setr_epi64x(
+                0,
+                0x0101_0101_0101_0101,
+                0x0202_0202_0202_0202,
+                0x0303_0303_0303_0303,
+            ),
+        );
+        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+        let high = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(nibble_bytes(p.add(6)), high);
+        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+    }
+}
+
+impl IntBlock for Q8_0 {
+    #[inline(always)]
+    unsafe fn ints(p: *const u8) -> __m256i {
+        _mm256_loadu_si256(p.add(2) as *const __m256i)
+    }
+}
+
+/// Eight partial integer dot products of 32 weights (widened to i16, elements 0..16 and 16..32)
+/// with 32 activations (i16).
+#[inline(always)]
+unsafe fn int_dot(lo: __m256i, hi: __m256i, x: *const i16) -> __m256 {
+    let x0 = _mm256_loadu_si256(x as *const __m256i);
+    let x1 = _mm256_loadu_si256(x.add(16) as *const __m256i);
+    let sum = _mm256_add_epi32(_mm256_madd_epi16(lo, x0), _mm256_madd_epi16(hi, x1));
+    _mm256_cvtepi32_ps(sum)
+}
+
+/// The integer path: per (row, token), `Σ_blocks d_w·d_x·(w·q_x)` in one 8-lane accumulator,
+/// blocks in order, then the horizontal sum. (Q4_1's offset term is added by the caller.)
+///
+/// # Safety
+/// Every row must hold `cols / 32` blocks; `x` must hold tokens `t0..t0 + B`.
+#[inline(always)]
+pub unsafe fn tile_int<K: IntBlock, const R: usize, const B: usize>(
+    rows: [super::Row<'_>; R],
+    x: &super::QuantizedActs,
+    t0: usize,
+    acc: &mut [[f32; B]; R],
+) {
+    let blocks = x.cols / 32;
+    let mut sums = [[_mm256_setzero_ps(); B]; R];
+    for blk in 0..blocks {
+        for r in 0..R {
+            let w = K::ints(rows[r].bytes.as_ptr().add(blk * K::BYTES));
+            let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
+            let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1));
+            let dw = *rows[r].scales.get_unchecked(blk);
+            for b in 0..B {
+                let t = t0 + b;
+                let xq = x.qs.as_ptr().add(t * x.cols + blk * 32);
+                let scale = _mm256_set1_ps(dw * *x.d.get_unchecked(t * blocks + blk));
+                sums[r][b] = _mm256_fmadd_ps(int_dot(lo, hi, xq), scale, sums[r][b]);
+            }
+        }
+    }
+    for r in 0..R {
+        for b in 0..B {
+            acc[r][b] = hsum(sums[r][b]);
         }
     }
 }

@@ -1,7 +1,7 @@
-//! Portable block kernels for targets without AVX2: the same operations, one lane at a time.
+//! Portable block kernels for targets without AVX2: the same arithmetic, one value at a time.
 
 use super::super::Format;
-use super::dequantize_block_scalar;
+use super::{QuantizedActs, dequantize_block_scalar};
 
 pub trait Block {
     const FORMAT: Format;
@@ -16,32 +16,80 @@ macro_rules! block {
 }
 block!(F32, Q4_0, Q4_1, Q5_0, Q8_0);
 
-/// See `kernel::tile`: eight lane accumulators per (row, token), summed in a fixed order.
+/// The f32 path: eight lane accumulators per (row, token), summed in a fixed order.
 ///
 /// # Safety
 /// Every row must hold `cols / 32` blocks and `x` must hold `B * cols` values.
-pub unsafe fn tile<K: Block, const R: usize, const B: usize>(
+pub unsafe fn tile_f32<const R: usize, const B: usize>(
     rows: [&[u8]; R],
     x: &[f32],
     cols: usize,
     acc: &mut [[f32; B]; R],
 ) {
-    let bytes = K::FORMAT.block_bytes();
     for r in 0..R {
-        let mut sums = [[0f32; 8]; B];
-        for blk in 0..cols / 32 {
-            let w = dequantize_block_scalar(K::FORMAT, &rows[r][blk * bytes..]);
-            for (b, s) in sums.iter_mut().enumerate() {
+        for b in 0..B {
+            let mut lanes = [0f32; 8];
+            for blk in 0..cols / 32 {
+                let w = dequantize_block_scalar(Format::F32, &rows[r][blk * 128..]);
                 let xb = &x[b * cols + blk * 32..];
                 for i in 0..32 {
-                    s[i % 8] = w[i].mul_add(xb[i], s[i % 8]);
+                    lanes[i % 8] = w[i].mul_add(xb[i], lanes[i % 8]);
                 }
             }
+            acc[r][b] = lanes.iter().sum();
         }
+    }
+}
+
+/// The integer path: `Σ_blocks d_w·d_x·(w·q_x)` per (row, token).
+///
+/// # Safety
+/// Every row must hold `cols / 32` blocks; `x` must hold tokens `t0..t0 + B`.
+pub unsafe fn tile_int<K: Block, const R: usize, const B: usize>(
+    rows: [super::Row<'_>; R],
+    x: &QuantizedActs,
+    t0: usize,
+    acc: &mut [[f32; B]; R],
+) {
+    let (blocks, bytes) = (x.cols / 32, K::FORMAT.block_bytes());
+    for r in 0..R {
         for b in 0..B {
-            let s = sums[b];
-            acc[r][b] = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+            let t = t0 + b;
+            let mut sum = 0f32;
+            for blk in 0..blocks {
+                let w = ints(K::FORMAT, &rows[r].bytes[blk * bytes..]);
+                let dw = rows[r].scales[blk];
+                let dot: i32 = w
+                    .iter()
+                    .zip(x.block(t, blk))
+                    .map(|(w, q)| w * *q as i32)
+                    .sum();
+                sum = (dot as f32).mul_add(dw * x.d[t * blocks + blk], sum);
+            }
+            acc[r][b] = sum;
         }
+    }
+}
+
+/// Integer weights of one block (the scales come from the row; Q4_1's offset is added by the
+/// caller).
+fn ints(format: Format, block: &[u8]) -> [i32; 32] {
+    match format {
+        Format::Q4_0 => {
+            let q = super::nibbles(&block[2..18]);
+            std::array::from_fn(|i| q[i] as i32 - 8)
+        }
+        Format::Q4_1 => {
+            let q = super::nibbles(&block[4..20]);
+            std::array::from_fn(|i| q[i] as i32)
+        }
+        Format::Q5_0 => {
+            let qh = u32::from_le_bytes(block[2..6].try_into().unwrap());
+            let q = super::nibbles(&block[6..22]);
+            std::array::from_fn(|i| (q[i] as u32 | ((qh >> i) & 1) << 4) as i32 - 16)
+        }
+        Format::Q8_0 => std::array::from_fn(|i| block[2 + i] as i8 as i32),
+        Format::F32 => unreachable!("f32 weights take the float path"),
     }
 }
 
