@@ -23,11 +23,12 @@ fn main() -> ralmspec_lm::Result<()> {
             n as f64 / t.elapsed().as_secs_f64()
         );
     }
+    let steps: usize = std::env::var("DECODE").map_or(64, |s| s.parse().unwrap());
     let mut cache = model.new_cache(1024);
     model.forward(&tokens[..256], &mut cache, Outputs::Last)?;
     let t = Instant::now();
     let mut next = 5u32;
-    for _ in 0..64 {
+    for _ in 0..steps {
         let out = model.forward(&[next], &mut cache, Outputs::Last)?;
         let logits = out.last_logits().unwrap();
         next = (0..logits.len())
