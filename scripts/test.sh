@@ -59,7 +59,7 @@ export RALMSPEC_PYTHON=$venv/bin/python
 
 # --- 2. Assets -------------------------------------------------------------------------
 step "assets ($store)"
-cargo run --release -p ralmspec-cli -- fetch smollm2 qwen2.5-0.5b wiki-kb fanoutqa >/dev/null
+cargo run --release -p ralmspec-cli -- fetch smollm2 qwen2.5-0.5b minilm wiki-kb fanoutqa >/dev/null
 
 # --- 3. Tests --------------------------------------------------------------------------
 # cargo ignores -p when --workspace is given, so --workspace is only added without one.

@@ -1,0 +1,125 @@
+//! The crate's one error type: every way loading a corpus, running the encoder, searching or
+//! reading an index can fail, each naming the file (and line) involved.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// `Result` with [`RetrievalError`] as the default error.
+pub type Result<T, E = RetrievalError> = std::result::Result<T, E>;
+
+/// Why a corpus, encoder, retriever or index operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RetrievalError {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
+
+    /// One line of a corpus file (JSONL or TSV) is not a valid passage.
+    #[error("{}:{line}: {reason}", path.display())]
+    BadLine {
+        /// The corpus file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A corpus file as a whole is unusable (not the expected JSON shape, duplicate ids, ...).
+    #[error("{}: {reason}", path.display())]
+    BadCorpus {
+        /// The corpus file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The asset store could not provide a model or the knowledge base.
+    #[error(transparent)]
+    Asset(#[from] ralmspec_assets::AssetError),
+
+    /// The encoder's weights or config could not be loaded, or its forward pass failed.
+    #[error("encoder model {}: {reason}", path.display())]
+    Model {
+        /// The model folder or file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// The tokenizer could not be loaded or could not encode a text.
+    #[error("tokenizer {}: {reason}", path.display())]
+    Tokenizer {
+        /// tokenizer.json.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A dense retriever got a query without an embedding, or one of the wrong length.
+    #[error("query {text:?}: {reason}")]
+    BadQuery {
+        /// The query text (for the message).
+        text: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// `score` was asked about a document the retriever does not hold.
+    #[error("document {doc} is not in this retriever ({len} documents)")]
+    UnknownDoc {
+        /// The document id asked for.
+        doc: u32,
+        /// How many documents the retriever holds.
+        len: usize,
+    },
+
+    /// Vectors and ids handed to an index do not fit together.
+    #[error("invalid index data: {reason}")]
+    BadIndexData {
+        /// What does not fit.
+        reason: String,
+    },
+
+    /// An index file is missing, truncated, corrupt, or does not match what was expected.
+    #[error("index file {}: {reason}", path.display())]
+    BadIndex {
+        /// The file inside the index folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl RetrievalError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
+        RetrievalError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn bad_index(path: &Path, reason: impl Into<String>) -> Self {
+        RetrievalError::BadIndex {
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Attaches a path to `io::Result`s.
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: &Path) -> Result<T> {
+        self.map_err(|e| RetrievalError::io(path, e))
+    }
+}

@@ -1,0 +1,279 @@
+//! Exact dense retrieval: inner product of the query embedding with every passage vector.
+//!
+//! A batch of queries is one pass over the vectors: the rows are cut into blocks, threads take
+//! blocks, and each row is scored against every query while it is in cache. The score of a
+//! (query, row) pair is computed by one function ([`dot`]) whatever the batch, the block or the
+//! thread, so a query gets the same top-k alone or in a batch, and `score` equals `search`
+//! bit for bit.
+
+use rayon::prelude::*;
+
+use crate::corpus::Corpus;
+use crate::encoder::Encoder;
+use crate::error::{Result, RetrievalError};
+use crate::ids::IdMap;
+use crate::retriever::{Hit, Query, Retriever, TopK};
+
+/// Rows per block of the search: 1024 × 384 floats = 1.5 MiB, read once per batch.
+const BLOCK_ROWS: usize = 1024;
+
+/// Passage vectors (row-major, `dim` floats each) with the passage id of each row.
+#[derive(Clone, Debug)]
+pub struct FlatIndex {
+    dim: usize,
+    vectors: Vec<f32>,
+    ids: Vec<u32>,
+    rows: IdMap,
+}
+
+impl FlatIndex {
+    /// An index over `vectors` (`ids.len() × dim` floats); ids must be distinct and every
+    /// value finite.
+    pub fn new(dim: usize, vectors: Vec<f32>, ids: Vec<u32>) -> Result<FlatIndex> {
+        let bad = |reason: String| RetrievalError::BadIndexData { reason };
+        if dim == 0 {
+            return Err(bad("dimension 0".into()));
+        }
+        if vectors.len() != ids.len() * dim {
+            return Err(bad(format!(
+                "{} floats for {} ids of dimension {dim}",
+                vectors.len(),
+                ids.len()
+            )));
+        }
+        if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!("row {} holds a non-finite value", i / dim)));
+        }
+        let rows = IdMap::new(&ids).map_err(|id| bad(format!("id {id} appears twice")))?;
+        Ok(FlatIndex {
+            dim,
+            vectors,
+            ids,
+            rows,
+        })
+    }
+
+    /// Encodes every passage's [`Passage::prompt_text`](crate::Passage::prompt_text).
+    pub fn build(encoder: &Encoder, corpus: &Corpus) -> Result<FlatIndex> {
+        let texts: Vec<String> = corpus.passages().iter().map(|p| p.prompt_text()).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        FlatIndex::new(encoder.dim(), encoder.encode_flat(&refs)?, corpus.ids())
+    }
+
+    /// Length of each vector.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// All vectors, row-major.
+    pub fn vectors(&self) -> &[f32] {
+        &self.vectors
+    }
+
+    /// The passage id of each row.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
+
+    /// The vector of passage `doc`.
+    pub fn vector(&self, doc: u32) -> Option<&[f32]> {
+        let r = self.rows.row(doc)?;
+        Some(&self.vectors[r * self.dim..(r + 1) * self.dim])
+    }
+
+    fn query_vector<'q>(&self, q: &'q Query) -> Result<&'q [f32]> {
+        let bad = |reason: String| RetrievalError::BadQuery {
+            text: q.as_str().to_owned(),
+            reason,
+        };
+        let e = q
+            .embedding()
+            .ok_or_else(|| bad("a dense retriever needs the query's embedding".into()))?;
+        if e.len() != self.dim {
+            return Err(bad(format!(
+                "embedding has {} values, the index {}",
+                e.len(),
+                self.dim
+            )));
+        }
+        if e.iter().any(|x| !x.is_finite()) {
+            return Err(bad("embedding holds a non-finite value".into()));
+        }
+        Ok(e)
+    }
+}
+
+impl Retriever for FlatIndex {
+    fn search(&self, queries: &[Query], k: usize) -> Result<Vec<Vec<Hit>>> {
+        let qs: Vec<&[f32]> = queries
+            .iter()
+            .map(|q| self.query_vector(q))
+            .collect::<Result<_>>()?;
+        let k = k.min(self.ids.len());
+        if qs.is_empty() || k == 0 {
+            return Ok(vec![Vec::new(); qs.len()]);
+        }
+        let dim = self.dim;
+        let empty = || vec![TopK::new(k); qs.len()];
+        let tops = self
+            .vectors
+            .par_chunks(BLOCK_ROWS * dim)
+            .enumerate()
+            .fold(empty, |mut tops, (b, block)| {
+                let first = b * BLOCK_ROWS;
+                for (r, v) in block.chunks_exact(dim).enumerate() {
+                    let doc = self.ids[first + r];
+                    for (top, q) in tops.iter_mut().zip(&qs) {
+                        top.push(Hit {
+                            doc,
+                            score: dot(q, v),
+                        });
+                    }
+                }
+                tops
+            })
+            .reduce(empty, |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| a.merge(b));
+                a
+            });
+        Ok(tops.into_iter().map(TopK::into_sorted).collect())
+    }
+
+    fn score(&self, query: &Query, docs: &[u32]) -> Result<Vec<f32>> {
+        let q = self.query_vector(query)?;
+        docs.iter()
+            .map(|&doc| {
+                let v = self.vector(doc).ok_or(RetrievalError::UnknownDoc {
+                    doc,
+                    len: self.ids.len(),
+                })?;
+                Ok(dot(q, v))
+            })
+            .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Inner product with a fixed order of operations: eight running sums (lane `i` takes
+/// elements `i, i+8, …`), the tail into lane 0.. in order, then the lanes added pairwise.
+/// Every score in this module goes through here.
+#[inline]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let (ac, at) = a.as_chunks::<8>();
+    let (bc, bt) = b.as_chunks::<8>();
+    for (x, y) in ac.iter().zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    for (i, (x, y)) in at.iter().zip(bt).enumerate() {
+        acc[i] += x * y;
+    }
+    let s4 = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (s4[0] + s4[2]) + (s4[1] + s4[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random unit vector set, with duplicated rows to force ties.
+    fn index(n: usize, dim: usize) -> FlatIndex {
+        let mut state = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        let mut v: Vec<f32> = (0..n * dim).map(|_| next()).collect();
+        for r in (0..n).step_by(5).skip(1) {
+            let (src, dst) = v.split_at_mut(r * dim);
+            dst[..dim].copy_from_slice(&src[..dim]); // rows 5, 10, … equal row 0
+        }
+        let ids = (0..n as u32).map(|i| 3 * i + 1).rev().collect();
+        FlatIndex::new(dim, v, ids).unwrap()
+    }
+
+    fn naive(ix: &FlatIndex, q: &[f32], k: usize) -> Vec<Hit> {
+        let mut all: Vec<Hit> = ix
+            .ids()
+            .iter()
+            .map(|&doc| Hit {
+                doc,
+                score: dot(q, ix.vector(doc).unwrap()),
+            })
+            .collect();
+        all.sort_by(Hit::rank_cmp);
+        all.truncate(k);
+        all
+    }
+
+    #[test]
+    fn search_matches_naive_alone_and_batched() {
+        let ix = index(3000, 37);
+        let queries: Vec<Query> = (0..9)
+            .map(|i| Query::embedded(format!("q{i}"), ix.vectors()[i * 37 * 3..][..37].to_vec()))
+            .collect();
+        for k in [1, 5, 20, 3000, 5000] {
+            let batch = ix.search(&queries, k).unwrap();
+            for (q, got) in queries.iter().zip(&batch) {
+                let alone = ix.search(std::slice::from_ref(q), k).unwrap();
+                assert_eq!(&alone[0], got);
+                assert_eq!(got, &naive(&ix, q.embedding().unwrap(), k));
+                let docs: Vec<u32> = got.iter().map(|h| h.doc).collect();
+                let scores = ix.score(q, &docs).unwrap();
+                for (h, s) in got.iter().zip(scores) {
+                    assert_eq!(h.score.to_bits(), s.to_bits());
+                }
+            }
+        }
+        // Query 0 equals row 0 and its copies: ties broken by lower doc id.
+        let top = &ix.search(&queries[..1], 3).unwrap()[0];
+        assert!(
+            top[0].score == top[1].score && top[0].doc < top[1].doc,
+            "{top:?}"
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let ix = index(10, 4);
+        let err = ix.search(&[Query::text("no vector")], 1).unwrap_err();
+        assert!(
+            err.to_string().contains("needs the query's embedding"),
+            "{err}"
+        );
+        let err = ix
+            .search(&[Query::embedded("short", vec![0.0; 3])], 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("3 values"), "{err}");
+        let q = Query::embedded("ok", vec![0.1; 4]);
+        assert!(matches!(
+            ix.score(&q, &[2]),
+            Err(RetrievalError::UnknownDoc { doc: 2, len: 10 })
+        ));
+        assert!(ix.search(&[], 3).unwrap().is_empty());
+        assert_eq!(ix.search(&[q], 0).unwrap(), vec![Vec::<Hit>::new()]);
+        assert!(FlatIndex::new(2, vec![0.0; 3], vec![1, 2]).is_err());
+        assert!(FlatIndex::new(1, vec![0.0, 1.0], vec![1, 1]).is_err());
+        assert!(FlatIndex::new(1, vec![f32::NAN], vec![1]).is_err());
+    }
+
+    #[test]
+    fn dot_is_the_plain_sum_up_to_rounding() {
+        let a: Vec<f32> = (0..13).map(|i| i as f32 * 0.5).collect();
+        let want: f32 = a.iter().map(|x| x * x).sum();
+        assert!((dot(&a, &a) - want).abs() < 1e-3);
+    }
+}

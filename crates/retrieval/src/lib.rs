@@ -1,0 +1,37 @@
+//! Retrieval for ralmspec: the corpus of passages, the dense encoder, and batch-first
+//! retrievers behind one seam ([`Retriever`]).
+//!
+//! - [`corpus`]: [`Passage`], [`Corpus`] and its loaders (knowledge base asset, JSONL, DPR TSV).
+//! - [`encoder`]: all-MiniLM-L6-v2 on candle ([`Encoder`]), batch-invariant.
+//! - [`retriever`]: the [`Retriever`] trait, [`Query`], [`Hit`] and the ranking rule (higher
+//!   score first, then lower doc id) every retriever follows.
+//! - [`flat`]: exact inner-product search ([`FlatIndex`]), one pass over the vectors per batch.
+//! - [`index`]: flat index folders on disk (versioned manifest, atomic writes, validated loads).
+//!
+//! Planned here: HNSW, BM25.
+
+pub mod corpus;
+pub mod encoder;
+mod error;
+pub mod flat;
+mod ids;
+pub mod index;
+pub mod retriever;
+
+pub use corpus::{Corpus, Passage};
+pub use encoder::{ENCODER_NAME, Encoder};
+pub use error::{Result, RetrievalError};
+pub use flat::FlatIndex;
+pub use index::Manifest;
+pub use retriever::{Hit, Query, Retriever};
+
+/// Lower-case hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
