@@ -165,7 +165,9 @@ fn print_table(report: &Value) {
         let model = r["model"].as_str().unwrap_or("?");
         let mut rows: Vec<(String, &Value, &Value)> = Vec::new();
         if let Some(p) = r["ralmspec"]["prefill"].as_object() {
-            for (n, v) in p {
+            let mut sizes: Vec<(&String, &Value)> = p.iter().collect();
+            sizes.sort_by_key(|(n, _)| n.parse::<usize>().unwrap_or(0));
+            for (n, v) in sizes {
                 rows.push((format!("prefill {n}"), v, &r["llama.cpp"]["prefill"][n]));
             }
         }

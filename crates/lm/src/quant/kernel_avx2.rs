@@ -251,7 +251,12 @@ pub unsafe fn tile_int<K: IntBlock, const R: usize, const B: usize>(
     let mut sums = [[_mm256_setzero_ps(); B]; R];
     for blk in 0..blocks {
         for r in 0..R {
-            let w = K::ints(rows[r].bytes.as_ptr().add(blk * K::BYTES));
+            let p = rows[r].bytes.as_ptr().add(blk * K::BYTES);
+            if B == 1 {
+                // Decoding streams every weight once: ask for the blocks a few iterations ahead.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * K::BYTES) as *const i8);
+            }
+            let w = K::ints(p);
             let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
             let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1));
             let dw = *rows[r].scales.get_unchecked(blk);
