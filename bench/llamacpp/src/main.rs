@@ -73,7 +73,10 @@ fn parse_args() -> Res<Args> {
             "--threads" => a.threads = v.parse()?,
             "--prompt-file" => a.prompt_file = Some(v),
             "--prefill" => {
-                a.prefill = v.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?
+                a.prefill = v
+                    .split(',')
+                    .map(|s| s.trim().parse())
+                    .collect::<Result<_, _>>()?
             }
             "--decode-after" => a.decode_after = v.parse()?,
             "--decode-tokens" => a.decode_tokens = v.parse()?,
@@ -85,7 +88,9 @@ fn parse_args() -> Res<Args> {
         return Err(format!("--model is required\n{USAGE}").into());
     }
     if a.reps == 0 || a.threads < 1 || a.decode_after == 0 || a.prefill.contains(&0) {
-        return Err("--reps, --threads, --decode-after and each --prefill size must be >= 1".into());
+        return Err(
+            "--reps, --threads, --decode-after and each --prefill size must be >= 1".into(),
+        );
     }
     Ok(a)
 }
@@ -113,7 +118,10 @@ ruled by emperors. ";
         serde_json::Value::Array(a) => a.iter().collect(),
         _ => return Err(format!("{path}: expected an object or array").into()),
     };
-    Ok(entries.iter().filter_map(|e| Some(e.get("extract")?.as_str()?.to_string())).collect())
+    Ok(entries
+        .iter()
+        .filter_map(|e| Some(e.get("extract")?.as_str()?.to_string()))
+        .collect())
 }
 
 /// Tokenizes whole parts (joined by a blank line) until there are at least `need` tokens, so a
@@ -145,7 +153,11 @@ fn prompt_tokens(model: &LlamaModel, parts: &[String], need: usize) -> Res<Vec<L
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     let n = xs.len();
-    if n % 2 == 1 { xs[n / 2] } else { (xs[n / 2 - 1] + xs[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
+    }
 }
 
 fn argmax(logits: &[f32]) -> i32 {
