@@ -83,11 +83,11 @@ impl Config {
         let ok = self.layers > 0
             && self.heads > 0
             && self.kv_heads > 0
-            && self.heads % self.kv_heads == 0
+            && self.heads.is_multiple_of(self.kv_heads)
             && self.dim == self.heads * self.head_dim
-            && self.head_dim % 2 == 0
-            && self.dim % 32 == 0
-            && self.ffn_dim % 32 == 0;
+            && self.head_dim.is_multiple_of(2)
+            && self.dim.is_multiple_of(32)
+            && self.ffn_dim.is_multiple_of(32);
         if ok {
             Ok(())
         } else {

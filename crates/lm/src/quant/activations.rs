@@ -22,7 +22,7 @@ pub struct QuantizedActs {
 
 impl QuantizedActs {
     pub fn new(x: &[f32], cols: usize) -> Self {
-        assert!(cols % 32 == 0 && x.len() % cols == 0);
+        assert!(cols.is_multiple_of(32) && x.len().is_multiple_of(cols));
         let blocks = x.len() / 32;
         let mut out = Self {
             cols,

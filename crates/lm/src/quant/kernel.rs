@@ -144,6 +144,7 @@ mod imp;
 mod imp;
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 pub(crate) mod tests {
     use super::*;
 

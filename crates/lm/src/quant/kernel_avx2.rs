@@ -4,6 +4,8 @@
 //! scope each (the intrinsics themselves need it too).
 
 #![allow(unsafe_op_in_unsafe_fn)]
+// Kernels index several per-(row, token) arrays by the same loop counters on purpose.
+#![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
 
