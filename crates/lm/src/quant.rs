@@ -21,7 +21,7 @@ pub use activations::QuantizedActs;
 pub use format::Format;
 
 use crate::{LmError, Result};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use rayon::prelude::*;
 
 /// Rows handled per parallel task: small enough to balance two to sixteen cores, large enough
@@ -228,17 +228,6 @@ impl SharedOut {
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-/// The GGUF formats the kernel reads directly, for error messages and reports.
-pub fn native_formats() -> &'static [GgmlDType] {
-    &[
-        GgmlDType::F32,
-        GgmlDType::Q4_0,
-        GgmlDType::Q4_1,
-        GgmlDType::Q5_0,
-        GgmlDType::Q8_0,
-    ]
 }
 
 #[cfg(test)]
