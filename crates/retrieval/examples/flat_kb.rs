@@ -10,6 +10,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod common;
+
 use ralmspec_retrieval::{Corpus, Encoder, FlatIndex, Query, Retriever};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,18 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("loaded {} in {:.3} s", dir.display(), secs);
     }
 
-    let questions = [
-        "What is the capital of France?",
-        "Who wrote the theory of general relativity?",
-        "Which river flows through Cairo?",
-        "When did the Second World War end?",
-        "What is photosynthesis in plants?",
-        "Who painted the Mona Lisa?",
-        "What is the largest planet in the solar system?",
-        "Which language is spoken in Brazil?",
-    ];
     let start = Instant::now();
-    let queries = Query::encode_all(&encoder, &questions)?;
+    let queries = Query::encode_all(&encoder, &common::QUESTIONS)?;
     println!(
         "encoded {} queries in {:.1} ms",
         queries.len(),

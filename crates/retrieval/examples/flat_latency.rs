@@ -9,6 +9,8 @@
 
 use std::time::Instant;
 
+mod common;
+
 use ralmspec_retrieval::{Corpus, Encoder, FlatIndex, Query, Retriever};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -33,18 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .flat_map(|r| real.vectors()[(r % n) * dim..][..dim].to_vec())
         .collect();
     let index = FlatIndex::new(dim, vectors, corpus.ids())?;
-    let questions = [
-        "What is the capital of France?",
-        "Who wrote the theory of general relativity?",
-        "Which river flows through Cairo?",
-        "When did the Second World War end?",
-        "What is photosynthesis in plants?",
-        "Who painted the Mona Lisa?",
-        "What is the largest planet in the solar system?",
-        "Which language is spoken in Brazil?",
-    ];
     let start = Instant::now();
-    let queries = Query::encode_all(&encoder, &questions)?;
+    let queries = Query::encode_all(&encoder, &common::QUESTIONS)?;
     println!(
         "encoded 8 queries in {:.1} ms",
         start.elapsed().as_secs_f64() * 1e3
