@@ -212,3 +212,25 @@ fn qwen_generation_answers_a_real_question() {
     let text = lm.tokenizer.decode(&tokens);
     assert!(text.contains("Paris"), "{text}");
 }
+
+#[test]
+fn a_copied_prefix_continues_like_the_original() {
+    let lm = smollm2();
+    let text = lm.tokenizer.encode(&passages(3)[2]);
+    let text = &text[..text.len().min(60)];
+    let mut original = lm.model.new_cache(text.len());
+    let whole = lm.model.forward(text, &mut original, Outputs::All).unwrap();
+    let mut copy = lm.model.new_cache(text.len());
+    lm.model
+        .forward(&[7, 8, 9], &mut copy, Outputs::None)
+        .unwrap();
+    copy.copy_prefix_from(&original, 40);
+    assert_eq!(copy.tokens(), &text[..40]);
+    let rest = lm
+        .model
+        .forward(&text[40..], &mut copy, Outputs::All)
+        .unwrap();
+    for r in 0..rest.len() {
+        assert_eq!(bits(rest.logits(r)), bits(whole.logits(40 + r)), "row {r}");
+    }
+}
