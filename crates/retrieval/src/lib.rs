@@ -7,6 +7,7 @@
 //!   score first, then lower doc id) every retriever follows.
 //! - [`flat`]: exact inner-product search ([`FlatIndex`]), one pass over the vectors per batch.
 //! - [`index`]: flat index folders on disk (versioned manifest, atomic writes, validated loads).
+//! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments.
 //!
 //! Planned here: HNSW, BM25.
 
@@ -16,6 +17,7 @@ mod error;
 pub mod flat;
 mod ids;
 pub mod index;
+pub mod padding;
 pub mod retriever;
 
 pub use corpus::{Corpus, Passage};
@@ -23,6 +25,7 @@ pub use encoder::{ENCODER_NAME, Encoder};
 pub use error::{Result, RetrievalError};
 pub use flat::FlatIndex;
 pub use index::Manifest;
+pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
 
 /// Lower-case hex of `bytes`.
