@@ -48,6 +48,11 @@ impl KvCache {
         self.capacity
     }
 
+    /// Bytes of keys and values held.
+    pub fn bytes(&self) -> usize {
+        2 * self.keys.len() * self.len() * self.kv_dim * std::mem::size_of::<f32>()
+    }
+
     /// The tokens whose keys and values are held, in order.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens

@@ -48,10 +48,25 @@ impl ChatTemplate {
                 if let Some(system) = default_system {
                     out.push_str(&format!("{IM_START}system\n{system}{IM_END}\n"));
                 }
-                out.push_str(&format!(
-                    "{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n"
-                ));
+                out.push_str(&self.user_turn(user));
                 out
+            }
+        }
+    }
+
+    /// The text around a system turn's content: (before, after). A retrieval engine puts a
+    /// document there, in place of the default system message.
+    pub fn system_turn(&self) -> (&'static str, &'static str) {
+        match self {
+            ChatTemplate::ChatMl { .. } => ("<|im_start|>system\n", "<|im_end|>\n"),
+        }
+    }
+
+    /// One user turn and the start of the assistant's reply, without any system turn.
+    pub fn user_turn(&self, user: &str) -> String {
+        match self {
+            ChatTemplate::ChatMl { .. } => {
+                format!("{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\n")
             }
         }
     }
@@ -111,6 +126,17 @@ mod tests {
         assert_eq!(
             t.prompt("What is 2+2?"),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn system_and_user_turns_compose_the_prompt() {
+        let t = ChatTemplate::detect(SMOLLM2).unwrap();
+        let (open, close) = t.system_turn();
+        let system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+        assert_eq!(
+            format!("{open}{system}{close}{}", t.user_turn("What is 2+2?")),
+            t.prompt("What is 2+2?")
         );
     }
 
