@@ -8,6 +8,7 @@
 //! - [`flat`]: exact inner-product search ([`FlatIndex`]), one pass over the vectors per batch.
 //! - [`index`]: flat index folders on disk (versioned manifest, atomic writes, validated loads).
 //! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments.
+//! - [`questions`]: evaluation questions (FanOutQA's single-hop questions).
 //!
 //! Planned here: HNSW, BM25.
 
@@ -18,6 +19,7 @@ pub mod flat;
 mod ids;
 pub mod index;
 pub mod padding;
+pub mod questions;
 pub mod retriever;
 
 pub use corpus::{Corpus, Passage};
