@@ -1,0 +1,117 @@
+//! What a request returns: the answer's tokens and text, the document behind each span of it
+//! (source attribution), why it stopped, and how the time went.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Stop {
+    /// The model ended its answer.
+    EndOfText,
+    /// The new-token budget was used up.
+    Length,
+}
+
+/// Answer tokens `start..end` were generated with `doc` in front of the prompt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Span {
+    /// The document id.
+    pub doc: u32,
+    /// First token of the span (index into the answer's tokens).
+    pub start: usize,
+    /// One past the last token.
+    pub end: usize,
+}
+
+/// Counters and timers of one request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Stats {
+    /// Wall-clock time of the whole request.
+    pub wall: Duration,
+    /// Time inside the model's forward pass.
+    pub lm_time: Duration,
+    /// Tokens fed through the model (prefills, recomputation after a switch, decoding).
+    pub lm_tokens: usize,
+    /// Calls to the real retriever.
+    pub retrieval_calls: usize,
+    /// Queries sent to the real retriever (a batched call sends several).
+    pub retrieval_queries: usize,
+    /// Wall-clock time of the real retriever's calls (overlapping the LM when asynchronous).
+    pub retrieval_time: Duration,
+    /// Retrieval steps taken with a speculated document.
+    pub speculated: usize,
+    /// Speculated steps the real retriever confirmed.
+    pub matched: usize,
+    /// Verifications that found a wrong speculation.
+    pub rollbacks: usize,
+    /// Stride of each verification round, in order.
+    pub strides: Vec<usize>,
+}
+
+impl Stats {
+    /// Fraction of speculated steps that were right (`None` before any speculation).
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.speculated > 0).then(|| self.matched as f64 / self.speculated as f64)
+    }
+}
+
+/// The result of one request.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Generation {
+    /// The answer's token ids (without the end token).
+    pub tokens: Vec<u32>,
+    /// The answer's text.
+    pub text: String,
+    /// Consecutive spans of the answer and the document each was generated with.
+    pub spans: Vec<Span>,
+    /// Why generation stopped.
+    pub stop: Stop,
+    /// Counters and timers.
+    pub stats: Stats,
+}
+
+/// Collects the spans of committed retrieval steps, merging neighbours with the same document.
+#[derive(Debug, Default)]
+pub(crate) struct Spans(Vec<Span>);
+
+impl Spans {
+    /// Records that answer tokens `start..end` were generated with `doc`.
+    pub(crate) fn push(&mut self, doc: u32, start: usize, end: usize) {
+        if start == end {
+            return;
+        }
+        match self.0.last_mut() {
+            Some(last) if last.doc == doc && last.end == start => last.end = end,
+            _ => self.0.push(Span { doc, start, end }),
+        }
+    }
+
+    pub(crate) fn into_vec(self) -> Vec<Span> {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_merge_neighbours_with_the_same_document() {
+        let mut spans = Spans::default();
+        spans.push(7, 0, 4);
+        spans.push(7, 4, 8);
+        spans.push(3, 8, 12);
+        spans.push(3, 12, 12);
+        spans.push(7, 12, 14);
+        assert_eq!(
+            spans.into_vec(),
+            vec![
+                Span { doc: 7, start: 0, end: 8 },
+                Span { doc: 3, start: 8, end: 12 },
+                Span { doc: 7, start: 12, end: 14 },
+            ]
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Iterative retrieval-augmented generation: the baseline engine and RaLMSpec.
+//!
+//! A request is a question; the answer is generated greedily, and every `stride` tokens a
+//! document is retrieved for the text generated so far and placed in front of the prompt
+//! ([`RalmConfig`], the paper's §1). [`Ralm::generate`] serves it with either engine:
+//!
+//! - [`Engine::Baseline`]: retrieve, then generate, every stride.
+//! - [`Engine::Spec`]: RaLMSpec: speculate retrievals from a per-request cache, verify several
+//!   at once, roll back on a mismatch ([`SpecConfig`]: prefetching, OS³, async verification).
+//!
+//! Both produce the same tokens for the same question, always. Modules:
+//! [`config`] (what a request asks), [`knowledge`] (the retriever seen from here),
+//! [`generation`] (what comes back), and privately: `prompt` (LM input and queries),
+//! `session` (the shared LM execution policy and KV reuse), `doc_kv` (documents' KV
+//! shared across requests), `request` (one request in
+//! flight), `baseline`, `speculative`, `doc_cache` (the speculation cache) and `os3` (the
+//! stride scheduler).
+
+mod baseline;
+pub mod config;
+mod doc_cache;
+mod doc_kv;
+mod error;
+pub mod generation;
+pub mod knowledge;
+mod os3;
+mod prompt;
+mod request;
+mod session;
+mod speculative;
+
+pub use config::{Engine, RalmConfig, SpecConfig, Stride};
+pub use error::{EngineError, Result};
+pub use generation::{Generation, Span, Stats, Stop};
+pub use knowledge::Knowledge;
+
+use doc_kv::DocKv;
+use ralmspec_lm::Lm;
+
+/// A language model and a knowledge base, serving retrieval-augmented requests.
+pub struct Ralm<'a> {
+    lm: &'a Lm,
+    knowledge: &'a Knowledge,
+    config: RalmConfig,
+    doc_kv: DocKv,
+}
+
+/// Default byte budget of the documents' KV shared across requests.
+pub const DEFAULT_DOC_KV_BYTES: usize = 512 << 20;
+
+impl<'a> Ralm<'a> {
+    pub fn new(lm: &'a Lm, knowledge: &'a Knowledge, config: RalmConfig) -> Ralm<'a> {
+        Ralm {
+            lm,
+            knowledge,
+            config,
+            doc_kv: DocKv::new(DEFAULT_DOC_KV_BYTES),
+        }
+    }
+
+    /// Sets the byte budget of the documents' KV shared across requests (0 turns it off).
+    pub fn with_doc_kv_budget(mut self, bytes: usize) -> Ralm<'a> {
+        self.doc_kv = DocKv::new(bytes);
+        self
+    }
+
+    /// Forgets the shared documents' KV, so that the next request starts cold.
+    pub fn clear_doc_kv(&self) {
+        self.doc_kv.clear();
+    }
+
+    /// The rules every request follows.
+    pub fn config(&self) -> &RalmConfig {
+        &self.config
+    }
+
+    /// Answers `question` with `engine`.
+    pub fn generate(&self, question: &str, engine: Engine) -> Result<Generation> {
+        let mut request = request::Request::new(self.lm, self.knowledge, &self.doc_kv, self.config, question)?;
+        let stop = match engine {
+            Engine::Baseline => baseline::run(&mut request)?,
+            Engine::Spec(spec) => speculative::run(&mut request, spec)?,
+        };
+        Ok(request.finish(stop))
+    }
+}

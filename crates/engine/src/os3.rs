@@ -1,0 +1,171 @@
+//! OS³, the optimal speculation stride scheduler (the paper's §4).
+//!
+//! Before each round it picks the stride `s` that maximises the expected number of verified
+//! steps per unit of time, from measured latencies: `a`, one speculation step (cache lookup
+//! and one LM stride), and `b`, one batched verification; and from the speculation accuracy
+//! γ estimated over the last rounds. Expected verified steps per round: (1−γ^s)/(1−γ).
+//! - synchronous verification costs s·a + b per round;
+//! - asynchronous verification overlaps the next step with verification: on a full match the
+//!   round costs (s−1)·a + max(a, b), otherwise s·a + b.
+//!
+//! The search increases `s` from 1 while the objective grows. The first round uses s = 1.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+/// Rounds (and verification latencies) the estimates look back over.
+const WINDOW: usize = 5;
+/// Speculation-step latencies the estimate of `a` looks back over.
+const STEP_WINDOW: usize = 16;
+/// γ̂ is kept in this range: low enough that the objective is finite, and not so low that one
+/// bad round pins the stride at 1 (the reference code clips it at 0.6 too).
+const GAMMA_RANGE: (f64, f64) = (0.6, 0.98);
+
+/// The scheduler's state for one request.
+#[derive(Debug)]
+pub(crate) struct Os3 {
+    asynchronous: bool,
+    max_stride: usize,
+    steps: VecDeque<f64>,
+    verifications: VecDeque<f64>,
+    /// (stride, matched steps) of recent rounds.
+    rounds: VecDeque<(usize, usize)>,
+}
+
+impl Os3 {
+    pub(crate) fn new(asynchronous: bool, max_stride: usize) -> Os3 {
+        Os3 {
+            asynchronous,
+            max_stride: max_stride.max(1),
+            steps: VecDeque::with_capacity(STEP_WINDOW),
+            verifications: VecDeque::with_capacity(WINDOW),
+            rounds: VecDeque::with_capacity(WINDOW),
+        }
+    }
+
+    /// Records the latency of one speculation step.
+    pub(crate) fn step_took(&mut self, d: Duration) {
+        push_bounded(&mut self.steps, d.as_secs_f64(), STEP_WINDOW);
+    }
+
+    /// Records the latency of one batched verification.
+    pub(crate) fn verification_took(&mut self, d: Duration) {
+        push_bounded(&mut self.verifications, d.as_secs_f64(), WINDOW);
+    }
+
+    /// Records a round: `stride` steps speculated, the first `matched` of them right.
+    pub(crate) fn round(&mut self, stride: usize, matched: usize) {
+        push_bounded(&mut self.rounds, (stride, matched), WINDOW);
+    }
+
+    /// γ̂ = ΣM / (ΣM + #{rounds with M < s}), clipped to [`GAMMA_RANGE`].
+    pub(crate) fn gamma(&self) -> Option<f64> {
+        if self.rounds.is_empty() {
+            return None;
+        }
+        let matched: usize = self.rounds.iter().map(|r| r.1).sum();
+        let failed = self.rounds.iter().filter(|r| r.1 < r.0).count();
+        let gamma = if matched + failed == 0 {
+            0.0
+        } else {
+            matched as f64 / (matched + failed) as f64
+        };
+        Some(gamma.clamp(GAMMA_RANGE.0, GAMMA_RANGE.1))
+    }
+
+    /// The stride for the next round.
+    pub(crate) fn stride(&self) -> usize {
+        let (Some(gamma), Some(a), Some(b)) = (self.gamma(), mean(&self.steps), mean(&self.verifications))
+        else {
+            return 1;
+        };
+        let mut best = 1;
+        let mut best_value = self.objective(1, gamma, a, b);
+        while best < self.max_stride {
+            let value = self.objective(best + 1, gamma, a, b);
+            if value <= best_value {
+                break;
+            }
+            best += 1;
+            best_value = value;
+        }
+        best
+    }
+
+    /// Expected verified steps per second with stride `s`.
+    pub(crate) fn objective(&self, s: usize, gamma: f64, a: f64, b: f64) -> f64 {
+        let gs = gamma.powi(s as i32);
+        let steps = (1.0 - gs) / (1.0 - gamma);
+        let s = s as f64;
+        let time = if self.asynchronous {
+            gs * ((s - 1.0) * a + a.max(b)) + (1.0 - gs) * (s * a + b)
+        } else {
+            s * a + b
+        };
+        steps / time
+    }
+}
+
+fn push_bounded<T>(queue: &mut VecDeque<T>, value: T, bound: usize) {
+    if queue.len() == bound {
+        queue.pop_front();
+    }
+    queue.push_back(value);
+}
+
+fn mean(values: &VecDeque<f64>) -> Option<f64> {
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scheduler(asynchronous: bool, a: f64, b: f64, rounds: &[(usize, usize)]) -> Os3 {
+        let mut os3 = Os3::new(asynchronous, 16);
+        os3.step_took(Duration::from_secs_f64(a));
+        os3.verification_took(Duration::from_secs_f64(b));
+        for &(s, m) in rounds {
+            os3.round(s, m);
+        }
+        os3
+    }
+
+    #[test]
+    fn starts_at_one() {
+        assert_eq!(Os3::new(false, 16).stride(), 1);
+    }
+
+    #[test]
+    fn gamma_estimate() {
+        // 2+3+1 matched, two rounds fell short.
+        let os3 = scheduler(false, 1.0, 1.0, &[(3, 2), (3, 3), (2, 1)]);
+        assert!((os3.gamma().unwrap() - 6.0 / 8.0).abs() < 1e-12);
+        // All right: clipped below 1.
+        let os3 = scheduler(false, 1.0, 1.0, &[(3, 3)]);
+        assert_eq!(os3.gamma(), Some(GAMMA_RANGE.1));
+    }
+
+    #[test]
+    fn expensive_retrieval_and_good_guesses_mean_long_strides() {
+        let cheap = scheduler(false, 1.0, 0.05, &[(3, 3), (3, 3)]).stride();
+        let costly = scheduler(false, 1.0, 20.0, &[(3, 3), (3, 3)]).stride();
+        let costly_bad = scheduler(false, 1.0, 20.0, &[(3, 0), (3, 1)]).stride();
+        assert_eq!(cheap, 1);
+        assert!(costly > 5, "{costly}");
+        assert!(costly_bad < costly, "{costly_bad} vs {costly}");
+    }
+
+    #[test]
+    fn stride_maximises_the_objective() {
+        for (a, b, asynchronous) in [(1.0, 3.0, false), (1.0, 3.0, true), (0.2, 0.9, true)] {
+            let os3 = scheduler(asynchronous, a, b, &[(4, 3), (2, 2)]);
+            let gamma = os3.gamma().unwrap();
+            let s = os3.stride();
+            let best = (1..=16)
+                .map(|s| os3.objective(s, gamma, a, b))
+                .fold(f64::MIN, f64::max);
+            assert!((os3.objective(s, gamma, a, b) - best).abs() < 1e-12, "{a} {b} {asynchronous}");
+        }
+    }
+}

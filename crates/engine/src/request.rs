@@ -1,0 +1,118 @@
+//! One request in flight: its prompt, LM session, answer so far, sources and counters. The
+//! engines drive it through the same few operations, so every engine builds queries, calls
+//! the retriever and extends the answer in exactly the same way.
+
+use std::time::Instant;
+
+use ralmspec_lm::Lm;
+use ralmspec_retrieval::{Hit, Query};
+
+use crate::config::RalmConfig;
+use crate::doc_kv::DocKv;
+use crate::error::Result;
+use crate::generation::{Generation, Spans, Stats, Stop};
+use crate::knowledge::Knowledge;
+use crate::prompt::Prompt;
+use crate::session::Session;
+
+pub(crate) struct Request<'a> {
+    pub(crate) knowledge: &'a Knowledge,
+    config: RalmConfig,
+    prompt: Prompt<'a>,
+    session: Session<'a>,
+    /// Tokens generated so far (committed, then any still unverified).
+    pub(crate) answer: Vec<u32>,
+    pub(crate) spans: Spans,
+    pub(crate) stats: Stats,
+    started: Instant,
+    lm: &'a Lm,
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(
+        lm: &'a Lm,
+        knowledge: &'a Knowledge,
+        doc_kv: &'a DocKv,
+        config: RalmConfig,
+        question: &str,
+    ) -> Result<Request<'a>> {
+        let started = Instant::now();
+        let prompt = Prompt::new(lm, knowledge, config, question)?;
+        let session = Session::new(lm, doc_kv, prompt.capacity());
+        Ok(Request {
+            knowledge,
+            config,
+            prompt,
+            session,
+            answer: Vec::with_capacity(config.max_new_tokens),
+            spans: Spans::default(),
+            stats: Stats::default(),
+            started,
+            lm,
+        })
+    }
+
+    /// The query for the next retrieval step, after the answer so far.
+    pub(crate) fn query(&self) -> Result<Query> {
+        self.knowledge.query(self.prompt.query_text(&self.answer))
+    }
+
+    /// One call to the real retriever, counted and timed.
+    pub(crate) fn retrieve(&mut self, queries: &[Query], k: usize) -> Result<Vec<Vec<Hit>>> {
+        let start = Instant::now();
+        let hits = self.knowledge.search(queries, k)?;
+        self.retrieved(queries.len(), start.elapsed());
+        Ok(hits)
+    }
+
+    /// Counts a retriever call made elsewhere (on the verification thread).
+    pub(crate) fn retrieved(&mut self, queries: usize, took: std::time::Duration) {
+        self.stats.retrieval_calls += 1;
+        self.stats.retrieval_queries += queries;
+        self.stats.retrieval_time += took;
+    }
+
+    /// Generates the next stride with `doc` in front. Returns true when the model ended the
+    /// answer.
+    pub(crate) fn step(&mut self, doc: u32) -> Result<bool> {
+        let n = self.config.stride.min(self.remaining());
+        let (document, question) = self.prompt.input(doc)?;
+        self.session
+            .extend(doc, document, question, &mut self.answer, n)
+    }
+
+    /// New tokens still allowed.
+    pub(crate) fn remaining(&self) -> usize {
+        self.config.max_new_tokens.saturating_sub(self.answer.len())
+    }
+
+    /// Why generation stops after a committed step that ended with `eos`, if it does.
+    pub(crate) fn stop_after(&self, eos: bool) -> Option<Stop> {
+        self.stop_at(self.answer.len(), eos)
+    }
+
+    /// Why generation stops after a step that ended the answer at `len` tokens, with `eos`
+    /// when the model ended it, if it does.
+    pub(crate) fn stop_at(&self, len: usize, eos: bool) -> Option<Stop> {
+        if eos {
+            Some(Stop::EndOfText)
+        } else if len >= self.config.max_new_tokens {
+            Some(Stop::Length)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn finish(mut self, stop: Stop) -> Generation {
+        self.stats.wall = self.started.elapsed();
+        self.stats.lm_time = self.session.lm_time;
+        self.stats.lm_tokens = self.session.tokens_fed;
+        Generation {
+            text: self.lm.tokenizer.decode(&self.answer),
+            tokens: self.answer,
+            spans: self.spans.into_vec(),
+            stop,
+            stats: self.stats,
+        }
+    }
+}

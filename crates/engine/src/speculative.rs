@@ -1,0 +1,199 @@
+//! RaLMSpec: speculative retrieval with batched verification (the paper's §2–§5).
+//!
+//! Each round speculates `s` retrieval steps: the query's top-1 among the request's cached
+//! documents (ranked by the retriever's own scores) stands in for the real retrieval, and the
+//! LM generates the stride with it. Then ONE batched call to the real retriever answers all
+//! `s` queries. Steps are committed in order while the speculated document equals the true
+//! top-1; at the first mismatch the answer is cut back to that step's start and the step is
+//! generated again with the true document. Every committed step therefore used exactly the
+//! document the baseline retrieves for the same answer prefix, and the LM's logits depend
+//! only on (document, prefix): the answer is the baseline's, token for token.
+//!
+//! Options ([`SpecConfig`]): prefetching inserts the top-k of every real retrieval into the
+//! cache; OS³ picks `s` before each round; asynchronous verification runs the batched
+//! retrieval on another thread while the LM speculates one more step, kept when every step
+//! of the round was right and discarded otherwise.
+
+use std::time::Instant;
+
+use ralmspec_retrieval::{Hit, Query};
+
+use crate::config::{SpecConfig, Stride};
+use crate::doc_cache::DocCache;
+use crate::error::{EngineError, Result};
+use crate::generation::Stop;
+use crate::os3::Os3;
+use crate::request::Request;
+
+/// The longest stride OS³ may choose.
+const MAX_STRIDE: usize = 16;
+
+/// A step generated with a speculated document, not yet verified.
+struct Guess {
+    doc: u32,
+    /// The answer's length before the step.
+    start: usize,
+    /// The answer's length after the step.
+    end: usize,
+    /// The model ended the answer in this step.
+    eos: bool,
+}
+
+/// The unverified steps of a round; `queries[i]` belongs to `guesses[i]`.
+#[derive(Default)]
+struct Round {
+    queries: Vec<Query>,
+    guesses: Vec<Guess>,
+}
+
+impl Round {
+    fn len(&self) -> usize {
+        self.guesses.len()
+    }
+
+    /// True when the last guess ended the answer (no step may follow it).
+    fn ended(&self, request: &Request<'_>) -> bool {
+        self.guesses.last().is_some_and(|g| g.eos) || request.remaining() == 0
+    }
+
+    fn clear(&mut self) {
+        self.queries.clear();
+        self.guesses.clear();
+    }
+}
+
+/// Runs `request` to its end with speculation configured by `spec`.
+pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
+    let fetch = spec.prefetch.max(1);
+    let mut cache = DocCache::default();
+    let mut os3 = Os3::new(spec.async_verify, MAX_STRIDE);
+
+    // The first step has nothing to speculate from: a real retrieval.
+    let query = request.query()?;
+    let hits = request.retrieve(std::slice::from_ref(&query), fetch)?;
+    remember(&mut cache, &hits[0], spec.prefetch);
+    let doc = hits[0][0].doc;
+    let eos = request.step(doc)?;
+    request.spans.push(doc, 0, request.answer.len());
+    if let Some(stop) = request.stop_after(eos) {
+        return Ok(stop);
+    }
+
+    let mut round = Round::default();
+    loop {
+        let stride = match spec.stride {
+            Stride::Fixed(n) => n.max(1),
+            Stride::Os3 => os3.stride(),
+        };
+        while round.len() < stride && !round.ended(request) {
+            speculate(request, &cache, &mut round, &mut os3)?;
+        }
+
+        // Verify the round in one call, overlapped with one more step when asynchronous.
+        let overlap = spec.async_verify && !round.ended(request);
+        let (hits, took, extra) = if overlap {
+            let knowledge = request.knowledge;
+            let queries = &round.queries;
+            let mut extra = Round::default();
+            let (verified, speculated) = std::thread::scope(|scope| {
+                let verifier = scope.spawn(move || {
+                    let start = Instant::now();
+                    let hits = knowledge.search(queries, fetch);
+                    (hits, start.elapsed())
+                });
+                let speculated = speculate(request, &cache, &mut extra, &mut os3);
+                (verifier.join(), speculated)
+            });
+            let (hits, took) = verified.map_err(|_| EngineError::Verifier("panicked".into()))?;
+            speculated?;
+            (hits?, took, Some(extra))
+        } else {
+            let start = Instant::now();
+            let hits = request.knowledge.search(&round.queries, fetch)?;
+            (hits, start.elapsed(), None)
+        };
+        request.retrieved(round.len(), took);
+        os3.verification_took(took);
+        request.stats.strides.push(round.len());
+
+        let (matched, stop) = commit(request, &mut cache, &round, &hits, spec.prefetch)?;
+        os3.round(round.len(), matched);
+        round.clear();
+        if let Some(stop) = stop {
+            // `commit` already cut an extra step off if a rollback happened.
+            return Ok(stop);
+        }
+        if let Some(extra) = extra
+            && matched == hits.len()
+        {
+            round = extra;
+        }
+    }
+}
+
+/// Speculates one step: the cache's best document for the current query, then one stride.
+fn speculate(
+    request: &mut Request<'_>,
+    cache: &DocCache,
+    round: &mut Round,
+    os3: &mut Os3,
+) -> Result<()> {
+    let start = Instant::now();
+    let query = request.query()?;
+    let doc = cache
+        .top1(request.knowledge, &query)?
+        .expect("the cache holds the first retrieval's documents");
+    let before = request.answer.len();
+    let eos = request.step(doc)?;
+    os3.step_took(start.elapsed());
+    round.queries.push(query);
+    round.guesses.push(Guess {
+        doc,
+        start: before,
+        end: request.answer.len(),
+        eos,
+    });
+    Ok(())
+}
+
+/// Checks the round's guesses against the true top-1s, in order: commits the right ones,
+/// and at the first wrong one cuts the answer back and redoes that step with the true
+/// document. Returns the number of right guesses and whether the answer is complete.
+fn commit(
+    request: &mut Request<'_>,
+    cache: &mut DocCache,
+    round: &Round,
+    hits: &[Vec<Hit>],
+    prefetch: usize,
+) -> Result<(usize, Option<Stop>)> {
+    for hits in hits {
+        remember(cache, hits, prefetch);
+    }
+    for (i, (guess, hits)) in round.guesses.iter().zip(hits).enumerate() {
+        let truth = hits[0].doc;
+        request.stats.speculated += 1;
+        if truth == guess.doc {
+            request.stats.matched += 1;
+            request.spans.push(truth, guess.start, guess.end);
+            if let Some(stop) = request.stop_at(guess.end, guess.eos) {
+                request.answer.truncate(guess.end);
+                return Ok((i + 1, Some(stop)));
+            }
+            continue;
+        }
+        request.stats.rollbacks += 1;
+        request.answer.truncate(guess.start);
+        let eos = request.step(truth)?;
+        request.spans.push(truth, guess.start, request.answer.len());
+        return Ok((i, request.stop_after(eos)));
+    }
+    Ok((round.len(), None))
+}
+
+/// Inserts a real retrieval's top-1, and with prefetching its top-`prefetch`, into the cache.
+fn remember(cache: &mut DocCache, hits: &[Hit], prefetch: usize) {
+    for hit in hits.iter().take(prefetch.max(1)) {
+        cache.insert(hit.doc);
+    }
+}
+

@@ -1,0 +1,115 @@
+//! The identity guarantee: for every retriever and every speculation setting, RaLMSpec's
+//! answer equals the baseline's, token for token, with the same sources and the same stop.
+//!
+//! Real model (SmolLM2), real knowledge-base passages, real FanOutQA questions. The CI setting
+//! is short (`RALMSPEC_IDENTITY_TOKENS`, default 20 new tokens, and 64-token documents) so 50
+//! questions × 7 settings fit the test budget; `ralmspec bench ralm` checks the full setting.
+
+use std::sync::Arc;
+
+use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_lm::Lm;
+use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
+use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn lm() -> Lm {
+    let store = ralmspec_assets::Store::from_env().unwrap();
+    Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2).unwrap()).unwrap()
+}
+
+fn questions() -> Vec<Question> {
+    let n = env_usize("RALMSPEC_IDENTITY_QUESTIONS", 50);
+    let all = fanoutqa_dev().unwrap();
+    assert!(all.len() >= n);
+    all.into_iter().take(n).collect()
+}
+
+fn config() -> RalmConfig {
+    RalmConfig {
+        max_new_tokens: env_usize("RALMSPEC_IDENTITY_TOKENS", 20),
+        doc_tokens: 64,
+        ..RalmConfig::default()
+    }
+}
+
+/// A small deterministic generator for the random settings (no dependency needed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// The paper's variants, and one random fixed-stride setting per question.
+fn settings(rng: &mut Rng) -> Vec<SpecConfig> {
+    let fixed3 = SpecConfig::CACHE_ONLY;
+    vec![
+        fixed3,
+        SpecConfig {
+            prefetch: 20,
+            ..fixed3
+        },
+        SpecConfig {
+            stride: Stride::Os3,
+            ..fixed3
+        },
+        SpecConfig {
+            async_verify: true,
+            ..fixed3
+        },
+        SpecConfig::FULL,
+        SpecConfig {
+            stride: Stride::Fixed(1 + rng.below(8) as usize),
+            prefetch: [0, 1, 5, 64][rng.below(4) as usize],
+            async_verify: rng.below(2) == 1,
+        },
+    ]
+}
+
+fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
+    let mut rng = Rng(0x1de7_1717);
+    let (mut speculated, mut matched, mut rollbacks) = (0, 0, 0);
+    for q in questions {
+        let base = ralm.generate(&q.text, Engine::Baseline).unwrap();
+        assert!(!base.tokens.is_empty(), "{:?}: empty answer", q.text);
+        for spec in settings(&mut rng) {
+            let got: Generation = ralm.generate(&q.text, Engine::Spec(spec)).unwrap();
+            assert_eq!(got.tokens, base.tokens, "{:?} with {spec:?}", q.text);
+            assert_eq!(got.spans, base.spans, "{:?} with {spec:?}", q.text);
+            assert_eq!(got.stop, base.stop, "{:?} with {spec:?}", q.text);
+            speculated += got.stats.speculated;
+            matched += got.stats.matched;
+            rollbacks += got.stats.rollbacks;
+        }
+    }
+    // The test must exercise both paths: confirmed guesses and rollbacks.
+    eprintln!("speculated {speculated}, matched {matched}, rollbacks {rollbacks}");
+    assert!(matched > 0 && rollbacks > 0, "{speculated} {matched} {rollbacks}");
+}
+
+#[test]
+fn flat_dense_speculation_equals_baseline() {
+    let lm = lm();
+    let corpus = Corpus::wiki_kb().unwrap();
+    // A fixed slice of the knowledge base keeps the first (uncached) encoding short.
+    let corpus = Arc::new(corpus.head(env_usize("RALMSPEC_IDENTITY_PASSAGES", 1000)));
+    let encoder = Arc::new(Encoder::minilm().unwrap());
+    let store = ralmspec_assets::Store::from_env().unwrap();
+    let dir = store
+        .root()
+        .join("indexes")
+        .join(format!("test-flat-{}", &corpus.hash()[..16]));
+    let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
+    let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
+    let ralm = Ralm::new(&lm, &knowledge, config());
+    assert_identical(&ralm, &questions());
+}
