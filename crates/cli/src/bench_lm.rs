@@ -61,8 +61,8 @@ pub fn run(args: Args) -> Result<()> {
         results.push(json!({"model": model, "path": path, "ralmspec": ours, "llama.cpp": theirs}));
     }
     let report = json!({
-        "machine": machine(),
-        "threads": rayon_threads(),
+        "machine": crate::machine::describe(),
+        "threads": crate::machine::threads(),
         "method": "median of reps after one warm-up; prefill = one forward into an empty cache; \
                    decode = greedy steps after a 256-token prompt",
         "reps": args.reps,
@@ -130,7 +130,7 @@ fn measure_llamacpp(model: &std::path::Path, args: &Args) -> Result<Value> {
     let output = Command::new("bash")
         .arg(&script)
         .arg(model)
-        .args(["--threads", &rayon_threads().to_string()])
+        .args(["--threads", &crate::machine::threads().to_string()])
         .args(["--prefill", &prefill.join(",")])
         .args(["--decode-tokens", &args.decode_tokens.to_string()])
         .args(["--reps", &args.reps.to_string()])
@@ -205,22 +205,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn rayon_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.into());
-    format!("{cpu}, {} logical CPUs", rayon_threads())
 }

@@ -1,8 +1,12 @@
 //! `ralmspec`: the command line. Parses flags, resolves assets, and hands off to the libraries.
 
+mod ask;
 mod bench_lm;
+mod bench_ralm;
 mod fetch;
 mod generate;
+mod knowledge_arg;
+mod machine;
 mod model_arg;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Answer a question with retrieval-augmented generation (RaLMSpec by default), with sources.
+    Ask(ask::Args),
     /// Generate text from a prompt with the language model alone (greedy, streamed).
     Generate(generate::Args),
     /// Download and verify models and data into the asset store.
@@ -34,14 +40,18 @@ enum Command {
 enum Bench {
     /// LM prefill and decode speed, side by side with llama.cpp on the same GGUF files.
     Lm(bench_lm::Args),
+    /// RaLM latency: baseline, oracle floor and RaLMSpec variants, with identical outputs checked.
+    Ralm(bench_ralm::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Ask(args) => ask::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Bench(Bench::Lm(args)) => bench_lm::run(args),
+        Command::Bench(Bench::Ralm(args)) => bench_ralm::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,15 @@
 //! Development check: a few questions through the baseline and RaLMSpec over a small flat index.
-use std::sync::Arc;
 use ralmspec_engine::*;
 use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
+use std::sync::Arc;
 
 fn main() -> anyhow::Result<()> {
     let store = ralmspec_assets::Store::from_env()?;
     let lm = ralmspec_lm::Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2)?)?;
-    let n: usize = std::env::var("N").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let corpus = Arc::new(Corpus::wiki_kb()?.head(n));
     let encoder = Arc::new(Encoder::minilm()?);
     let t = std::time::Instant::now();
@@ -17,10 +20,20 @@ fn main() -> anyhow::Result<()> {
     let questions = ralmspec_retrieval::questions::fanoutqa_dev()?;
     for q in questions.iter().take(3) {
         let base = ralm.generate(&q.text, Engine::Baseline)?;
-        println!("Q: {}\nA: {}\n  {:?} {:?}", q.text, base.text, base.stop, base.stats);
+        println!(
+            "Q: {}\nA: {}\n  {:?} {:?}",
+            q.text, base.text, base.stop, base.stats
+        );
         for spec in [SpecConfig::CACHE_ONLY, SpecConfig::FULL] {
             let g = ralm.generate(&q.text, Engine::Spec(spec))?;
-            println!("  {} same={} wall {:.2}s vs {:.2}s {:?}", spec.label(), g.tokens == base.tokens, g.stats.wall.as_secs_f64(), base.stats.wall.as_secs_f64(), g.stats);
+            println!(
+                "  {} same={} wall {:.2}s vs {:.2}s {:?}",
+                spec.label(),
+                g.tokens == base.tokens,
+                g.stats.wall.as_secs_f64(),
+                base.stats.wall.as_secs_f64(),
+                g.stats
+            );
         }
     }
     Ok(())

@@ -53,6 +53,9 @@ impl DocKv {
 
     /// Forgets everything (benchmarks start each run cold).
     pub(crate) fn clear(&self) {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 }

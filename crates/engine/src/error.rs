@@ -30,7 +30,9 @@ pub enum EngineError {
     UnknownDocument(u32),
 
     /// The question (with a document in front) does not fit the model's context.
-    #[error("the question is {question} tokens; with a {doc}-token document and {new} new tokens it needs {needed} positions, but the model's context holds {context}")]
+    #[error(
+        "the question is {question} tokens; with a {doc}-token document and {new} new tokens it needs {needed} positions, but the model's context holds {context}"
+    )]
     TooLong {
         /// Tokens of the question turn.
         question: usize,

@@ -108,9 +108,21 @@ mod tests {
         assert_eq!(
             spans.into_vec(),
             vec![
-                Span { doc: 7, start: 0, end: 8 },
-                Span { doc: 3, start: 8, end: 12 },
-                Span { doc: 7, start: 12, end: 14 },
+                Span {
+                    doc: 7,
+                    start: 0,
+                    end: 8
+                },
+                Span {
+                    doc: 3,
+                    start: 8,
+                    end: 12
+                },
+                Span {
+                    doc: 7,
+                    start: 12,
+                    end: 14
+                },
             ]
         );
     }

@@ -13,7 +13,7 @@
 //! [`generation`] (what comes back), and privately: `prompt` (LM input and queries),
 //! `session` (the shared LM execution policy and KV reuse), `doc_kv` (documents' KV
 //! shared across requests), `request` (one request in
-//! flight), `baseline`, `speculative`, `doc_cache` (the speculation cache) and `os3` (the
+//! flight), `baseline`, `speculative`, `replay` (the oracle floor), `doc_cache` (the speculation cache) and `os3` (the
 //! stride scheduler).
 
 mod baseline;
@@ -25,6 +25,7 @@ pub mod generation;
 pub mod knowledge;
 mod os3;
 mod prompt;
+mod replay;
 mod request;
 mod session;
 mod speculative;
@@ -76,11 +77,21 @@ impl<'a> Ralm<'a> {
 
     /// Answers `question` with `engine`.
     pub fn generate(&self, question: &str, engine: Engine) -> Result<Generation> {
-        let mut request = request::Request::new(self.lm, self.knowledge, &self.doc_kv, self.config, question)?;
+        let mut request =
+            request::Request::new(self.lm, self.knowledge, &self.doc_kv, self.config, question)?;
         let stop = match engine {
             Engine::Baseline => baseline::run(&mut request)?,
             Engine::Spec(spec) => speculative::run(&mut request, spec)?,
         };
+        Ok(request.finish(stop))
+    }
+
+    /// The oracle floor for `question`: the generation that `sources` (a baseline answer's
+    /// spans) describe, with each step's document given instead of retrieved.
+    pub fn replay(&self, question: &str, sources: &[Span]) -> Result<Generation> {
+        let mut request =
+            request::Request::new(self.lm, self.knowledge, &self.doc_kv, self.config, question)?;
+        let stop = replay::run(&mut request, sources)?;
         Ok(request.finish(stop))
     }
 }

@@ -75,7 +75,8 @@ impl Os3 {
 
     /// The stride for the next round.
     pub(crate) fn stride(&self) -> usize {
-        let (Some(gamma), Some(a), Some(b)) = (self.gamma(), mean(&self.steps), mean(&self.verifications))
+        let (Some(gamma), Some(a), Some(b)) =
+            (self.gamma(), mean(&self.steps), mean(&self.verifications))
         else {
             return 1;
         };
@@ -165,7 +166,10 @@ mod tests {
             let best = (1..=16)
                 .map(|s| os3.objective(s, gamma, a, b))
                 .fold(f64::MIN, f64::max);
-            assert!((os3.objective(s, gamma, a, b) - best).abs() < 1e-12, "{a} {b} {asynchronous}");
+            assert!(
+                (os3.objective(s, gamma, a, b) - best).abs() < 1e-12,
+                "{a} {b} {asynchronous}"
+            );
         }
     }
 }

@@ -48,8 +48,8 @@ impl<'a> Prompt<'a> {
         let template = tokenizer.chat_template();
         let user_turn = tokenizer.encode_with_special(&template.user_turn(question));
         let (open, close) = template.system_turn();
-        let framing = tokenizer.encode_with_special(open).len()
-            + tokenizer.encode_with_special(close).len();
+        let framing =
+            tokenizer.encode_with_special(open).len() + tokenizer.encode_with_special(close).len();
         let capacity = framing + config.doc_tokens + user_turn.len() + config.max_new_tokens;
         let context = lm.model.config().context;
         if capacity > context {

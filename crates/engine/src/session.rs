@@ -87,7 +87,10 @@ impl<'a> Session<'a> {
     /// Feeds `tokens` and returns the greedy choice after the last one.
     fn next_token(&mut self, tokens: &[u32]) -> Result<u32> {
         let start = Instant::now();
-        let out = self.lm.model.forward(tokens, &mut self.cache, Outputs::Last)?;
+        let out = self
+            .lm
+            .model
+            .forward(tokens, &mut self.cache, Outputs::Last)?;
         self.lm_time += start.elapsed();
         self.tokens_fed += tokens.len();
         Ok(argmax(out.last_logits().unwrap_or(&[])))
@@ -101,7 +104,9 @@ impl<'a> Session<'a> {
             None => {
                 self.cache.clear();
                 let start = Instant::now();
-                self.lm.model.forward(document, &mut self.cache, Outputs::None)?;
+                self.lm
+                    .model
+                    .forward(document, &mut self.cache, Outputs::None)?;
                 self.lm_time += start.elapsed();
                 self.tokens_fed += document.len();
                 self.doc_kv.insert(doc, self.cache.clone());

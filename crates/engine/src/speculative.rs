@@ -196,4 +196,3 @@ fn remember(cache: &mut DocCache, hits: &[Hit], prefetch: usize) {
         cache.insert(hit.doc);
     }
 }
-

@@ -44,7 +44,10 @@ struct Rng(u64);
 
 impl Rng {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -81,6 +84,8 @@ fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
     for q in questions {
         let base = ralm.generate(&q.text, Engine::Baseline).unwrap();
         assert!(!base.tokens.is_empty(), "{:?}: empty answer", q.text);
+        let oracle = ralm.replay(&q.text, &base.spans).unwrap();
+        assert_eq!(oracle.tokens, base.tokens, "{:?}: oracle replay", q.text);
         for spec in settings(&mut rng) {
             let got: Generation = ralm.generate(&q.text, Engine::Spec(spec)).unwrap();
             assert_eq!(got.tokens, base.tokens, "{:?} with {spec:?}", q.text);
@@ -93,7 +98,10 @@ fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
     }
     // The test must exercise both paths: confirmed guesses and rollbacks.
     eprintln!("speculated {speculated}, matched {matched}, rollbacks {rollbacks}");
-    assert!(matched > 0 && rollbacks > 0, "{speculated} {matched} {rollbacks}");
+    assert!(
+        matched > 0 && rollbacks > 0,
+        "{speculated} {matched} {rollbacks}"
+    );
 }
 
 #[test]

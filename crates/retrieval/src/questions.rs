@@ -76,11 +76,9 @@ pub fn fanoutqa(path: &Path) -> Result<Vec<Question>> {
 fn answer_text(value: &serde_json::Value) -> String {
     match value {
         serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Array(items) => items
-            .iter()
-            .map(answer_text)
-            .collect::<Vec<_>>()
-            .join(", "),
+        serde_json::Value::Array(items) => {
+            items.iter().map(answer_text).collect::<Vec<_>>().join(", ")
+        }
         serde_json::Value::Null => String::new(),
         other => other.to_string(),
     }

@@ -1,0 +1,166 @@
+//! `ralmspec ask`: answers a question with retrieval-augmented generation and shows the
+//! sources of each span, the speculation statistics and (with `--compare`) the speed-up over
+//! the baseline engine and whether the tokens are identical.
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig, Stride};
+
+use crate::knowledge_arg::{self, RetrieverKind};
+use crate::model_arg::{self, Device};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The question.
+    question: String,
+    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Where the LM computes.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// The retriever over the knowledge base.
+    #[arg(long, value_enum, default_value_t = RetrieverKind::Flat)]
+    retriever: RetrieverKind,
+    /// baseline (retrieve every stride) or spec (RaLMSpec).
+    #[arg(long, value_enum, default_value_t = EngineArg::Spec)]
+    engine: EngineArg,
+    /// RaLMSpec: prefetch the top-K documents of every real retrieval into the cache (0: off).
+    #[arg(long, default_value_t = 20)]
+    prefetch: usize,
+    /// RaLMSpec: speculation steps per verification, `os3` (scheduled) or a number.
+    #[arg(long, default_value = "os3", value_parser = parse_stride)]
+    stride: Stride,
+    /// RaLMSpec: verify on another thread while the LM keeps speculating.
+    #[arg(long = "async")]
+    async_verify: bool,
+    /// Also run the baseline, then print the speed-up and check that the answers are identical.
+    #[arg(long)]
+    compare: bool,
+    /// Stop after this many new tokens.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum EngineArg {
+    Baseline,
+    Spec,
+}
+
+fn parse_stride(s: &str) -> Result<Stride, String> {
+    if s == "os3" {
+        return Ok(Stride::Os3);
+    }
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(Stride::Fixed(n)),
+        _ => Err(format!("`{s}`: expected `os3` or a number ≥ 1")),
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.question.trim().is_empty() {
+        bail!("the question is empty");
+    }
+    let lm = model_arg::load(&args.model, args.device)?;
+    let knowledge = knowledge_arg::open(args.retriever, None)?;
+    let config = RalmConfig {
+        max_new_tokens: args.max_tokens,
+        ..RalmConfig::default()
+    };
+    let ralm = Ralm::new(&lm, &knowledge, config);
+    let engine = match args.engine {
+        EngineArg::Baseline => Engine::Baseline,
+        EngineArg::Spec => Engine::Spec(SpecConfig {
+            stride: args.stride,
+            prefetch: args.prefetch,
+            async_verify: args.async_verify,
+        }),
+    };
+    let answer = ralm.generate(&args.question, engine)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}\n", answer.text.trim())?;
+    print_sources(&mut out, &lm, &knowledge, &answer)?;
+    writeln!(out, "\n{}", summary(&engine, &knowledge, &answer))?;
+    if args.compare {
+        let other = if engine == Engine::Baseline {
+            Engine::Spec(SpecConfig::FULL)
+        } else {
+            Engine::Baseline
+        };
+        // Each engine starts cold: no document KV left over from the first run.
+        ralm.clear_doc_kv();
+        let second = ralm.generate(&args.question, other)?;
+        writeln!(out, "{}", summary(&other, &knowledge, &second))?;
+        let (base, spec) = if engine == Engine::Baseline {
+            (&answer, &second)
+        } else {
+            (&second, &answer)
+        };
+        let identical = base.tokens == spec.tokens && base.spans == spec.spans;
+        writeln!(
+            out,
+            "speed-up {:.2}× (baseline {:.2} s / RaLMSpec {:.2} s); identical tokens and sources: {}",
+            base.stats.wall.as_secs_f64() / spec.stats.wall.as_secs_f64(),
+            base.stats.wall.as_secs_f64(),
+            spec.stats.wall.as_secs_f64(),
+            if identical { "yes" } else { "NO" }
+        )?;
+        if !identical {
+            bail!("the speculative answer differs from the baseline's: please report this");
+        }
+    }
+    Ok(())
+}
+
+fn print_sources(
+    out: &mut impl Write,
+    lm: &ralmspec_lm::Lm,
+    knowledge: &Knowledge,
+    answer: &Generation,
+) -> Result<()> {
+    writeln!(out, "Sources:")?;
+    for span in &answer.spans {
+        let passage = knowledge.passage(span.doc)?;
+        let text = lm.tokenizer.decode(&answer.tokens[span.start..span.end]);
+        writeln!(
+            out,
+            "  tokens {:>3}–{:<3} {:<40} {:?}",
+            span.start,
+            span.end,
+            format!("[{}] {}", span.doc, passage.title),
+            text
+        )?;
+    }
+    Ok(())
+}
+
+fn summary(engine: &Engine, knowledge: &Knowledge, g: &Generation) -> String {
+    let s = &g.stats;
+    let mut line = format!(
+        "{} over {} ({} passages): {} tokens ({:?}), {} retrieval calls ({} queries, {:.1} ms), LM {:.2} s, wall {:.2} s",
+        engine.label(),
+        knowledge.name(),
+        knowledge.len(),
+        g.tokens.len(),
+        g.stop,
+        s.retrieval_calls,
+        s.retrieval_queries,
+        s.retrieval_time.as_secs_f64() * 1e3,
+        s.lm_time.as_secs_f64(),
+        s.wall.as_secs_f64(),
+    );
+    if let Some(accuracy) = s.accuracy() {
+        let strides: Vec<String> = s.strides.iter().map(|s| s.to_string()).collect();
+        line.push_str(&format!(
+            "; speculation {}/{} right ({:.0}%), {} rollbacks, strides [{}]",
+            s.matched,
+            s.speculated,
+            accuracy * 100.0,
+            s.rollbacks,
+            strides.join(",")
+        ));
+    }
+    line
+}

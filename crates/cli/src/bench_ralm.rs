@@ -1,0 +1,158 @@
+//! `ralmspec bench ralm`: the paper's Table 1 on this machine. For each retriever and
+//! knowledge-base size, every question is answered by the baseline, by the oracle floor (the
+//! baseline's documents replayed, retrieval free) and by each RaLMSpec variant, one after the
+//! other in the same run, each starting cold (no document KV kept from an earlier run). Every
+//! speculative answer is checked token for token against the baseline's; a mismatch fails the
+//! benchmark. Reports mean/p50/p95 latency, speed-up over the baseline, b/a, speculation
+//! accuracy, strides and retriever calls, as a table, JSON, Markdown and an SVG plot.
+
+mod plot;
+mod summary;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use ralmspec_engine::{Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_retrieval::questions::fanoutqa_dev;
+use serde_json::json;
+
+use crate::knowledge_arg::{self, RetrieverKind};
+use crate::model_arg::{self, Device};
+use summary::Runs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Number of FanOutQA questions (the first N single-hop questions of the dev set).
+    #[arg(long, default_value_t = 100)]
+    questions: usize,
+    /// Retrievers to measure (comma-separated).
+    #[arg(long, value_enum, default_value = "flat", value_delimiter = ',')]
+    retrievers: Vec<RetrieverKind>,
+    /// Knowledge-base sizes (comma-separated): 0 is the real 10,033 passages, N pads to N.
+    #[arg(long, default_value = "0", value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// New tokens per answer.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the Markdown table here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write an SVG plot of speed-up against knowledge-base size here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+/// The variants of the paper's ablation (Table 1 and 4): cache only, then each component.
+fn variants() -> Vec<SpecConfig> {
+    let cache_only = SpecConfig::CACHE_ONLY;
+    vec![
+        cache_only,
+        SpecConfig {
+            prefetch: 20,
+            ..cache_only
+        },
+        SpecConfig {
+            stride: Stride::Os3,
+            ..cache_only
+        },
+        SpecConfig {
+            async_verify: true,
+            ..cache_only
+        },
+        SpecConfig::FULL,
+    ]
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.questions == 0 || args.retrievers.is_empty() || args.sizes.is_empty() {
+        bail!("--questions, --retrievers and --sizes must be non-empty");
+    }
+    let lm = model_arg::load(&args.model, Device::Cpu)?;
+    let questions: Vec<String> = fanoutqa_dev()?
+        .into_iter()
+        .take(args.questions)
+        .map(|q| q.text)
+        .collect();
+    let config = RalmConfig {
+        max_new_tokens: args.max_tokens,
+        ..RalmConfig::default()
+    };
+    let mut rows = Vec::new();
+    let mut mismatches = 0;
+    for &kind in &args.retrievers {
+        for &size in &args.sizes {
+            let pad = (size > 0).then_some(size);
+            let knowledge = knowledge_arg::open(kind, pad)?;
+            let ralm = Ralm::new(&lm, &knowledge, config);
+            let mut runs = Runs::new(variants().len());
+            for (i, question) in questions.iter().enumerate() {
+                ralm.clear_doc_kv();
+                let base = ralm.generate(question, Engine::Baseline)?;
+                ralm.clear_doc_kv();
+                let oracle = ralm.replay(question, &base.spans)?;
+                let mut spec = Vec::new();
+                for variant in variants() {
+                    ralm.clear_doc_kv();
+                    let g = ralm.generate(question, Engine::Spec(variant))?;
+                    if !same(&g, &base) {
+                        mismatches += 1;
+                        eprintln!("MISMATCH: {question:?} with {}", variant.label());
+                    }
+                    spec.push(g);
+                }
+                eprintln!(
+                    "{} {} [{}/{}] baseline {:.2}s, oracle {:.2}s, full {:.2}s",
+                    kind.name(),
+                    knowledge.len(),
+                    i + 1,
+                    questions.len(),
+                    base.stats.wall.as_secs_f64(),
+                    oracle.stats.wall.as_secs_f64(),
+                    spec.last().map_or(0.0, |g| g.stats.wall.as_secs_f64()),
+                );
+                runs.push(base, oracle, spec);
+            }
+            let padding = knowledge.padding().map(|p| p.describe());
+            rows.extend(runs.rows(kind.name(), knowledge.len(), padding, &variants()));
+        }
+    }
+    let report = json!({
+        "machine": crate::machine::describe(),
+        "model": args.model,
+        "questions": questions.len(),
+        "config": config,
+        "method": "each question answered by the baseline, the oracle floor (baseline documents \
+                   replayed, retrieval free) and each variant, one after the other, each run \
+                   starting with no cached document KV; latency is wall clock per request",
+        "rows": rows,
+        "mismatches": mismatches,
+    });
+    print!("{}", summary::markdown(&report, &rows));
+    if let Some(path) = &args.json {
+        write(path, &serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(path) = &args.markdown {
+        write(path, &summary::markdown(&report, &rows))?;
+    }
+    if let Some(path) = &args.svg {
+        write(path, &plot::speedup_svg(&rows))?;
+    }
+    if mismatches > 0 {
+        bail!("{mismatches} speculative answers differed from the baseline's");
+    }
+    Ok(())
+}
+
+fn same(a: &Generation, b: &Generation) -> bool {
+    a.tokens == b.tokens && a.spans == b.spans && a.stop == b.stop
+}
+
+fn write(path: &PathBuf, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
