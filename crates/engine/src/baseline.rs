@@ -12,7 +12,7 @@ pub(crate) fn run(request: &mut Request<'_>) -> Result<Stop> {
         let doc = request.retrieve(std::slice::from_ref(&query), 1)?[0][0].doc;
         let start = request.answer.len();
         let eos = request.step(doc)?;
-        request.spans.push(doc, start, request.answer.len());
+        request.commit(doc, start, request.answer.len());
         if let Some(stop) = request.stop_after(eos) {
             return Ok(stop);
         }

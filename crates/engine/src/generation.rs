@@ -25,6 +25,17 @@ pub struct Span {
     pub end: usize,
 }
 
+/// Answer tokens that just became final, in order: what a streaming caller may send on.
+#[derive(Clone, Copy, Debug)]
+pub struct Committed<'a> {
+    /// The tokens.
+    pub tokens: &'a [u32],
+    /// The document they were generated with.
+    pub doc: u32,
+    /// Index of the first of them in the answer.
+    pub start: usize,
+}
+
 /// Counters and timers of one request.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Stats {

@@ -32,7 +32,7 @@ mod speculative;
 
 pub use config::{Engine, RalmConfig, SpecConfig, Stride};
 pub use error::{EngineError, Result};
-pub use generation::{Generation, Span, Stats, Stop};
+pub use generation::{Committed, Generation, Span, Stats, Stop};
 pub use knowledge::Knowledge;
 
 use doc_kv::DocKv;
@@ -77,8 +77,19 @@ impl<'a> Ralm<'a> {
 
     /// Answers `question` with `engine`.
     pub fn generate(&self, question: &str, engine: Engine) -> Result<Generation> {
-        let mut request =
-            request::Request::new(self.lm, self.knowledge, &self.doc_kv, self.config, question)?;
+        self.generate_streaming(question, engine, &mut |_| {})
+    }
+
+    /// Answers `question` with `engine`, handing each run of tokens to `on_commit` as soon as
+    /// it is final: speculated tokens are passed on only once verified, so nothing passed on
+    /// is ever taken back.
+    pub fn generate_streaming(
+        &self,
+        question: &str,
+        engine: Engine,
+        on_commit: &mut dyn FnMut(Committed<'_>),
+    ) -> Result<Generation> {
+        let mut request = self.request(question, on_commit)?;
         let stop = match engine {
             Engine::Baseline => baseline::run(&mut request)?,
             Engine::Spec(spec) => speculative::run(&mut request, spec)?,
@@ -89,9 +100,24 @@ impl<'a> Ralm<'a> {
     /// The oracle floor for `question`: the generation that `sources` (a baseline answer's
     /// spans) describe, with each step's document given instead of retrieved.
     pub fn replay(&self, question: &str, sources: &[Span]) -> Result<Generation> {
-        let mut request =
-            request::Request::new(self.lm, self.knowledge, &self.doc_kv, self.config, question)?;
+        let mut ignore = |_: Committed<'_>| {};
+        let mut request = self.request(question, &mut ignore)?;
         let stop = replay::run(&mut request, sources)?;
         Ok(request.finish(stop))
+    }
+
+    fn request<'r>(
+        &'r self,
+        question: &str,
+        on_commit: &'r mut dyn FnMut(Committed<'_>),
+    ) -> Result<request::Request<'r>> {
+        request::Request::new(
+            self.lm,
+            self.knowledge,
+            &self.doc_kv,
+            self.config,
+            question,
+            on_commit,
+        )
     }
 }

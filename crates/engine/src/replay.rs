@@ -18,7 +18,7 @@ pub(crate) fn run(request: &mut Request<'_>, sources: &[Span]) -> Result<Stop> {
                 EngineError::BadRequest(format!("the sources do not cover answer token {start}"))
             })?;
         let eos = request.step(doc)?;
-        request.spans.push(doc, start, request.answer.len());
+        request.commit(doc, start, request.answer.len());
         if let Some(stop) = request.stop_after(eos) {
             return Ok(stop);
         }

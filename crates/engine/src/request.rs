@@ -10,7 +10,7 @@ use ralmspec_retrieval::{Hit, Query};
 use crate::config::RalmConfig;
 use crate::doc_kv::DocKv;
 use crate::error::Result;
-use crate::generation::{Generation, Spans, Stats, Stop};
+use crate::generation::{Committed, Generation, Spans, Stats, Stop};
 use crate::knowledge::Knowledge;
 use crate::prompt::Prompt;
 use crate::session::Session;
@@ -22,7 +22,8 @@ pub(crate) struct Request<'a> {
     session: Session<'a>,
     /// Tokens generated so far (committed, then any still unverified).
     pub(crate) answer: Vec<u32>,
-    pub(crate) spans: Spans,
+    spans: Spans,
+    on_commit: &'a mut dyn FnMut(Committed<'_>),
     pub(crate) stats: Stats,
     started: Instant,
     lm: &'a Lm,
@@ -35,6 +36,7 @@ impl<'a> Request<'a> {
         doc_kv: &'a DocKv,
         config: RalmConfig,
         question: &str,
+        on_commit: &'a mut dyn FnMut(Committed<'_>),
     ) -> Result<Request<'a>> {
         let started = Instant::now();
         let prompt = Prompt::new(lm, knowledge, config, question)?;
@@ -46,6 +48,7 @@ impl<'a> Request<'a> {
             session,
             answer: Vec::with_capacity(config.max_new_tokens),
             spans: Spans::default(),
+            on_commit,
             stats: Stats::default(),
             started,
             lm,
@@ -55,6 +58,19 @@ impl<'a> Request<'a> {
     /// The query for the next retrieval step, after the answer so far.
     pub(crate) fn query(&self) -> Result<Query> {
         self.knowledge.query(self.prompt.query_text(&self.answer))
+    }
+
+    /// Commits answer tokens `start..end`, generated with `doc`: they are final (a source of
+    /// the answer) and go to the caller's callback.
+    pub(crate) fn commit(&mut self, doc: u32, start: usize, end: usize) {
+        self.spans.push(doc, start, end);
+        if start < end {
+            (self.on_commit)(Committed {
+                tokens: &self.answer[start..end],
+                doc,
+                start,
+            });
+        }
     }
 
     /// One call to the real retriever, counted and timed.

@@ -74,7 +74,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
     remember(&mut cache, &hits[0], spec.prefetch);
     let doc = hits[0][0].doc;
     let eos = request.step(doc)?;
-    request.spans.push(doc, 0, request.answer.len());
+    request.commit(doc, 0, request.answer.len());
     if let Some(stop) = request.stop_after(eos) {
         return Ok(stop);
     }
@@ -174,7 +174,7 @@ fn commit(
         request.stats.speculated += 1;
         if truth == guess.doc {
             request.stats.matched += 1;
-            request.spans.push(truth, guess.start, guess.end);
+            request.commit(truth, guess.start, guess.end);
             if let Some(stop) = request.stop_at(guess.end, guess.eos) {
                 request.answer.truncate(guess.end);
                 return Ok((i + 1, Some(stop)));
@@ -184,7 +184,7 @@ fn commit(
         request.stats.rollbacks += 1;
         request.answer.truncate(guess.start);
         let eos = request.step(truth)?;
-        request.spans.push(truth, guess.start, request.answer.len());
+        request.commit(truth, guess.start, request.answer.len());
         return Ok((i, request.stop_after(eos)));
     }
     Ok((round.len(), None))

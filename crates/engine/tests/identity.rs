@@ -87,7 +87,15 @@ fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
         let oracle = ralm.replay(&q.text, &base.spans).unwrap();
         assert_eq!(oracle.tokens, base.tokens, "{:?}: oracle replay", q.text);
         for spec in settings(&mut rng) {
-            let got: Generation = ralm.generate(&q.text, Engine::Spec(spec)).unwrap();
+            // What is streamed is final: the commits, in order, are exactly the answer.
+            let mut streamed = Vec::new();
+            let got: Generation = ralm
+                .generate_streaming(&q.text, Engine::Spec(spec), &mut |c| {
+                    assert_eq!(c.start, streamed.len(), "commits must be contiguous");
+                    streamed.extend_from_slice(c.tokens);
+                })
+                .unwrap();
+            assert_eq!(streamed, got.tokens, "{:?} with {spec:?}: streamed", q.text);
             assert_eq!(got.tokens, base.tokens, "{:?} with {spec:?}", q.text);
             assert_eq!(got.spans, base.spans, "{:?} with {spec:?}", q.text);
             assert_eq!(got.stop, base.stop, "{:?} with {spec:?}", q.text);
