@@ -8,9 +8,11 @@
 //! - [`flat`]: exact inner-product search ([`FlatIndex`]), one pass over the vectors per batch.
 //! - [`index`]: flat index folders on disk (versioned manifest, atomic writes, validated loads).
 //! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments.
+//! - [`bm25`]: sparse retrieval, BM25 on tantivy ([`Bm25Index`]), with its own index folders.
 //!
-//! Planned here: HNSW, BM25.
+//! Planned here: HNSW.
 
+pub mod bm25;
 pub mod corpus;
 pub mod encoder;
 mod error;
@@ -20,6 +22,7 @@ pub mod index;
 pub mod padding;
 pub mod retriever;
 
+pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Passage};
 pub use encoder::{ENCODER_NAME, Encoder};
 pub use error::{Result, RetrievalError};
