@@ -95,9 +95,25 @@ pub enum RetrievalError {
         /// What is wrong with it.
         reason: String,
     },
+
+    /// Writing an index failed inside the index library (BM25: tantivy).
+    #[error("building index {}: {reason}", path.display())]
+    IndexBuild {
+        /// The folder being written.
+        path: PathBuf,
+        /// What the library said.
+        reason: String,
+    },
 }
 
 impl RetrievalError {
+    pub(crate) fn index_build(path: &Path, reason: impl std::fmt::Display) -> Self {
+        RetrievalError::IndexBuild {
+            path: path.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         RetrievalError::Io {
             path: path.into(),

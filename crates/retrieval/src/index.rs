@@ -147,21 +147,25 @@ impl FlatIndex {
     }
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     crate::hex(&Sha256::digest(bytes))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| {
-        RetrievalError::bad_index(
-            path,
-            if e.kind() == std::io::ErrorKind::NotFound {
-                "missing".to_owned()
-            } else {
-                e.to_string()
-            },
-        )
-    })
+/// Reads a whole index file; a missing one is [`RetrievalError::BadIndex`] saying so.
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| missing_or(path, e))
+}
+
+/// [`RetrievalError::BadIndex`] for an I/O error on an index file ("missing" when not found).
+pub(crate) fn missing_or(path: &Path, e: std::io::Error) -> RetrievalError {
+    RetrievalError::bad_index(
+        path,
+        if e.kind() == std::io::ErrorKind::NotFound {
+            "missing".to_owned()
+        } else {
+            e.to_string()
+        },
+    )
 }
 
 fn read_checked(path: &Path, len: usize, sha: &str) -> Result<Vec<u8>> {
@@ -186,8 +190,25 @@ fn read_checked(path: &Path, len: usize, sha: &str) -> Result<Vec<u8>> {
 }
 
 /// Writes `files` into a fresh hidden sibling of `dir`, syncs them, then moves it to `dir`
-/// (an existing `dir` is moved aside first and removed after).
+/// (see [`build_dir_atomically`]).
 fn write_dir_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
+    build_dir_atomically(dir, |tmp| {
+        for (file, bytes) in files {
+            let path = tmp.join(file);
+            let mut f = fs::File::create(&path).at(&path)?;
+            f.write_all(bytes).at(&path)?;
+        }
+        Ok(())
+    })
+}
+
+/// Lets `fill` write a fresh hidden sibling folder of `dir` (`.<name>.tmp-<pid>`), syncs every
+/// file in it, then renames it to `dir`; an existing `dir` is moved aside first and removed
+/// after. When `fill` fails the temporary folder is removed and `dir` is left as it was.
+pub(crate) fn build_dir_atomically(
+    dir: &Path,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -207,11 +228,10 @@ fn write_dir_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
         }
     }
     fs::create_dir(&tmp).at(&tmp)?;
-    for (file, bytes) in files {
-        let path = tmp.join(file);
-        let mut f = fs::File::create(&path).at(&path)?;
-        f.write_all(bytes).at(&path)?;
-        f.sync_all().at(&path)?;
+    let filled = fill(&tmp).and_then(|()| sync_folder(&tmp));
+    if let Err(e) = filled {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
     let had_old = dir.exists();
     if had_old {
@@ -222,6 +242,17 @@ fn write_dir_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
         fs::remove_dir_all(&old).at(&old)?;
     }
     Ok(())
+}
+
+/// fsyncs every file directly in `dir`, then `dir` itself.
+fn sync_folder(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir).at(dir)? {
+        let path = entry.at(dir)?.path();
+        if path.is_file() {
+            fs::File::open(&path).and_then(|f| f.sync_all()).at(&path)?;
+        }
+    }
+    fs::File::open(dir).and_then(|f| f.sync_all()).at(dir)
 }
 
 #[cfg(test)]

@@ -9,9 +9,11 @@
 //! - [`index`]: flat index folders on disk (versioned manifest, atomic writes, validated loads).
 //! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments.
 //! - [`questions`]: evaluation questions (FanOutQA's single-hop questions).
+//! - [`bm25`]: sparse retrieval, BM25 on tantivy ([`Bm25Index`]), with its own index folders.
 //!
-//! Planned here: HNSW, BM25.
+//! Planned here: HNSW.
 
+pub mod bm25;
 pub mod corpus;
 pub mod encoder;
 mod error;
@@ -22,6 +24,7 @@ pub mod padding;
 pub mod questions;
 pub mod retriever;
 
+pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Passage};
 pub use encoder::{ENCODER_NAME, Encoder};
 pub use error::{Result, RetrievalError};
