@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// The retriever over the knowledge base.
-    #[arg(long, value_enum, default_value_t = RetrieverKind::Flat)]
+    #[arg(long, value_enum, default_value_t = RetrieverKind::Bm25)]
     retriever: RetrieverKind,
     /// baseline (retrieve every stride) or spec (RaLMSpec).
     #[arg(long, value_enum, default_value_t = EngineArg::Spec)]

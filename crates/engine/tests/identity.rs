@@ -10,7 +10,7 @@ use std::sync::Arc;
 use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig, Stride};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
-use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
+use ralmspec_retrieval::{Bm25Index, Corpus, Encoder, FlatIndex};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -126,6 +126,17 @@ fn flat_dense_speculation_equals_baseline() {
         .join(format!("test-flat-{}", &corpus.hash()[..16]));
     let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
     let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
+    let ralm = Ralm::new(&lm, &knowledge, config());
+    assert_identical(&ralm, &questions());
+}
+
+#[test]
+fn bm25_speculation_equals_baseline() {
+    let lm = lm();
+    let corpus = Arc::new(Corpus::wiki_kb().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let bm25 = Bm25Index::build(&corpus, None, &dir.path().join("bm25"), &mut |_| {}).unwrap();
+    let knowledge = Knowledge::new("bm25", Arc::new(bm25), None, corpus, None);
     let ralm = Ralm::new(&lm, &knowledge, config());
     assert_identical(&ralm, &questions());
 }

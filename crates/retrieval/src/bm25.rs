@@ -50,6 +50,8 @@ pub struct Bm25Index {
     ids: Vec<u32>,
     /// Tantivy doc id of each passage id.
     docs: IdMap,
+    /// Every passage id, ascending: the zero-score tail of a ranking.
+    ascending: Vec<u32>,
 }
 
 impl std::fmt::Debug for Bm25Index {
@@ -112,6 +114,8 @@ impl Bm25Index {
             }
         }
         let docs = IdMap::new(&ids).map_err(|id| bad(format!("passage id {id} appears twice")))?;
+        let mut ascending = ids.clone();
+        ascending.sort_unstable();
         Ok(Bm25Index {
             dir: dir.to_owned(),
             manifest,
@@ -120,6 +124,7 @@ impl Bm25Index {
             analyzer: analyzer::analyzer(),
             ids,
             docs,
+            ascending,
         })
     }
 
@@ -162,11 +167,25 @@ impl Bm25Index {
         }))
     }
 
+    /// The best `k` documents: those containing query terms by score, then, like every
+    /// retriever, the rest at score 0.0 by ascending id, so that a query always has a top-k
+    /// (a query without any known term ranks the whole index by id).
     fn search_one(&self, query: &Query, k: usize) -> Result<Vec<Hit>> {
-        let (Some(segment), Some(compiled)) = (self.segment(), self.compile(query)?) else {
-            return Ok(Vec::new());
+        let mut hits = match (self.segment(), self.compile(query)?) {
+            (Some(segment), Some(compiled)) => {
+                search::top_k(&compiled, segment, &self.ids, k).map_err(|e| self.search_error(e))?
+            }
+            _ => Vec::new(),
         };
-        search::top_k(&compiled, segment, &self.ids, k).map_err(|e| self.search_error(e))
+        if hits.len() < k {
+            let matched: std::collections::HashSet<u32> = hits.iter().map(|h| h.doc).collect();
+            let rest = self.ascending.iter().filter(|d| !matched.contains(d));
+            hits.extend(
+                rest.take(k - hits.len())
+                    .map(|&doc| Hit { doc, score: 0.0 }),
+            );
+        }
+        Ok(hits)
     }
 }
 

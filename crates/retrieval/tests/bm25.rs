@@ -165,21 +165,36 @@ fn batch_equals_single_and_odd_queries() {
             assert_eq!(&index.search(std::slice::from_ref(q), k).unwrap()[0], hits);
         }
         let n = texts.len();
-        assert!(batch[n - 5].is_empty() && batch[n - 4].is_empty() && batch[n - 3].is_empty());
+        // Queries without a known term rank the whole index at 0.0 by ascending id.
+        let mut ascending = corpus.ids();
+        ascending.sort_unstable();
+        for hits in &batch[n - 5..n - 2] {
+            let docs: Vec<u32> = hits.iter().map(|h| h.doc).collect();
+            assert_eq!(docs, ascending[..k]);
+            assert!(hits.iter().all(|h| h.score == 0.0));
+        }
         assert_eq!(batch[n - 2].len(), k);
         assert_eq!(batch[n - 1][0].doc, corpus.passages()[42].id);
     }
     assert!(index.search(&queries, 0).unwrap().iter().all(Vec::is_empty));
     assert_eq!(index.score(&queries[40], &[0, 5]).unwrap(), [0.0, 0.0]);
-    // A document without the terms scores 0.0 (and is not a hit); unknown ids are errors.
+    // A document without the terms scores 0.0 (and ranks after every match); unknown ids are
+    // errors.
     let q = Query::text("Cairo");
     let s = index.score(&q, &corpus.ids()).unwrap();
     let matching = s.iter().filter(|s| **s > 0.0).count();
     assert!(matching > 0 && matching < 1000, "{matching}");
-    assert_eq!(
-        index.search(std::slice::from_ref(&q), 5000).unwrap()[0].len(),
-        matching
-    );
+    let hits = &index.search(std::slice::from_ref(&q), 5000).unwrap()[0];
+    assert_eq!(hits.len(), 5000);
+    assert!(hits[..matching].iter().all(|h| h.score > 0.0));
+    assert!(hits[matching..].iter().all(|h| h.score == 0.0));
+    for (hit, score) in hits.iter().zip(
+        index
+            .score(&q, &hits.iter().map(|h| h.doc).collect::<Vec<_>>())
+            .unwrap(),
+    ) {
+        assert_eq!(hit.score.to_bits(), score.to_bits());
+    }
     let err = index.score(&q, &[3, corpus.len() as u32]).unwrap_err();
     assert!(
         matches!(err, RetrievalError::UnknownDoc { doc, len } if doc == corpus.len() as u32 && len == corpus.len()),
@@ -225,11 +240,23 @@ fn ties_go_to_the_lower_passage_id() {
     twins.sort();
     for k in [1, 2, 5, 17, 41, 100] {
         let hits = &index.search(std::slice::from_ref(&q), k).unwrap()[0];
-        assert_eq!(hits.len(), k.min(41));
+        assert_eq!(hits.len(), k.min(corpus.len()));
         assert_eq!(hits[0].doc, 500);
-        let docs: Vec<u32> = hits[1..].iter().map(|h| h.doc).collect();
-        assert_eq!(docs, twins[..hits.len() - 1], "k={k}");
-        assert!(hits[1..].windows(2).all(|w| w[0].score == w[1].score));
+        let matching = k.min(41);
+        let docs: Vec<u32> = hits[1..matching].iter().map(|h| h.doc).collect();
+        assert_eq!(docs, twins[..matching - 1], "k={k}");
+        assert!(
+            hits[1..matching]
+                .windows(2)
+                .all(|w| w[0].score == w[1].score)
+        );
+        // Past the matches: the other passages at 0.0, by ascending id.
+        let rest: Vec<u32> = hits[matching..].iter().map(|h| h.doc).collect();
+        assert_eq!(
+            rest,
+            (0..(hits.len() - matching) as u32).collect::<Vec<_>>(),
+            "k={k}"
+        );
         assert_bits(hits, &index.score(&q, &docs_of(hits)).unwrap());
     }
 }
