@@ -35,7 +35,10 @@ fn break_stops_the_request_and_continue_changes_nothing() {
     let question = "Who wrote the novel Nineteen Eighty-Four?";
     for engine in [Engine::Baseline, Engine::Spec(SpecConfig::FULL)] {
         let plain = ralm.generate(question, engine).unwrap();
-        assert!(plain.tokens.len() > 8, "{engine:?}: answer too short to cancel");
+        assert!(
+            plain.tokens.len() > 8,
+            "{engine:?}: answer too short to cancel"
+        );
 
         let mut commits = 0;
         let err = ralm

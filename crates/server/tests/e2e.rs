@@ -1,7 +1,7 @@
 //! End to end: the real server on a loopback socket, called by real clients: curl (plain and
 //! streaming) and the official `openai` Python client (plain and streaming, with the
-//! `retrieval` extension and the `sources` field), then a graceful shutdown that lets an
-//! in-flight stream finish.
+//! `retrieval` extension and the `sources` field); a client that hangs up cancels its work;
+//! then a graceful shutdown that lets an in-flight stream finish.
 //!
 //! The `openai` part runs with the venv of `scripts/test.sh` (`$RALMSPEC_PYTHON`, which has
 //! `openai` from `scripts/requirements.txt`); without it, it is skipped with a message.
@@ -149,6 +149,23 @@ fn real_server_with_curl_and_openai_client() {
             );
             eprint!("{}", String::from_utf8_lossy(&out.stdout));
         }
+    }
+
+    // A client that gives up on a whole (non-streamed) answer stops its generation too.
+    let slow =
+        r#"{"model":"smollm2","prompt":"Tell me about the history of Rome.","max_tokens":400}"#;
+    let gave_up = Command::new("curl")
+        .args(["-sS", "--max-time", "1", "-d", slow])
+        .arg(format!("{base}/v1/completions"))
+        .output()
+        .unwrap();
+    assert!(!gave_up.status.success(), "400 tokens took under a second?");
+    let started = Instant::now();
+    while !curl(&[&format!("{base}/metrics")])
+        .contains("ralmspec_requests_total{outcome=\"cancelled\"} 1")
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "not cancelled");
+        std::thread::sleep(Duration::from_millis(50));
     }
 
     // Graceful shutdown: a stream in flight when it begins still ends with [DONE].
