@@ -44,12 +44,12 @@ pub struct Args {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum EngineArg {
+pub(crate) enum EngineArg {
     Baseline,
     Spec,
 }
 
-fn parse_stride(s: &str) -> Result<Stride, String> {
+pub(crate) fn parse_stride(s: &str) -> Result<Stride, String> {
     if s == "os3" {
         return Ok(Stride::Os3);
     }

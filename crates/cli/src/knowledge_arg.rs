@@ -2,7 +2,7 @@
 //! index under the asset store on first use (`$RALMSPEC_HOME/indexes/wiki-kb/<kind>[-pad<N>]`),
 //! with a progress bar.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
@@ -49,6 +49,17 @@ pub fn open(kind: RetrieverKind, pad_to: Option<usize>) -> Result<Knowledge> {
         .map(|n| Padding::new(&corpus, n, DEFAULT_SEED))
         .transpose()?;
     let dir = index_dir(&store, kind, pad_to);
+    open_in(kind, corpus, padding, &dir)
+}
+
+/// `corpus` (grown by `padding`) behind `kind`, with its index in `dir`: opened when it is
+/// there (and then it must match), else built there with a progress bar.
+pub fn open_in(
+    kind: RetrieverKind,
+    corpus: Arc<Corpus>,
+    padding: Option<Padding>,
+    dir: &Path,
+) -> Result<Knowledge> {
     match kind {
         RetrieverKind::Flat => {
             if padding.is_some() {
@@ -57,12 +68,12 @@ pub fn open(kind: RetrieverKind, pad_to: Option<usize>) -> Result<Knowledge> {
             let encoder = Arc::new(Encoder::minilm().context("loading the MiniLM encoder")?);
             if !dir.join("manifest.json").exists() {
                 eprintln!(
-                    "Building the flat index of {} passages in {} (first use only; about 9 minutes on 2 cores)…",
+                    "Building the flat index of {} passages in {} (first use only; about 9 minutes per 10,000 passages on 2 cores)…",
                     corpus.len(),
                     dir.display()
                 );
             }
-            let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus)
+            let flat = FlatIndex::open_or_build(dir, &encoder, &corpus)
                 .with_context(|| format!("opening the flat index in {}", dir.display()))?;
             Ok(Knowledge::new(
                 "flat",
@@ -74,7 +85,7 @@ pub fn open(kind: RetrieverKind, pad_to: Option<usize>) -> Result<Knowledge> {
         }
         RetrieverKind::Bm25 => {
             let index = if dir.join("manifest.json").exists() {
-                Bm25Index::open(&dir, &corpus.hash())
+                Bm25Index::open(dir, &corpus.hash())
                     .with_context(|| format!("opening the BM25 index in {}", dir.display()))?
             } else {
                 let total = padding.map_or(corpus.len(), |p| p.total());
@@ -83,7 +94,7 @@ pub fn open(kind: RetrieverKind, pad_to: Option<usize>) -> Result<Knowledge> {
                     dir.display()
                 );
                 let bar = bar(total as u64);
-                let index = Bm25Index::build(&corpus, padding, &dir, &mut |p| match p {
+                let index = Bm25Index::build(&corpus, padding, dir, &mut |p| match p {
                     BuildProgress::Indexed { done, .. } => bar.set_position(done as u64),
                     BuildProgress::Merging { .. } => bar.set_message("merging"),
                     BuildProgress::Checksumming => bar.set_message("checksumming"),

@@ -8,6 +8,7 @@ mod generate;
 mod knowledge_arg;
 mod machine;
 mod model_arg;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     Ask(ask::Args),
     /// Generate text from a prompt with the language model alone (greedy, streamed).
     Generate(generate::Args),
+    /// Serve RaLM over HTTP: an OpenAI-compatible API with sources and streaming.
+    Serve(serve::Args),
     /// Download and verify models and data into the asset store.
     Fetch(fetch::Args),
     /// Benchmarks.
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ask(args) => ask::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Bench(Bench::Lm(args)) => bench_lm::run(args),
         Command::Bench(Bench::Ralm(args)) => bench_ralm::run(args),

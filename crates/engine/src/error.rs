@@ -50,6 +50,10 @@ pub enum EngineError {
     #[error("invalid request: {0}")]
     BadRequest(String),
 
+    /// The caller stopped the request (see `Ralm::generate_cancellable`).
+    #[error("the request was cancelled")]
+    Cancelled,
+
     /// The verification thread panicked.
     #[error("the verification thread failed: {0}")]
     Verifier(String),

@@ -35,6 +35,8 @@ pub use error::{EngineError, Result};
 pub use generation::{Committed, Generation, Span, Stats, Stop};
 pub use knowledge::Knowledge;
 
+use std::ops::ControlFlow;
+
 use doc_kv::DocKv;
 use ralmspec_lm::Lm;
 
@@ -75,6 +77,12 @@ impl<'a> Ralm<'a> {
         &self.config
     }
 
+    /// Sets the new-token budget of the next requests (a server's per-request `max_tokens`).
+    /// The shared documents' KV does not depend on it and is kept.
+    pub fn set_max_new_tokens(&mut self, max_new_tokens: usize) {
+        self.config.max_new_tokens = max_new_tokens;
+    }
+
     /// Answers `question` with `engine`.
     pub fn generate(&self, question: &str, engine: Engine) -> Result<Generation> {
         self.generate_streaming(question, engine, &mut |_| {})
@@ -89,6 +97,21 @@ impl<'a> Ralm<'a> {
         engine: Engine,
         on_commit: &mut dyn FnMut(Committed<'_>),
     ) -> Result<Generation> {
+        self.generate_cancellable(question, engine, &mut |c| {
+            on_commit(c);
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// [`Ralm::generate_streaming`] for a caller that may go away: when `on_commit` returns
+    /// `Break` (say, the client disconnected), no further step is generated and the result is
+    /// [`EngineError::Cancelled`]. Tokens passed on before that are final as ever.
+    pub fn generate_cancellable(
+        &self,
+        question: &str,
+        engine: Engine,
+        on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
+    ) -> Result<Generation> {
         let mut request = self.request(question, on_commit)?;
         let stop = match engine {
             Engine::Baseline => baseline::run(&mut request)?,
@@ -100,7 +123,7 @@ impl<'a> Ralm<'a> {
     /// The oracle floor for `question`: the generation that `sources` (a baseline answer's
     /// spans) describe, with each step's document given instead of retrieved.
     pub fn replay(&self, question: &str, sources: &[Span]) -> Result<Generation> {
-        let mut ignore = |_: Committed<'_>| {};
+        let mut ignore = |_: Committed<'_>| ControlFlow::Continue(());
         let mut request = self.request(question, &mut ignore)?;
         let stop = replay::run(&mut request, sources)?;
         Ok(request.finish(stop))
@@ -109,7 +132,7 @@ impl<'a> Ralm<'a> {
     fn request<'r>(
         &'r self,
         question: &str,
-        on_commit: &'r mut dyn FnMut(Committed<'_>),
+        on_commit: &'r mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
     ) -> Result<request::Request<'r>> {
         request::Request::new(
             self.lm,

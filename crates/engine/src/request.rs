@@ -2,6 +2,7 @@
 //! engines drive it through the same few operations, so every engine builds queries, calls
 //! the retriever and extends the answer in exactly the same way.
 
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use ralmspec_lm::Lm;
@@ -9,7 +10,7 @@ use ralmspec_retrieval::{Hit, Query};
 
 use crate::config::RalmConfig;
 use crate::doc_kv::DocKv;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::generation::{Committed, Generation, Spans, Stats, Stop};
 use crate::knowledge::Knowledge;
 use crate::prompt::Prompt;
@@ -23,7 +24,9 @@ pub(crate) struct Request<'a> {
     /// Tokens generated so far (committed, then any still unverified).
     pub(crate) answer: Vec<u32>,
     spans: Spans,
-    on_commit: &'a mut dyn FnMut(Committed<'_>),
+    on_commit: &'a mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
+    /// The caller asked to stop (its callback returned `Break`).
+    cancelled: bool,
     pub(crate) stats: Stats,
     started: Instant,
     lm: &'a Lm,
@@ -36,7 +39,7 @@ impl<'a> Request<'a> {
         doc_kv: &'a DocKv,
         config: RalmConfig,
         question: &str,
-        on_commit: &'a mut dyn FnMut(Committed<'_>),
+        on_commit: &'a mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
     ) -> Result<Request<'a>> {
         let started = Instant::now();
         let prompt = Prompt::new(lm, knowledge, config, question)?;
@@ -49,6 +52,7 @@ impl<'a> Request<'a> {
             answer: Vec::with_capacity(config.max_new_tokens),
             spans: Spans::default(),
             on_commit,
+            cancelled: false,
             stats: Stats::default(),
             started,
             lm,
@@ -64,12 +68,13 @@ impl<'a> Request<'a> {
     /// the answer) and go to the caller's callback.
     pub(crate) fn commit(&mut self, doc: u32, start: usize, end: usize) {
         self.spans.push(doc, start, end);
-        if start < end {
-            (self.on_commit)(Committed {
+        if start < end && !self.cancelled {
+            let flow = (self.on_commit)(Committed {
                 tokens: &self.answer[start..end],
                 doc,
                 start,
             });
+            self.cancelled = flow.is_break();
         }
     }
 
@@ -89,8 +94,11 @@ impl<'a> Request<'a> {
     }
 
     /// Generates the next stride with `doc` in front. Returns true when the model ended the
-    /// answer.
+    /// answer. Fails with [`EngineError::Cancelled`] once the caller has asked to stop.
     pub(crate) fn step(&mut self, doc: u32) -> Result<bool> {
+        if self.cancelled {
+            return Err(EngineError::Cancelled);
+        }
         let n = self.config.stride.min(self.remaining());
         let (document, question) = self.prompt.input(doc)?;
         self.session

@@ -1,0 +1,177 @@
+//! `ralmspec serve`: the OpenAI-compatible HTTP server. Opens the model and the knowledge
+//! base, starts `ralmspec-server` on `--addr`, and shuts down gracefully on Ctrl-C or SIGTERM
+//! (in-flight requests finish; after `--grace` seconds the process exits anyway).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ralmspec_assets::Store;
+use ralmspec_engine::{Engine, Knowledge, RalmConfig, SpecConfig, Stride};
+use ralmspec_retrieval::Corpus;
+use ralmspec_server::{Server, ServerConfig};
+
+use crate::ask::{EngineArg, parse_stride};
+use crate::knowledge_arg::{self, RetrieverKind};
+use crate::model_arg::{self, Device};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file (served under its file name).
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Where the LM computes.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
+    /// The retriever over the knowledge base (requests name it in `retrieval.retriever`).
+    #[arg(long, value_enum, default_value_t = RetrieverKind::Flat)]
+    retriever: RetrieverKind,
+    /// Directory of the retriever's index (built there on first use); default: the asset store.
+    #[arg(long)]
+    index: Option<PathBuf>,
+    /// Serve only the first N passages of the knowledge base (a quick start: the full flat
+    /// index takes minutes to build once).
+    #[arg(long)]
+    passages: Option<usize>,
+    /// Default engine of requests that do not choose one.
+    #[arg(long, value_enum, default_value_t = EngineArg::Spec)]
+    engine: EngineArg,
+    /// Default RaLMSpec speculation stride: `os3` or a number.
+    #[arg(long, default_value = "os3", value_parser = parse_stride)]
+    stride: Stride,
+    /// Default RaLMSpec prefetch (0: off).
+    #[arg(long, default_value_t = 20)]
+    prefetch: usize,
+    /// Default RaLMSpec asynchronous verification.
+    #[arg(long = "async")]
+    async_verify: bool,
+    /// `max_tokens` of a request that sets none.
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Largest `max_tokens` a request may ask for.
+    #[arg(long, default_value_t = 512)]
+    max_tokens_limit: usize,
+    /// Requests waiting for a worker; beyond it, 503 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// Generation threads (each runs one request at a time).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Seconds to let in-flight requests finish after a shutdown signal.
+    #[arg(long, default_value_t = 30)]
+    grace: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let lm = Arc::new(model_arg::load(&args.model, args.device)?);
+    let knowledge = Arc::new(open_knowledge(&args)?);
+    let config = ServerConfig {
+        model: served_name(&args.model),
+        ralm: RalmConfig {
+            max_new_tokens: args.max_tokens,
+            ..RalmConfig::default()
+        },
+        engine: match args.engine {
+            EngineArg::Baseline => Engine::Baseline,
+            EngineArg::Spec => Engine::Spec(SpecConfig {
+                stride: args.stride,
+                prefetch: args.prefetch,
+                async_verify: args.async_verify,
+            }),
+        },
+        max_tokens_limit: args.max_tokens_limit,
+        queue_capacity: args.queue,
+        workers: args.workers,
+        ..ServerConfig::default()
+    };
+    let model = config.model.clone();
+    let passages = knowledge.len();
+    let server = Server::start(lm, vec![knowledge], config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.addr)
+            .await
+            .with_context(|| format!("listening on {}", args.addr))?;
+        eprintln!(
+            "serving `{model}` with the {} retriever over {passages} passages on http://{} (Ctrl-C to stop)",
+            args.retriever.name(),
+            listener.local_addr()?
+        );
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown_signal().await;
+            eprintln!("shutting down: finishing in-flight requests");
+            let _ = signalled_tx.send(());
+        };
+        let grace = Duration::from_secs(args.grace);
+        let serve = server.serve(listener, shutdown);
+        tokio::select! {
+            result = serve => result.map_err(anyhow::Error::from),
+            _ = async { let _ = signalled_rx.await; tokio::time::sleep(grace).await } => {
+                bail!("in-flight requests did not finish within {} s; exiting", args.grace)
+            }
+        }
+    })
+}
+
+/// The name clients use in `model`: the built-in name, or a GGUF file's stem.
+fn served_name(model: &str) -> String {
+    if model.ends_with(".gguf")
+        && let Some(stem) = std::path::Path::new(model).file_stem()
+    {
+        return stem.to_string_lossy().into_owned();
+    }
+    model.to_string()
+}
+
+/// The knowledge base: the built-in default, or a slice of it and/or an index elsewhere.
+fn open_knowledge(args: &Args) -> Result<Knowledge> {
+    if args.index.is_none() && args.passages.is_none() {
+        return knowledge_arg::open(args.retriever, None);
+    }
+    let mut corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
+    if let Some(n) = args.passages {
+        if n == 0 {
+            bail!("--passages must be at least 1");
+        }
+        corpus = corpus.head(n);
+    }
+    let dir = match &args.index {
+        Some(dir) => dir.clone(),
+        None => Store::from_env()?
+            .root()
+            .join("indexes")
+            .join(format!("wiki-kb-head-{}", corpus.len()))
+            .join(args.retriever.name()),
+    };
+    knowledge_arg::open_in(args.retriever, Arc::new(corpus), None, &dir)
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}

@@ -1,0 +1,65 @@
+//! The cancellation hook: a caller whose commit callback returns `Break` stops the request
+//! at the next step, with `EngineError::Cancelled`; one that never does gets the plain answer.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use ralmspec_engine::{Engine, EngineError, Knowledge, Ralm, RalmConfig, SpecConfig};
+use ralmspec_lm::Lm;
+use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
+
+/// The model and the same 1,000-passage flat index as `identity.rs` (built once, then cached).
+fn parts() -> (Lm, Knowledge) {
+    let store = ralmspec_assets::Store::from_env().unwrap();
+    let lm = Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2).unwrap()).unwrap();
+    let corpus = Arc::new(Corpus::wiki_kb().unwrap().head(1000));
+    let encoder = Arc::new(Encoder::minilm().unwrap());
+    let dir = store
+        .root()
+        .join("indexes")
+        .join(format!("test-flat-{}", &corpus.hash()[..16]));
+    let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
+    let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
+    (lm, knowledge)
+}
+
+#[test]
+fn break_stops_the_request_and_continue_changes_nothing() {
+    let (lm, knowledge) = parts();
+    let config = RalmConfig {
+        max_new_tokens: 24,
+        doc_tokens: 64,
+        ..RalmConfig::default()
+    };
+    let mut ralm = Ralm::new(&lm, &knowledge, config);
+    let question = "Who wrote the novel Nineteen Eighty-Four?";
+    for engine in [Engine::Baseline, Engine::Spec(SpecConfig::FULL)] {
+        let plain = ralm.generate(question, engine).unwrap();
+        assert!(
+            plain.tokens.len() > 8,
+            "{engine:?}: answer too short to cancel"
+        );
+
+        let mut commits = 0;
+        let err = ralm
+            .generate_cancellable(question, engine, &mut |_| {
+                commits += 1;
+                ControlFlow::Break(())
+            })
+            .unwrap_err();
+        assert!(matches!(err, EngineError::Cancelled), "{engine:?}: {err}");
+        assert_eq!(commits, 1, "{engine:?}: nothing is passed on after Break");
+
+        let same = ralm
+            .generate_cancellable(question, engine, &mut |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(same.tokens, plain.tokens, "{engine:?}");
+        assert_eq!(same.spans, plain.spans, "{engine:?}");
+    }
+
+    // A smaller budget is a prefix of the same answer.
+    let full = ralm.generate(question, Engine::Baseline).unwrap();
+    ralm.set_max_new_tokens(6);
+    let short = ralm.generate(question, Engine::Baseline).unwrap();
+    assert_eq!(short.tokens, full.tokens[..6]);
+}

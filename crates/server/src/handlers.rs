@@ -1,0 +1,138 @@
+//! The HTTP handlers. A generation request is validated at the edge, admitted to the queue
+//! (or refused with 503), then answered whole or streamed from the worker's events; the
+//! handler never touches the model beyond its tokenizer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::response::Header;
+use crate::state::{AppState, unix_now};
+use crate::validation::{self, Endpoint, Validated};
+use crate::wire::{ModelCard, ModelList};
+use crate::worker::{Event, Job};
+
+type Shared = State<Arc<AppState>>;
+type Body = Result<Bytes, BytesRejection>;
+
+/// `POST /v1/completions`.
+pub async fn completions(State(state): Shared, body: Body) -> Response {
+    let checked = read(&state, body)
+        .and_then(|body| validation::completion(&state, validation::parse(&body)?));
+    generate(state, checked).await
+}
+
+/// `POST /v1/chat/completions`.
+pub async fn chat(State(state): Shared, body: Body) -> Response {
+    let checked =
+        read(&state, body).and_then(|body| validation::chat(&state, validation::parse(&body)?));
+    generate(state, checked).await
+}
+
+/// `GET /v1/models`.
+pub async fn models(State(state): Shared) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: vec![ModelCard {
+            id: state.config.model.clone(),
+            object: "model",
+            created: state.started,
+            owned_by: "ralmspec",
+        }],
+    })
+}
+
+/// `GET /health`.
+pub async fn health(State(state): Shared) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "model": state.config.model,
+        "retrievers": state.knowledge.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        "queue_depth": state.metrics.queue_depth(),
+    }))
+}
+
+/// `GET /metrics` (Prometheus text format).
+pub async fn metrics(State(state): Shared) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::no_route(method.as_str(), uri.path())
+}
+
+/// A known path with the wrong method.
+pub async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    let mut e = ApiError::invalid(format!(
+        "{method} is not allowed on {}; see the API reference",
+        uri.path()
+    ));
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    e
+}
+
+fn read(state: &AppState, body: Body) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(state.config.max_body_bytes)
+        } else {
+            ApiError::invalid(format!("Could not read the request body: {e}"))
+        }
+    })
+}
+
+async fn generate(state: Arc<AppState>, checked: Result<Validated, ApiError>) -> Response {
+    let request = match checked {
+        Ok(request) => request,
+        Err(e) => {
+            state.metrics.invalid();
+            return e.into_response();
+        }
+    };
+    let (tx, mut events) = mpsc::unbounded_channel();
+    let job = Job {
+        request: request.clone(),
+        events: tx,
+        admitted: Instant::now(),
+    };
+    if let Err(e) = state.queue.submit(job) {
+        return e.into_response();
+    }
+    let header = Header {
+        id: state.response_id(match request.endpoint {
+            Endpoint::Completions => "cmpl",
+            Endpoint::Chat => "chatcmpl",
+        }),
+        created: unix_now(),
+        model: state.config.model.clone(),
+        endpoint: request.endpoint,
+    };
+    if request.stream {
+        return crate::stream::respond(header, &request, events);
+    }
+    // If the client leaves, this future is dropped with `events`, which stops the worker.
+    loop {
+        match events.recv().await {
+            Some(Event::Commit(_)) => continue,
+            Some(Event::Done(done)) => return Json(header.full(&request, done)).into_response(),
+            Some(Event::Failed(e)) => return e.into_response(),
+            None => {
+                return ApiError::internal("the worker stopped before the answer ended")
+                    .into_response();
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! An OpenAI-compatible HTTP server for retrieval-augmented generation with RaLMSpec.
+//!
+//! `POST /v1/completions` and `POST /v1/chat/completions` answer a question (the prompt, or
+//! the last user message) with iterative retrieval-augmented generation, whole or streamed as
+//! server-sent events, with a `sources` field: the documents used and the answer tokens each
+//! informed. A `retrieval` object on the request picks the retriever and the engine
+//! (`baseline` or `spec`, with `stride`, `prefetch`, `async`). `GET /v1/models`, `/health`
+//! and `/metrics` (Prometheus) complete it.
+//!
+//! One request's path: [`router`] → `handlers` → `validation` (the edge: OpenAI-shaped 4xx for
+//! any bad input) → `worker::Queue::submit` (bounded: 503 + `Retry-After` when full) → a
+//! worker thread that owns generation runs the engine and sends each commit back over the
+//! request's channel → `response` (whole) or `stream` (SSE). A streamed token is always final.
+//!
+//! Concurrency (details in `worker`): requests are served concurrently by `workers` threads,
+//! each running one request at a time to its end; every response equals what the request gets
+//! alone (the engine is deterministic and batch-invariant). Not implemented: interleaving
+//! requests between speculation rounds and batching several requests' verification queries
+//! into one retriever call; the worker module says what that needs from the engine.
+//!
+//! Modules: [`config`] (what the server is started with), [`error`] (the one error → HTTP
+//! mapping), [`wire`] (OpenAI's JSON), [`metrics`], and privately `validation`, `worker`,
+//! `handlers`, `response`, `stream`, `router`, `state`.
+
+pub mod config;
+pub mod error;
+mod handlers;
+pub mod metrics;
+mod response;
+mod router;
+mod state;
+mod stream;
+mod validation;
+pub mod wire;
+mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use ralmspec_engine::Knowledge;
+use ralmspec_lm::Lm;
+use tokio::net::TcpListener;
+
+pub use config::ServerConfig;
+pub use error::{ApiError, ServerError};
+pub use metrics::Metrics;
+
+use state::AppState;
+use worker::Workers;
+
+/// A started server: its workers are running; [`Server::serve`] answers HTTP.
+pub struct Server {
+    state: Arc<AppState>,
+    workers: Workers,
+}
+
+impl Server {
+    /// Checks `config` against the model and starts the workers. `knowledge` lists the served
+    /// knowledge bases by retriever name; the first is the default.
+    pub fn start(
+        lm: Arc<Lm>,
+        knowledge: Vec<Arc<Knowledge>>,
+        config: ServerConfig,
+    ) -> Result<Server, ServerError> {
+        config.check(lm.model.config().context)?;
+        if knowledge.is_empty() {
+            return Err(ServerError::Config("no knowledge base to serve".into()));
+        }
+        for (i, k) in knowledge.iter().enumerate() {
+            if knowledge[..i].iter().any(|other| other.name() == k.name()) {
+                return Err(ServerError::Config(format!(
+                    "two knowledge bases are named `{}`",
+                    k.name()
+                )));
+            }
+        }
+        let metrics = Arc::new(Metrics::default());
+        let (workers, queue) = Workers::start(
+            lm.clone(),
+            knowledge.clone(),
+            config.ralm,
+            config.workers,
+            config.queue_capacity,
+            config.retry_after_secs,
+            metrics.clone(),
+        )?;
+        let state = Arc::new(AppState::new(config, lm, knowledge, queue, metrics));
+        Ok(Server { state, workers })
+    }
+
+    /// The routes, for serving or for in-process tests (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> Router {
+        router::router(self.state.clone())
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.state.metrics
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets every
+    /// admitted request finish (streams end with `[DONE]`), and stops the workers.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let Server { state, workers } = self;
+        let app = router::router(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        // Every handler is done and the router with its queue handle is gone: the workers
+        // drain what is left (nothing, normally) and stop.
+        tokio::task::spawn_blocking(move || workers.join())
+            .await
+            .map_err(|e| ServerError::Io(std::io::Error::other(e)))?;
+        Ok(())
+    }
+}

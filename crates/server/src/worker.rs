@@ -1,0 +1,264 @@
+//! The workers that own generation, and the bounded queue that feeds them.
+//!
+//! Handlers never touch the model: they [`Queue::submit`] a [`Job`] and read its [`Event`]s
+//! from a channel of their own. Each worker is a plain OS thread (generation is a blocking CPU
+//! loop, kept off tokio's threads) with its own [`Ralm`] per knowledge base, so the documents'
+//! KV it computes is reused by the requests it serves next. A job runs to its end on the worker
+//! that took it; requests are served first come, first served, `workers` at a time.
+//!
+//! Admission: the queue holds at most `queue_capacity` jobs; one more is refused at once with
+//! 503 and `Retry-After` (no unbounded buffer anywhere: a job's event channel carries at most
+//! one message per committed step plus one).
+//!
+//! Cancellation: a client that goes away drops its receiver. A job whose receiver is gone when
+//! its turn comes is skipped; one already running stops at its next step, because the commit
+//! callback reports the closed channel to the engine ([`Ralm::generate_cancellable`]).
+//!
+//! What is not batched (yet): requests do not share forward passes or retriever calls. Within
+//! one request, RaLMSpec verifies its speculated steps with ONE batched retriever call; across
+//! requests, interleaving at speculation-round boundaries and sending the verification queries
+//! of several requests as one batch needs the engine to expose a round-by-round state machine
+//! (`Request` + the speculative loop as a resumable step). This module is the place for it: a
+//! worker would hold several requests in flight, advance each by one round, gather the
+//! queries of those waiting for verification into one `Knowledge::search`, and hand each its
+//! hits. Outputs stay identical either way, since the forward pass and the retriever are
+//! batch-invariant.
+
+use std::ops::ControlFlow;
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use ralmspec_engine::{EngineError, Knowledge, Ralm, RalmConfig, Span, Stop};
+use ralmspec_lm::Lm;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::{ApiError, ServerError};
+use crate::metrics::Metrics;
+use crate::validation::Validated;
+use crate::wire::Source;
+
+/// One admitted request and where its events go.
+pub struct Job {
+    pub request: Validated,
+    pub events: UnboundedSender<Event>,
+    /// When it was admitted (latency and queue wait are measured from here).
+    pub admitted: Instant,
+}
+
+/// What a worker reports about a job, in order: commits, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    /// Tokens that just became final.
+    Commit(Piece),
+    /// The answer is complete.
+    Done(Finished),
+    /// The generation failed.
+    Failed(ApiError),
+}
+
+/// Final tokens: their text (complete characters only) and the document they came from.
+#[derive(Debug)]
+pub struct Piece {
+    pub text: String,
+    pub source: Source,
+}
+
+/// A complete answer.
+#[derive(Debug)]
+pub struct Finished {
+    /// The whole answer's text.
+    pub text: String,
+    /// Text not yet sent in a `Piece` (a character split across the last tokens).
+    pub tail: String,
+    pub stop: Stop,
+    pub completion_tokens: usize,
+    pub sources: Vec<Source>,
+}
+
+/// The sending end of the bounded job queue (cheap to clone; one per handler state).
+#[derive(Clone)]
+pub struct Queue {
+    jobs: SyncSender<Job>,
+    metrics: Arc<Metrics>,
+    retry_after: u32,
+}
+
+impl Queue {
+    /// Admits `job`, or refuses it at once: 503 when the queue is full or the workers are gone.
+    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
+        // Counted first: a worker may pick the job up before `try_send` returns.
+        self.metrics.queued();
+        match self.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.metrics.unqueued();
+                self.metrics.rejected();
+                Err(match e {
+                    TrySendError::Full(_) => ApiError::overloaded(self.retry_after),
+                    TrySendError::Disconnected(_) => ApiError::shutting_down(),
+                })
+            }
+        }
+    }
+}
+
+/// The worker threads. They stop once every [`Queue`] is dropped and the queue is drained.
+pub struct Workers {
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What each worker needs.
+struct Context {
+    lm: Arc<Lm>,
+    knowledge: Vec<Arc<Knowledge>>,
+    ralm: RalmConfig,
+    jobs: Arc<Mutex<Receiver<Job>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Workers {
+    /// Starts `count` workers behind a queue of `capacity` jobs.
+    pub fn start(
+        lm: Arc<Lm>,
+        knowledge: Vec<Arc<Knowledge>>,
+        ralm: RalmConfig,
+        count: usize,
+        capacity: usize,
+        retry_after: u32,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Workers, Queue), ServerError> {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let jobs = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let context = Context {
+                lm: lm.clone(),
+                knowledge: knowledge.clone(),
+                ralm,
+                jobs: jobs.clone(),
+                metrics: metrics.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("ralmspec-worker-{i}"))
+                .spawn(move || context.run())
+                .map_err(ServerError::Worker)?;
+            threads.push(thread);
+        }
+        let queue = Queue {
+            jobs: tx,
+            metrics,
+            retry_after,
+        };
+        Ok((Workers { threads }, queue))
+    }
+
+    /// Waits for the workers to finish the queued jobs and stop (every `Queue` must be gone).
+    pub fn join(self) {
+        for thread in self.threads {
+            // A worker catches its jobs' panics; a join error would be a bug in the loop itself.
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Context {
+    fn run(self) {
+        let mut ralms: Vec<Ralm<'_>> = self
+            .knowledge
+            .iter()
+            .map(|k| Ralm::new(&self.lm, k, self.ralm))
+            .collect();
+        loop {
+            let next = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok(job) = next else { return };
+            self.metrics.started(job.admitted.elapsed());
+            if job.events.is_closed() {
+                self.metrics.cancelled();
+            } else {
+                let ralm = &mut ralms[job.request.knowledge];
+                let knowledge = &self.knowledge[job.request.knowledge];
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    self.serve(ralm, knowledge, &job)
+                }));
+                if outcome.is_err() {
+                    self.metrics.failed();
+                    let _ = job
+                        .events
+                        .send(Event::Failed(ApiError::internal("the generation panicked")));
+                }
+            }
+            self.metrics.stopped();
+        }
+    }
+
+    /// Generates `job`'s answer, sending each commit as it becomes final.
+    fn serve(&self, ralm: &mut Ralm<'_>, knowledge: &Knowledge, job: &Job) {
+        let request = &job.request;
+        ralm.set_max_new_tokens(request.max_tokens);
+        let mut text = self.lm.tokenizer.stream();
+        let result = ralm.generate_cancellable(&request.question, request.engine, &mut |c| {
+            let mut piece = String::new();
+            for &token in c.tokens {
+                if let Some(s) = text.push(token) {
+                    piece.push_str(&s);
+                }
+            }
+            let span = Span {
+                doc: c.doc,
+                start: c.start,
+                end: c.start + c.tokens.len(),
+            };
+            let event = Event::Commit(Piece {
+                text: piece,
+                source: source(knowledge, span),
+            });
+            match job.events.send(event) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            }
+        });
+        match result {
+            Ok(generation) => {
+                self.metrics.finished(
+                    job.admitted.elapsed(),
+                    generation.tokens.len(),
+                    &generation.stats,
+                );
+                let finished = Finished {
+                    tail: text.finish(),
+                    stop: generation.stop,
+                    completion_tokens: generation.tokens.len(),
+                    sources: generation
+                        .spans
+                        .iter()
+                        .map(|s| source(knowledge, *s))
+                        .collect(),
+                    text: generation.text,
+                };
+                // The client may have gone after the last commit: nothing left to stop.
+                let _ = job.events.send(Event::Done(finished));
+            }
+            Err(EngineError::Cancelled) => self.metrics.cancelled(),
+            Err(e) => {
+                self.metrics.failed();
+                let _ = job.events.send(Event::Failed(e.into()));
+            }
+        }
+    }
+}
+
+/// The wire form of a span: the document's id and title, and the answer tokens it informed.
+fn source(knowledge: &Knowledge, span: Span) -> Source {
+    Source {
+        doc: span.doc,
+        title: knowledge
+            .passage(span.doc)
+            .map(|p| p.title)
+            .unwrap_or_default(),
+        start: span.start,
+        end: span.end,
+    }
+}

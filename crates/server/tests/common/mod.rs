@@ -1,0 +1,72 @@
+//! Shared by the server's integration tests: the real default model (SmolLM2) and the exact
+//! dense retriever over the first 1,000 knowledge-base passages (the slice `ralmspec-engine`'s
+//! tests use, so its index is built once and cached under the asset store).
+
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use ralmspec_engine::{Knowledge, RalmConfig};
+use ralmspec_lm::Lm;
+use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
+use ralmspec_server::{Server, ServerConfig};
+
+pub const PASSAGES: usize = 1000;
+
+/// The model and the knowledge base, loaded once per test binary.
+pub fn parts() -> (Arc<Lm>, Arc<Knowledge>) {
+    static PARTS: OnceLock<(Arc<Lm>, Arc<Knowledge>)> = OnceLock::new();
+    PARTS
+        .get_or_init(|| {
+            let store = ralmspec_assets::Store::from_env().unwrap();
+            let lm = Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2).unwrap()).unwrap();
+            let corpus = Arc::new(Corpus::wiki_kb().unwrap().head(PASSAGES));
+            let encoder = Arc::new(Encoder::minilm().unwrap());
+            let dir = store
+                .root()
+                .join("indexes")
+                .join(format!("test-flat-{}", &corpus.hash()[..16]));
+            let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
+            let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
+            (Arc::new(lm), Arc::new(knowledge))
+        })
+        .clone()
+}
+
+/// The test configuration: short documents and answers, so each request takes well under a
+/// second; everything else as the server's defaults.
+pub fn config() -> ServerConfig {
+    ServerConfig {
+        ralm: RalmConfig {
+            doc_tokens: 64,
+            max_new_tokens: 12,
+            ..RalmConfig::default()
+        },
+        ..ServerConfig::default()
+    }
+}
+
+/// A server over the shared parts.
+pub fn server(config: ServerConfig) -> Server {
+    let (lm, knowledge) = parts();
+    Server::start(lm, vec![knowledge], config).unwrap()
+}
+
+/// Replaces the fields that change run to run (response ids, `created`) by placeholders.
+pub fn normalize(value: &mut serde_json::Value) {
+    if let Some(object) = value.as_object_mut() {
+        if object.contains_key("created") {
+            object.insert("created".into(), 0.into());
+        }
+        if let Some(serde_json::Value::String(id)) = object.get("id")
+            && (id.starts_with("cmpl-") || id.starts_with("chatcmpl-"))
+        {
+            object.insert("id".into(), "<id>".into());
+        }
+        for v in object.values_mut() {
+            normalize(v);
+        }
+    } else if let Some(items) = value.as_array_mut() {
+        items.iter_mut().for_each(normalize);
+    }
+}

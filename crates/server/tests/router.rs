@@ -1,0 +1,489 @@
+//! In-process tests of the router (no socket): golden JSON of real responses on the default
+//! model, every kind of bad input, streaming, identical answers under concurrent load,
+//! admission control and cancellation.
+//!
+//! Golden files live in `tests/golden/`; `RALMSPEC_BLESS=1` rewrites them after a deliberate
+//! change (ids and timestamps are normalized away).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use ralmspec_server::{Server, ServerConfig};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// One server shared by the tests that need no special configuration.
+fn shared() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| common::server(common::config()))
+}
+
+fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+/// Sends `request`; returns the status, the headers' Retry-After, and the body text.
+async fn send(app: Router, request: Request<Body>) -> (StatusCode, Option<String>, String) {
+    let response = app.oneshot(request).await.unwrap();
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, retry, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+async fn send_json(app: Router, request: Request<Body>) -> (StatusCode, Value) {
+    let (status, _, text) = send(app, request).await;
+    let value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    (status, value)
+}
+
+/// The `data:` payloads of an SSE body, in order.
+fn sse_data(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+        .map(str::to_string)
+        .collect()
+}
+
+fn golden(name: &str, mut got: Value) {
+    common::normalize(&mut got);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"));
+    let text = serde_json::to_string_pretty(&got).unwrap() + "\n";
+    if std::env::var_os("RALMSPEC_BLESS").is_some() {
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with RALMSPEC_BLESS=1 to create it",
+            path.display()
+        )
+    });
+    assert_eq!(
+        text,
+        want,
+        "{name}: response differs from {}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn completion_golden() {
+    let body =
+        json!({"model": "smollm2", "prompt": "What is the capital of France?", "max_tokens": 12});
+    let (status, got) =
+        send_json(shared().router(), post("/v1/completions", body.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert!(!got["sources"].as_array().unwrap().is_empty());
+    golden("completion", got);
+}
+
+#[tokio::test]
+async fn chat_golden_with_baseline_engine() {
+    let body = json!({
+        "model": "smollm2",
+        "messages": [
+            {"role": "system", "content": "You are helpful."},
+            {"role": "user", "content": "Who painted the Mona Lisa?"}
+        ],
+        "max_tokens": 12,
+        "retrieval": {"engine": "baseline", "retriever": "flat"}
+    });
+    let (status, got) = send_json(
+        shared().router(),
+        post("/v1/chat/completions", body.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    golden("chat", got);
+}
+
+#[tokio::test]
+async fn models_health_and_metrics() {
+    let (status, got) = send_json(shared().router(), get("/v1/models")).await;
+    assert_eq!(status, StatusCode::OK);
+    golden("models", got);
+    let (status, got) = send_json(shared().router(), get("/health")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["status"], "ok");
+    let (status, _, text) = send(shared().router(), get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    for family in [
+        "ralmspec_request_duration_seconds_bucket",
+        "ralmspec_generation_tokens_per_second",
+        "ralmspec_retrieval_calls_total",
+        "ralmspec_verification_batch_size",
+        "ralmspec_speculation_accuracy",
+        "ralmspec_queue_depth",
+    ] {
+        assert!(text.contains(family), "missing {family}:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn bad_input_gets_openai_errors() {
+    let cases: Vec<(&str, &str, &str, StatusCode)> = vec![
+        (
+            "malformed_json",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wrong_type",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "hi", "max_tokens": "ten"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "missing_prompt",
+            "/v1/completions",
+            r#"{"model": "smollm2"}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "max_tokens_too_large",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "hi", "max_tokens": 100000}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "max_tokens_zero",
+            "/v1/chat/completions",
+            r#"{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 0}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown_model",
+            "/v1/chat/completions",
+            r#"{"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}"#,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "unknown_retriever",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "hi", "retrieval": {"retriever": "hnsw"}}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown_retrieval_field",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "hi", "retrieval": {"topk": 3}}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "bad_stride",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "hi", "retrieval": {"stride": 0}}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no_user_message",
+            "/v1/chat/completions",
+            r#"{"model": "smollm2", "messages": [{"role": "system", "content": "hi"}]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "empty_prompt",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "  "}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "two_prompts",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": ["a", "b"]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "n_two",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "a", "n": 2}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    let mut all = serde_json::Map::new();
+    for (name, path, body, want) in cases {
+        let (status, got) = send_json(shared().router(), post(path, body.to_string())).await;
+        assert_eq!(status, want, "{name}: {got}");
+        assert!(got["error"]["message"].is_string(), "{name}: {got}");
+        assert!(got["error"]["type"].is_string(), "{name}: {got}");
+        all.insert(name.to_string(), got);
+    }
+    // Longer than the prompt limit (1,024 tokens).
+    let long = json!({"model": "smollm2", "prompt": "word ".repeat(3000)});
+    let (status, got) =
+        send_json(shared().router(), post("/v1/completions", long.to_string())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{got}");
+    all.insert("prompt_too_long".into(), got);
+    let (status, got) = send_json(shared().router(), get("/v1/nothing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    all.insert("unknown_path".into(), got);
+    let (status, got) = send_json(shared().router(), get("/v1/completions")).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    all.insert("wrong_method".into(), got);
+    golden("errors", Value::Object(all));
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let body = format!(
+        r#"{{"model": "smollm2", "prompt": "{}"}}"#,
+        "a".repeat(2 << 20)
+    );
+    let (status, got) = send_json(shared().router(), post("/v1/completions", body)).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{got}");
+    assert!(
+        got["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds")
+    );
+}
+
+/// A streamed answer is the plain answer: its chunks' text concatenates to it, and their
+/// sources cover it in order, each with the document of the plain answer's span.
+#[tokio::test]
+async fn streaming_equals_the_whole_answer() {
+    for (path, request) in [
+        (
+            "/v1/completions",
+            json!({"model": "smollm2", "prompt": "Who wrote Hamlet?", "max_tokens": 16}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "smollm2", "messages": [{"role": "user", "content": "Who wrote Hamlet?"}], "max_tokens": 16, "retrieval": {"stride": 2, "async": true}}),
+        ),
+    ] {
+        let (status, whole) = send_json(shared().router(), post(path, request.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{whole}");
+        let mut streamed_request = request.clone();
+        streamed_request["stream"] = json!(true);
+        streamed_request["stream_options"] = json!({"include_usage": true});
+        let (status, _, text) =
+            send(shared().router(), post(path, streamed_request.to_string())).await;
+        assert_eq!(status, StatusCode::OK);
+        let data = sse_data(&text);
+        assert_eq!(data.last().unwrap(), "[DONE]", "{text}");
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        let ids: std::collections::HashSet<&str> =
+            chunks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 1, "one id per stream");
+        let (mut text_out, mut sources, mut finish, mut usage) =
+            (String::new(), Vec::new(), None, None);
+        for chunk in &chunks {
+            if let Some(choice) = chunk["choices"].get(0) {
+                let piece = choice
+                    .get("text")
+                    .or_else(|| choice["delta"].get("content"));
+                text_out.push_str(piece.and_then(Value::as_str).unwrap_or(""));
+                if !choice["finish_reason"].is_null() {
+                    finish = Some(choice["finish_reason"].clone());
+                }
+            }
+            sources.extend(chunk["sources"].as_array().unwrap().iter().cloned());
+            if !chunk["usage"].is_null() {
+                usage = Some(chunk["usage"].clone());
+            }
+        }
+        let choice = &whole["choices"][0];
+        let whole_text = choice.get("text").unwrap_or(&choice["message"]["content"]);
+        assert_eq!(text_out, whole_text.as_str().unwrap(), "{path}");
+        assert_eq!(finish.as_ref(), Some(&choice["finish_reason"]), "{path}");
+        assert_eq!(usage.as_ref(), Some(&whole["usage"]), "{path}");
+        // Streamed sources are per commit; merged, they are the whole answer's spans.
+        let mut merged: Vec<Value> = Vec::new();
+        for s in sources {
+            match merged.last_mut() {
+                Some(last) if last["doc"] == s["doc"] && last["end"] == s["start"] => {
+                    last["end"] = s["end"].clone()
+                }
+                _ => merged.push(s),
+            }
+        }
+        assert_eq!(Value::Array(merged), whole["sources"], "{path}");
+    }
+}
+
+fn answer_of(response: &Value) -> (Value, Value) {
+    let choice = &response["choices"][0];
+    let text = choice
+        .get("text")
+        .unwrap_or(&choice["message"]["content"])
+        .clone();
+    (text, response["sources"].clone())
+}
+
+/// Many requests at once, on two workers: every answer equals the same request served alone.
+#[tokio::test]
+async fn concurrent_answers_equal_single_answers() {
+    let server = common::server(ServerConfig {
+        workers: 2,
+        ..common::config()
+    });
+    let questions = [
+        "What is the capital of France?",
+        "Who discovered penicillin?",
+        "What is the largest planet in the solar system?",
+        "Who wrote Pride and Prejudice?",
+    ];
+    let engines = [
+        json!({"engine": "baseline"}),
+        json!({"stride": 3}),
+        json!({"stride": "os3", "prefetch": 20, "async": true}),
+    ];
+    let mut requests = Vec::new();
+    for (i, q) in questions.iter().enumerate() {
+        for engine in &engines {
+            requests.push(
+                json!({"model": "smollm2", "prompt": q, "max_tokens": 8 + i, "retrieval": engine}),
+            );
+        }
+    }
+    let mut alone = Vec::new();
+    for r in &requests {
+        let (status, got) =
+            send_json(server.router(), post("/v1/completions", r.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        alone.push(answer_of(&got));
+    }
+    // The three engines agree with each other too (the identity guarantee, through HTTP).
+    for chunk in alone.chunks(engines.len()) {
+        assert!(chunk.iter().all(|a| *a == chunk[0]), "{chunk:?}");
+    }
+    let tasks: Vec<_> = requests
+        .iter()
+        .chain(requests.iter())
+        .map(|r| {
+            tokio::spawn(send_json(
+                server.router(),
+                post("/v1/completions", r.to_string()),
+            ))
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (status, got) = task.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(answer_of(&got), alone[i % requests.len()], "request {i}");
+    }
+}
+
+fn long_stream() -> String {
+    json!({"model": "smollm2", "prompt": "Tell me the history of Rome.", "max_tokens": 400, "stream": true, "retrieval": {"engine": "baseline"}}).to_string()
+}
+
+/// Beyond the queue's capacity a request is refused at once with 503 and Retry-After; a
+/// refused or abandoned request leaves nothing behind.
+#[tokio::test]
+async fn full_queue_is_503_with_retry_after() {
+    let server = common::server(ServerConfig {
+        queue_capacity: 1,
+        max_tokens_limit: 512,
+        ..common::config()
+    });
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for _ in 0..3 {
+        let response = server
+            .router()
+            .oneshot(post("/v1/completions", long_stream()))
+            .await
+            .unwrap();
+        match response.status() {
+            StatusCode::OK => kept.push(response),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                refused += 1;
+                assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(body["error"]["code"], "overloaded", "{body}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        refused >= 1,
+        "a queue of one with a busy worker must refuse the third request"
+    );
+    // Abandon the admitted streams: the worker stops them and serves new requests again.
+    drop(kept);
+    let started = Instant::now();
+    loop {
+        let body = json!({"model": "smollm2", "prompt": "Hi", "max_tokens": 4}).to_string();
+        let (status, _, _) = send(server.router(), post("/v1/completions", body)).await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still refused: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(server.metrics().queue_depth(), 0);
+}
+
+/// A client that leaves mid-stream stops its generation early.
+#[tokio::test]
+async fn disconnect_cancels_the_generation() {
+    let server = common::server(ServerConfig {
+        max_tokens_limit: 512,
+        ..common::config()
+    });
+    let response = server
+        .router()
+        .oneshot(post("/v1/completions", long_stream()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    // Wait for the first real chunk (not a keep-alive comment), then hang up.
+    loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        let bytes = frame.into_data().unwrap();
+        if bytes.starts_with(b"data:") {
+            break;
+        }
+    }
+    let hung_up = Instant::now();
+    drop(body);
+    while server.metrics().cancelled_count() == 0 {
+        assert!(
+            hung_up.elapsed() < Duration::from_secs(20),
+            "generation not cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // 400 tokens take far longer than the few steps it took to notice.
+    let text = server.metrics().render();
+    assert!(
+        text.contains("ralmspec_requests_total{outcome=\"cancelled\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ralmspec_requests_total{outcome=\"ok\"} 0"),
+        "{text}"
+    );
+}
