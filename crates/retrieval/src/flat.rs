@@ -9,21 +9,26 @@
 use rayon::prelude::*;
 
 use crate::corpus::Corpus;
+use crate::dense_padding::PaddingRecord;
 use crate::encoder::Encoder;
 use crate::error::{Result, RetrievalError};
 use crate::ids::IdMap;
 use crate::retriever::{Hit, Query, Retriever, TopK};
+use crate::slab::Slab;
 
-/// Rows per block of the search: 1024 × 384 floats = 1.5 MiB, read once per batch.
-const BLOCK_ROWS: usize = 1024;
+/// Rows per block of the search: 256 × 384 floats = 384 KiB, read from memory once per batch
+/// and from cache by every query of it.
+const BLOCK_ROWS: usize = 256;
 
-/// Passage vectors (row-major, `dim` floats each) with the passage id of each row.
+/// Passage vectors (row-major, `dim` floats each, in memory or memory-mapped from an index
+/// file) with the passage id of each row, and how the index was padded, if it was.
 #[derive(Clone, Debug)]
 pub struct FlatIndex {
     dim: usize,
-    vectors: Vec<f32>,
+    vectors: Slab<f32>,
     ids: Vec<u32>,
     rows: IdMap,
+    padding: Option<PaddingRecord>,
 }
 
 impl FlatIndex {
@@ -44,12 +49,35 @@ impl FlatIndex {
         if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
             return Err(bad(format!("row {} holds a non-finite value", i / dim)));
         }
+        FlatIndex::from_parts(dim, vectors.into(), ids, None)
+    }
+
+    /// An index over vectors already known to be finite (written by this crate and checked
+    /// since): validates shapes and ids only.
+    pub(crate) fn from_parts(
+        dim: usize,
+        vectors: Slab<f32>,
+        ids: Vec<u32>,
+        padding: Option<PaddingRecord>,
+    ) -> Result<FlatIndex> {
+        let bad = |reason: String| RetrievalError::BadIndexData { reason };
+        if dim == 0 {
+            return Err(bad("dimension 0".into()));
+        }
+        if vectors.as_slice().len() != ids.len() * dim {
+            return Err(bad(format!(
+                "{} floats for {} ids of dimension {dim}",
+                vectors.as_slice().len(),
+                ids.len()
+            )));
+        }
         let rows = IdMap::new(&ids).map_err(|id| bad(format!("id {id} appears twice")))?;
         Ok(FlatIndex {
             dim,
             vectors,
             ids,
             rows,
+            padding,
         })
     }
 
@@ -67,7 +95,23 @@ impl FlatIndex {
 
     /// All vectors, row-major.
     pub fn vectors(&self) -> &[f32] {
-        &self.vectors
+        self.vectors.as_slice()
+    }
+
+    /// True when the vectors are memory-mapped from an index file (not read into memory).
+    pub fn is_mapped(&self) -> bool {
+        self.vectors.is_mapped()
+    }
+
+    /// How this index was padded beyond its corpus, if it was.
+    pub fn padding(&self) -> Option<&PaddingRecord> {
+        self.padding.as_ref()
+    }
+
+    /// The vector in row `r`.
+    #[inline]
+    pub(crate) fn row_vector(&self, r: usize) -> &[f32] {
+        &self.vectors()[r * self.dim..(r + 1) * self.dim]
     }
 
     /// The passage id of each row.
@@ -78,10 +122,11 @@ impl FlatIndex {
     /// The vector of passage `doc`.
     pub fn vector(&self, doc: u32) -> Option<&[f32]> {
         let r = self.rows.row(doc)?;
-        Some(&self.vectors[r * self.dim..(r + 1) * self.dim])
+        Some(self.row_vector(r))
     }
 
-    fn query_vector<'q>(&self, q: &'q Query) -> Result<&'q [f32]> {
+    /// The embedding of `q`, checked: present, of this index's length, finite.
+    pub(crate) fn query_vector<'q>(&self, q: &'q Query) -> Result<&'q [f32]> {
         let bad = |reason: String| RetrievalError::BadQuery {
             text: q.as_str().to_owned(),
             reason,
@@ -116,19 +161,14 @@ impl Retriever for FlatIndex {
         let dim = self.dim;
         let empty = || vec![TopK::new(k); qs.len()];
         let tops = self
-            .vectors
+            .vectors()
             .par_chunks(BLOCK_ROWS * dim)
             .enumerate()
             .fold(empty, |mut tops, (b, block)| {
                 let first = b * BLOCK_ROWS;
-                for (r, v) in block.chunks_exact(dim).enumerate() {
-                    let doc = self.ids[first + r];
-                    for (top, q) in tops.iter_mut().zip(&qs) {
-                        top.push(Hit {
-                            doc,
-                            score: dot(q, v),
-                        });
-                    }
+                let ids = &self.ids[first..first + block.len() / dim];
+                for (top, q) in tops.iter_mut().zip(&qs) {
+                    scan_block(q, block, ids, top);
                 }
                 tops
             })
@@ -157,6 +197,69 @@ impl Retriever for FlatIndex {
     }
 }
 
+/// Scores every row of `block` (rows of `q.len()` floats, passage ids `ids`) against `q` into
+/// `top`, four rows at a time ([`dot4`]).
+fn scan_block(q: &[f32], block: &[f32], ids: &[u32], top: &mut TopK) {
+    let dim = q.len();
+    let (quads, rest) = block.split_at(block.len() / (4 * dim) * 4 * dim);
+    for (i, quad) in quads.chunks_exact(4 * dim).enumerate() {
+        let (r0, r) = quad.split_at(dim);
+        let (r1, r) = r.split_at(dim);
+        let (r2, r3) = r.split_at(dim);
+        let scores = dot4(q, [r0, r1, r2, r3]);
+        for (j, score) in scores.into_iter().enumerate() {
+            top.push(Hit {
+                doc: ids[4 * i + j],
+                score,
+            });
+        }
+    }
+    let done = quads.len() / dim;
+    for (j, v) in rest.chunks_exact(dim).enumerate() {
+        top.push(Hit {
+            doc: ids[done + j],
+            score: dot(q, v),
+        });
+    }
+}
+
+/// [`dot`] of `q` with four rows at once: the same operations in the same order for each row
+/// (so the same bits), interleaved so that the four sums do not wait on each other.
+#[inline]
+pub(crate) fn dot4(q: &[f32], rows: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 8]; 4];
+    let (qc, qt) = q.as_chunks::<8>();
+    let split = qc.len() * 8;
+    let rc = rows.map(|r| &r[..split]);
+    for (c, x) in qc.iter().enumerate() {
+        for (a, r) in acc.iter_mut().zip(&rc) {
+            let y = &r[c * 8..c * 8 + 8];
+            for i in 0..8 {
+                a[i] += x[i] * y[i];
+            }
+        }
+    }
+    std::array::from_fn(|j| {
+        let a = &mut acc[j];
+        for (i, (x, y)) in qt.iter().zip(&rows[j][split..]).enumerate() {
+            a[i] += x * y;
+        }
+        reduce(a)
+    })
+}
+
+/// The fixed final sum of [`dot`]'s eight lanes.
+#[inline]
+fn reduce(acc: &[f32; 8]) -> f32 {
+    let s4 = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (s4[0] + s4[2]) + (s4[1] + s4[3])
+}
+
 /// Inner product with a fixed order of operations: eight running sums (lane `i` takes
 /// elements `i, i+8, …`), the tail into lane 0.. in order, then the lanes added pairwise.
 /// Every score in this module goes through here.
@@ -174,13 +277,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (i, (x, y)) in at.iter().zip(bt).enumerate() {
         acc[i] += x * y;
     }
-    let s4 = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (s4[0] + s4[2]) + (s4[1] + s4[3])
+    reduce(&acc)
 }
 
 #[cfg(test)]
@@ -268,6 +365,19 @@ mod tests {
         assert!(FlatIndex::new(2, vec![0.0; 3], vec![1, 2]).is_err());
         assert!(FlatIndex::new(1, vec![0.0, 1.0], vec![1, 1]).is_err());
         assert!(FlatIndex::new(1, vec![f32::NAN], vec![1]).is_err());
+    }
+
+    #[test]
+    fn dot4_equals_dot_bit_for_bit() {
+        for dim in [1, 7, 8, 13, 37, 384] {
+            let ix = index(9, dim);
+            let q = ix.vectors()[..dim].to_vec();
+            let rows: Vec<&[f32]> = ix.vectors()[dim..].chunks_exact(dim).collect();
+            let got = dot4(&q, [rows[0], rows[3], rows[5], rows[7]]);
+            for (g, r) in got.iter().zip([0, 3, 5, 7]) {
+                assert_eq!(g.to_bits(), dot(&q, rows[r]).to_bits(), "dim {dim}");
+            }
+        }
     }
 
     #[test]
