@@ -112,7 +112,7 @@ fn padding_vector(sources: &[&[f32]], seed: u64, id: u32, noise: f32, out: &mut 
     let mean_len = out.iter().map(|x| x * x).sum::<f32>().sqrt();
     // Uniform(-1, 1) has variance 1/3: the noise vector is ~sqrt(dim / 3) long before scaling.
     let scale = noise * mean_len / (out.len() as f32 / 3.0).sqrt();
-    let mut state = seed ^ 0x6e6f_6973_65u64 ^ u64::from(id).wrapping_mul(0xd1b5_4a32_d192_ed03);
+    let mut state = seed ^ 0x006e_6f69_7365_u64 ^ u64::from(id).wrapping_mul(0xd1b5_4a32_d192_ed03);
     for o in out.iter_mut() {
         let u = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
         *o += scale * (2.0 * u - 1.0);

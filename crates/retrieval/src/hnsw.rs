@@ -53,9 +53,7 @@ impl HnswParams {
     fn check(&self) -> Result<()> {
         if self.m < 2 || self.m > 256 || self.ef_construction == 0 || self.ef_search == 0 {
             return Err(RetrievalError::BadIndexData {
-                reason: format!(
-                    "HNSW parameters out of range (m 2..=256, ef ≥ 1): {self:?}"
-                ),
+                reason: format!("HNSW parameters out of range (m 2..=256, ef ≥ 1): {self:?}"),
             });
         }
         Ok(())
@@ -230,11 +228,17 @@ mod tests {
         let f = flat(1500, 16);
         let p = HnswParams::default();
         let a = HnswIndex::build(f.clone(), p).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
         let b = pool.install(|| HnswIndex::build(f, p).unwrap());
         assert_eq!(a.graph.layer0.as_slice(), b.graph.layer0.as_slice());
         assert_eq!(a.graph.upper, b.graph.upper);
-        assert_eq!((a.graph.entry, a.graph.max_level), (b.graph.entry, b.graph.max_level));
+        assert_eq!(
+            (a.graph.entry, a.graph.max_level),
+            (b.graph.entry, b.graph.max_level)
+        );
     }
 
     #[test]

@@ -236,15 +236,26 @@ impl HnswIndex {
         if upper_len != h.upper_len {
             return Err(RetrievalError::bad_index(
                 &dir.join(LEVELS),
-                format!("levels need {upper_len} upper links, the manifest says {}", h.upper_len),
+                format!(
+                    "levels need {upper_len} upper links, the manifest says {}",
+                    h.upper_len
+                ),
             ));
         }
         let upper: Vec<u32> = decode(&read_checked(&upper_path, upper_len * 4, &h.upper_sha256)?);
-        let layer0 = map_checked::<u32>(&dir.join(LAYER0), n * 2 * h.params.m, &h.layer0_sha256, verify)?;
+        let layer0 = map_checked::<u32>(
+            &dir.join(LAYER0),
+            n * 2 * h.params.m,
+            &h.layer0_sha256,
+            verify,
+        )?;
         let bad_graph = |why: String| RetrievalError::bad_index(&manifest_path, why);
         if n > 0 {
             let top = levels.iter().copied().max().unwrap_or(0);
-            if h.entry as usize >= n || levels[h.entry as usize] != h.max_level || top != h.max_level {
+            if h.entry as usize >= n
+                || levels[h.entry as usize] != h.max_level
+                || top != h.max_level
+            {
                 return Err(bad_graph(format!(
                     "entry {} / max_level {} do not fit the levels file",
                     h.entry, h.max_level
@@ -252,7 +263,10 @@ impl HnswIndex {
             }
         }
         if let Some(bad) = upper.iter().find(|&&l| l != EMPTY && l as usize >= n) {
-            return Err(RetrievalError::bad_index(&upper_path, format!("link to row {bad} of {n}")));
+            return Err(RetrievalError::bad_index(
+                &upper_path,
+                format!("link to row {bad} of {n}"),
+            ));
         }
         let graph = Graph {
             m: h.params.m,
@@ -264,8 +278,8 @@ impl HnswIndex {
             upper_start,
             upper,
         };
-        let index = HnswIndex::from_parts(flat, graph, h.params)
-            .map_err(|e| bad_graph(e.to_string()))?;
+        let index =
+            HnswIndex::from_parts(flat, graph, h.params).map_err(|e| bad_graph(e.to_string()))?;
         Ok((index, m))
     }
 
@@ -282,12 +296,18 @@ impl HnswIndex {
             let (mut index, m) = HnswIndex::open(dir, expect, Verify::Sizes)?;
             let built = m.hnsw.as_ref().map(|h| h.params);
             let same = |p: HnswParams| HnswParams { ef_search: 0, ..p };
-            if m.count != flat.len() || m.padding.as_ref() != flat.padding() || built.map(same) != Some(same(params)) {
+            if m.count != flat.len()
+                || m.padding.as_ref() != flat.padding()
+                || built.map(same) != Some(same(params))
+            {
                 return Err(RetrievalError::bad_index(
                     &dir.join(MANIFEST),
                     format!(
                         "holds {} vectors, padding {:?}, parameters {built:?}; wanted {}, {:?}, {params:?} (remove it to rebuild)",
-                        m.count, m.padding.as_ref().map(|p| &p.description), flat.len(), flat.padding().map(|p| &p.description)
+                        m.count,
+                        m.padding.as_ref().map(|p| &p.description),
+                        flat.len(),
+                        flat.padding().map(|p| &p.description)
                     ),
                 ));
             }
@@ -313,7 +333,11 @@ fn read_manifest(dir: &Path, expect: &Expect<'_>) -> Result<Manifest> {
         )
     };
     if m.format_version != FORMAT_VERSION && m.format_version != 1 {
-        return Err(mismatch("format_version", &m.format_version, &FORMAT_VERSION));
+        return Err(mismatch(
+            "format_version",
+            &m.format_version,
+            &FORMAT_VERSION,
+        ));
     }
     let want_kind = if m.hnsw.is_some() { "hnsw" } else { "flat" };
     if m.kind != want_kind {
@@ -338,7 +362,12 @@ fn read_manifest(dir: &Path, expect: &Expect<'_>) -> Result<Manifest> {
 
 /// The vectors and ids of the index `m` describes.
 fn open_flat(dir: &Path, m: &Manifest, verify: Verify) -> Result<FlatIndex> {
-    let vectors = map_checked::<f32>(&dir.join(VECTORS), m.count * m.dims, &m.vectors_sha256, verify)?;
+    let vectors = map_checked::<f32>(
+        &dir.join(VECTORS),
+        m.count * m.dims,
+        &m.vectors_sha256,
+        verify,
+    )?;
     let ids = decode(&read_checked(&dir.join(IDS), m.count * 4, &m.ids_sha256)?);
     if verify == Verify::Full
         && let Some(i) = vectors.as_slice().iter().position(|x| !x.is_finite())

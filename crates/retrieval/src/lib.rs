@@ -27,9 +27,9 @@ pub mod retriever;
 mod slab;
 
 pub use corpus::{Corpus, Passage};
+pub use dense_padding::PaddingRecord;
 pub use encoder::{ENCODER_NAME, Encoder};
 pub use error::{Result, RetrievalError};
-pub use dense_padding::PaddingRecord;
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use index::Manifest;

@@ -38,7 +38,12 @@ impl Padding {
                 reason: format!("cannot pad a corpus of {real} passages to {total}"),
             });
         }
-        let first = corpus.passages().iter().map(|p| p.id).max().map_or(0, |m| m + 1);
+        let first = corpus
+            .passages()
+            .iter()
+            .map(|p| p.id)
+            .max()
+            .map_or(0, |m| m + 1);
         if (first as u64) + ((total - real) as u64) > u64::from(u32::MAX) {
             return Err(RetrievalError::BadIndexData {
                 reason: format!("padding to {total} passages overflows 32-bit ids"),

@@ -74,7 +74,6 @@ impl<T: Plain> Slab<T> {
         match self {
             Slab::Owned(v) => v,
             Slab::Mapped { map, len } => {
-                debug_assert!(cfg!(target_endian = "little"));
                 // SAFETY: `map` holds `len * 4` bytes (checked in `map`), starts on a page
                 // boundary (so is aligned for a 4-byte `T`), every bit pattern is a valid `T`,
                 // the bytes are little-endian like `T` on this machine, and the borrow keeps

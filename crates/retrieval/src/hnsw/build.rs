@@ -73,9 +73,8 @@ pub(crate) fn build(flat: &FlatIndex, params: &HnswParams) -> Graph {
             }
         }
         reverse.sort_by_key(|&(l, v, _)| (l, v)); // stable: batch order within a group
-        let groups: Vec<&[(u8, u32, u32)]> = reverse
-            .chunk_by(|a, b| (a.0, a.1) == (b.0, b.1))
-            .collect();
+        let groups: Vec<&[(u8, u32, u32)]> =
+            reverse.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)).collect();
         let merged: Vec<Vec<u32>> = groups
             .par_iter()
             .map(|g| {
@@ -119,7 +118,10 @@ pub(crate) fn build(flat: &FlatIndex, params: &HnswParams) -> Graph {
 fn write(graph: &mut Graph, node: u32, level: u8, links: &[u32]) {
     let slots = if level == 0 {
         let m0 = graph.m0;
-        let layer0 = graph.layer0.get_mut().expect("the graph being built is not shared");
+        let layer0 = graph
+            .layer0
+            .get_mut()
+            .expect("the graph being built is not shared");
         &mut layer0[node as usize * m0..][..m0]
     } else {
         let start = graph.upper_start[node as usize] as usize + (usize::from(level) - 1) * graph.m;

@@ -80,7 +80,8 @@ impl Graph {
         if level == 0 {
             &self.layer0.as_slice()[node as usize * self.m0..][..self.m0]
         } else {
-            let start = self.upper_start[node as usize] as usize + (usize::from(level) - 1) * self.m;
+            let start =
+                self.upper_start[node as usize] as usize + (usize::from(level) - 1) * self.m;
             &self.upper[start..start + self.m]
         }
     }
