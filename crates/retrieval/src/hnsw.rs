@@ -18,9 +18,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RetrievalError};
-use crate::flat::{FlatIndex, dot};
+use crate::flat::FlatIndex;
 use crate::retriever::{Hit, Query, Retriever};
-use graph::{Cand, Graph};
+use graph::{Cand, Graph, Scorer};
 
 /// The knobs of an HNSW index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,18 +132,21 @@ impl HnswIndex {
     }
 
     fn search_one(&self, q: &[f32], k: usize, ef: usize) -> Vec<Hit> {
-        let score = |r: u32| dot(q, self.flat.row_vector(r as usize));
+        let scorer = Scorer {
+            q,
+            flat: &self.flat,
+        };
         let g = &self.graph;
         let mut at = Cand {
-            score: score(g.entry),
+            score: scorer.one(g.entry),
             node: g.entry,
         };
         if g.max_level > 0 {
-            at = g.descend(&score, at, g.max_level, 1);
+            at = g.descend(scorer, at, g.max_level, 1);
         }
         let ids = self.flat.ids();
         let mut hits: Vec<Hit> = g
-            .beam(&score, &[at], ef, 0)
+            .beam(scorer, &[at], ef, 0)
             .into_iter()
             .map(|c| Hit {
                 doc: ids[c.node as usize],

@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::HnswParams;
-use super::graph::{Cand, EMPTY, Graph};
+use super::graph::{Cand, EMPTY, Graph, Scorer};
 use crate::flat::{FlatIndex, dot};
 
 /// How many nodes go into one batch when `inserted` are already in: small while the graph is
@@ -142,32 +142,27 @@ fn neighbours(
     u: u32,
 ) -> Vec<Vec<u32>> {
     let vec = |r: u32| flat.row_vector(r as usize);
-    let q = vec(u);
-    let score = |r: u32| dot(q, vec(r));
+    let scorer = Scorer { q: vec(u), flat };
     let top = graph.levels[u as usize];
     let mut at = Cand {
-        score: score(graph.entry),
+        score: scorer.one(graph.entry),
         node: graph.entry,
     };
     if graph.max_level > top {
-        at = graph.descend(&score, at, graph.max_level, top + 1);
+        at = graph.descend(scorer, at, graph.max_level, top + 1);
     }
     let mut entries = vec![at];
     let mut out = vec![Vec::new(); usize::from(top) + 1];
     for l in (0..=top).rev() {
         let mut cands = if l <= graph.max_level {
-            graph.beam(&score, &entries, params.ef_construction, l)
+            graph.beam(scorer, &entries, params.ef_construction, l)
         } else {
             Vec::new()
         };
-        cands.extend(
-            (batch_start as u32..u)
-                .filter(|&w| graph.levels[w as usize] >= l)
-                .map(|w| Cand {
-                    score: score(w),
-                    node: w,
-                }),
-        );
+        let earlier: Vec<u32> = (batch_start as u32..u)
+            .filter(|&w| graph.levels[w as usize] >= l)
+            .collect();
+        scorer.many(&earlier, &mut cands);
         cands.sort_by(|a, b| b.cmp(a));
         let max = if l == 0 { graph.m0 } else { graph.m };
         out[usize::from(l)] = select(&cands, max, &vec);

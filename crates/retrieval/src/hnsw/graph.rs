@@ -8,7 +8,42 @@ use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
+use crate::flat::{FlatIndex, dot, tile};
 use crate::slab::Slab;
+
+/// Scores nodes against one query vector: [`dot`] with the node's row, four rows at a time
+/// where there are several (the same bits either way).
+#[derive(Clone, Copy)]
+pub(crate) struct Scorer<'a> {
+    pub q: &'a [f32],
+    pub flat: &'a FlatIndex,
+}
+
+impl Scorer<'_> {
+    #[inline]
+    pub(crate) fn one(&self, node: u32) -> f32 {
+        dot(self.q, self.flat.row_vector(node as usize))
+    }
+
+    /// Appends each of `nodes` with its score to `out`, in order.
+    #[inline]
+    pub(crate) fn many(&self, nodes: &[u32], out: &mut Vec<Cand>) {
+        let v = |n: u32| self.flat.row_vector(n as usize);
+        let (quads, rest) = nodes.as_chunks::<4>();
+        for quad in quads {
+            let [scores] = tile([self.q], quad.map(v));
+            out.extend(
+                quad.iter()
+                    .zip(scores)
+                    .map(|(&node, score)| Cand { score, node }),
+            );
+        }
+        out.extend(rest.iter().map(|&node| Cand {
+            score: self.one(node),
+            node,
+        }));
+    }
+}
 
 /// An unused link slot.
 pub(crate) const EMPTY: u32 = u32::MAX;
@@ -100,21 +135,17 @@ impl Graph {
 
     /// Walks greedily from `from` down to level `down_to` (exclusive of levels below it):
     /// on each level, moves to the best neighbour while one is better.
-    pub(crate) fn descend(
-        &self,
-        score: &impl Fn(u32) -> f32,
-        mut at: Cand,
-        from: u8,
-        down_to: u8,
-    ) -> Cand {
+    pub(crate) fn descend(&self, scorer: Scorer<'_>, mut at: Cand, from: u8, down_to: u8) -> Cand {
+        let mut nodes = Vec::with_capacity(self.m0);
+        let mut scored = Vec::with_capacity(self.m0);
         for level in (down_to..=from).rev() {
             loop {
                 let mut best = at;
-                for n in self.links(at.node, level) {
-                    let c = Cand {
-                        score: score(n),
-                        node: n,
-                    };
+                nodes.clear();
+                nodes.extend(self.links(at.node, level));
+                scored.clear();
+                scorer.many(&nodes, &mut scored);
+                for &c in &scored {
                     if c > best {
                         best = c;
                     }
@@ -131,11 +162,13 @@ impl Graph {
     /// Beam search on `level` from `entries`: the best `ef` nodes found, best first.
     pub(crate) fn beam(
         &self,
-        score: &impl Fn(u32) -> f32,
+        scorer: Scorer<'_>,
         entries: &[Cand],
         ef: usize,
         level: u8,
     ) -> Vec<Cand> {
+        let mut nodes = Vec::with_capacity(self.m0);
+        let mut scored = Vec::with_capacity(self.m0);
         VISITED.with(|v| {
             let mut visited = v.borrow_mut();
             visited.reset(self.levels.len());
@@ -154,14 +187,11 @@ impl Graph {
                 if best.len() >= ef && best.peek().is_some_and(|w| c < w.0) {
                     break;
                 }
-                for n in self.links(c.node, level) {
-                    if !visited.insert(n) {
-                        continue;
-                    }
-                    let cand = Cand {
-                        score: score(n),
-                        node: n,
-                    };
+                nodes.clear();
+                nodes.extend(self.links(c.node, level).filter(|&n| visited.insert(n)));
+                scored.clear();
+                scorer.many(&nodes, &mut scored);
+                for &cand in &scored {
                     if best.len() < ef || best.peek().is_some_and(|w| cand > w.0) {
                         todo.push(cand);
                         best.push(Reverse(cand));
