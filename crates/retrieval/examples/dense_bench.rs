@@ -1,5 +1,6 @@
 //! Dense retrieval benchmark: flat and HNSW at the knowledge base's real size (10,033 real
-//! MiniLM vectors) and padded to `--pad-to N` (default 1,000,000), beside FAISS on the same
+//! MiniLM vectors) and padded to `--pad-to N` (default 1,000,000; HNSW there too unless
+//! `--hnsw-pad-to M` moves it to a padded size of its own), beside FAISS on the same
 //! vectors (`scripts/faiss_bench.py`, run by this example in the same run; `--no-faiss` skips
 //! it). Reports latency per call for batch sizes 1..32 (the minimum over `--reps` repetitions
 //! of the mean over several calls), build and open times, peak memory (VmHWM), and HNSW
@@ -167,7 +168,11 @@ fn main() -> Result<(), Error> {
     let params = HnswParams::default();
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
-    let sizes = [(real.len(), false), (args.pad_to, true)];
+    let mut sizes = vec![(real.len(), false)];
+    if args.hnsw_pad_to != args.pad_to {
+        sizes.push((args.hnsw_pad_to, true));
+    }
+    sizes.push((args.pad_to, true));
     for (n, padded) in sizes {
         let size = if padded {
             format!("{n} (padded)")

@@ -254,17 +254,7 @@ pub(crate) fn tile<const R: usize, const Q: usize>(
     let qc = qs.map(|q| &q.as_chunks::<8>().0[..chunks]);
     let rc = rows.map(|r| &r.as_chunks::<8>().0[..chunks]);
     let mut acc = [[[0f32; 8]; R]; Q];
-    for c in 0..chunks {
-        for (aq, x) in acc.iter_mut().zip(&qc) {
-            let x = &x[c];
-            for (a, y) in aq.iter_mut().zip(&rc) {
-                let y = &y[c];
-                for i in 0..8 {
-                    a[i] += x[i] * y[i];
-                }
-            }
-        }
-    }
+    sums(&qc, &rc, &mut acc);
     std::array::from_fn(|qi| {
         std::array::from_fn(|ri| {
             let a = &mut acc[qi][ri];
@@ -274,6 +264,71 @@ pub(crate) fn tile<const R: usize, const Q: usize>(
             reduce(a)
         })
     })
+}
+
+/// The eight running sums of every (query, row) pair over whole chunks: lane `l` of pair
+/// `(i, j)` adds `q_i[8c + l] * r_j[8c + l]` for c = 0, 1, … in order, exactly as [`dot`].
+#[inline(always)]
+fn sums<const R: usize, const Q: usize>(
+    qc: &[&[[f32; 8]]; Q],
+    rc: &[&[[f32; 8]]; R],
+    acc: &mut [[[f32; 8]; R]; Q],
+) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    {
+        // SAFETY: AVX is enabled at compile time (this cfg); every slice holds the same number
+        // of whole chunks (the caller cut them to `chunks`), so each load reads 8 in-bounds
+        // floats.
+        unsafe { sums_avx(qc, rc, acc) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx")))]
+    for c in 0..qc[0].len() {
+        let x: [[f32; 8]; Q] = std::array::from_fn(|i| qc[i][c]);
+        let y: [[f32; 8]; R] = std::array::from_fn(|j| rc[j][c]);
+        for i in 0..Q {
+            for j in 0..R {
+                for l in 0..8 {
+                    acc[i][j][l] += x[i][l] * y[j][l];
+                }
+            }
+        }
+    }
+}
+
+/// [`sums`] with the running sums in AVX registers: a separate multiply and add per lane (no
+/// fused multiply-add), the same operations as the portable loop.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+#[inline(always)]
+unsafe fn sums_avx<const R: usize, const Q: usize>(
+    qc: &[&[[f32; 8]]; Q],
+    rc: &[&[[f32; 8]]; R],
+    acc: &mut [[[f32; 8]; R]; Q],
+) {
+    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps};
+    use std::arch::x86_64::{_mm256_setzero_ps, _mm256_storeu_ps};
+    let chunks = qc[0].len();
+    debug_assert!(qc.iter().all(|q| q.len() == chunks) && rc.iter().all(|r| r.len() == chunks));
+    // SAFETY (whole body): see `sums`; pointers come from slices of `chunks` chunks.
+    unsafe {
+        let mut a: [[__m256; R]; Q] = [[_mm256_setzero_ps(); R]; Q];
+        for c in 0..chunks {
+            let mut y: [__m256; R] = [_mm256_setzero_ps(); R];
+            for j in 0..R {
+                y[j] = _mm256_loadu_ps(rc[j].as_ptr().add(c).cast());
+            }
+            for i in 0..Q {
+                let x = _mm256_loadu_ps(qc[i].as_ptr().add(c).cast());
+                for j in 0..R {
+                    a[i][j] = _mm256_add_ps(a[i][j], _mm256_mul_ps(x, y[j]));
+                }
+            }
+        }
+        for i in 0..Q {
+            for j in 0..R {
+                _mm256_storeu_ps(acc[i][j].as_mut_ptr(), a[i][j]);
+            }
+        }
+    }
 }
 
 /// The fixed final sum of [`dot`]'s eight lanes.
