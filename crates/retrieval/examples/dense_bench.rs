@@ -11,6 +11,8 @@
 //!     [--pad-to N] [--hnsw-pad-to N] [--reps R] [--no-faiss]
 //! ```
 //!
+//! `--pad-to 0` measures the real size only.
+//!
 //! Indexes are cached under `<store>/indexes/` (the full-KB flat index takes ~9 min to encode
 //! once; padded indexes are rebuilt from it in seconds and HNSW graphs in minutes).
 
@@ -169,10 +171,12 @@ fn main() -> Result<(), Error> {
     let mut rows: Vec<Row> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
     let mut sizes = vec![(real.len(), false)];
-    if args.hnsw_pad_to != args.pad_to {
+    if args.hnsw_pad_to != args.pad_to && args.hnsw_pad_to > 0 {
         sizes.push((args.hnsw_pad_to, true));
     }
-    sizes.push((args.pad_to, true));
+    if args.pad_to > 0 {
+        sizes.push((args.pad_to, true));
+    }
     for (n, padded) in sizes {
         let size = if padded {
             format!("{n} (padded)")
