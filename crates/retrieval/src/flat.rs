@@ -9,21 +9,26 @@
 use rayon::prelude::*;
 
 use crate::corpus::Corpus;
+use crate::dense_padding::PaddingRecord;
 use crate::encoder::Encoder;
 use crate::error::{Result, RetrievalError};
 use crate::ids::IdMap;
 use crate::retriever::{Hit, Query, Retriever, TopK};
+use crate::slab::Slab;
 
-/// Rows per block of the search: 1024 × 384 floats = 1.5 MiB, read once per batch.
-const BLOCK_ROWS: usize = 1024;
+/// Rows per block of the search: 256 × 384 floats = 384 KiB, read from memory once per batch
+/// and from cache by every query of it.
+const BLOCK_ROWS: usize = 256;
 
-/// Passage vectors (row-major, `dim` floats each) with the passage id of each row.
+/// Passage vectors (row-major, `dim` floats each, in memory or memory-mapped from an index
+/// file) with the passage id of each row, and how the index was padded, if it was.
 #[derive(Clone, Debug)]
 pub struct FlatIndex {
     dim: usize,
-    vectors: Vec<f32>,
+    vectors: Slab<f32>,
     ids: Vec<u32>,
     rows: IdMap,
+    padding: Option<PaddingRecord>,
 }
 
 impl FlatIndex {
@@ -44,12 +49,35 @@ impl FlatIndex {
         if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
             return Err(bad(format!("row {} holds a non-finite value", i / dim)));
         }
+        FlatIndex::from_parts(dim, vectors.into(), ids, None)
+    }
+
+    /// An index over vectors already known to be finite (written by this crate and checked
+    /// since): validates shapes and ids only.
+    pub(crate) fn from_parts(
+        dim: usize,
+        vectors: Slab<f32>,
+        ids: Vec<u32>,
+        padding: Option<PaddingRecord>,
+    ) -> Result<FlatIndex> {
+        let bad = |reason: String| RetrievalError::BadIndexData { reason };
+        if dim == 0 {
+            return Err(bad("dimension 0".into()));
+        }
+        if vectors.as_slice().len() != ids.len() * dim {
+            return Err(bad(format!(
+                "{} floats for {} ids of dimension {dim}",
+                vectors.as_slice().len(),
+                ids.len()
+            )));
+        }
         let rows = IdMap::new(&ids).map_err(|id| bad(format!("id {id} appears twice")))?;
         Ok(FlatIndex {
             dim,
             vectors,
             ids,
             rows,
+            padding,
         })
     }
 
@@ -67,7 +95,23 @@ impl FlatIndex {
 
     /// All vectors, row-major.
     pub fn vectors(&self) -> &[f32] {
-        &self.vectors
+        self.vectors.as_slice()
+    }
+
+    /// True when the vectors are memory-mapped from an index file (not read into memory).
+    pub fn is_mapped(&self) -> bool {
+        self.vectors.is_mapped()
+    }
+
+    /// How this index was padded beyond its corpus, if it was.
+    pub fn padding(&self) -> Option<&PaddingRecord> {
+        self.padding.as_ref()
+    }
+
+    /// The vector in row `r`.
+    #[inline]
+    pub(crate) fn row_vector(&self, r: usize) -> &[f32] {
+        &self.vectors()[r * self.dim..(r + 1) * self.dim]
     }
 
     /// The passage id of each row.
@@ -78,10 +122,11 @@ impl FlatIndex {
     /// The vector of passage `doc`.
     pub fn vector(&self, doc: u32) -> Option<&[f32]> {
         let r = self.rows.row(doc)?;
-        Some(&self.vectors[r * self.dim..(r + 1) * self.dim])
+        Some(self.row_vector(r))
     }
 
-    fn query_vector<'q>(&self, q: &'q Query) -> Result<&'q [f32]> {
+    /// The embedding of `q`, checked: present, of this index's length, finite.
+    pub(crate) fn query_vector<'q>(&self, q: &'q Query) -> Result<&'q [f32]> {
         let bad = |reason: String| RetrievalError::BadQuery {
             text: q.as_str().to_owned(),
             reason,
@@ -116,20 +161,13 @@ impl Retriever for FlatIndex {
         let dim = self.dim;
         let empty = || vec![TopK::new(k); qs.len()];
         let tops = self
-            .vectors
+            .vectors()
             .par_chunks(BLOCK_ROWS * dim)
             .enumerate()
             .fold(empty, |mut tops, (b, block)| {
                 let first = b * BLOCK_ROWS;
-                for (r, v) in block.chunks_exact(dim).enumerate() {
-                    let doc = self.ids[first + r];
-                    for (top, q) in tops.iter_mut().zip(&qs) {
-                        top.push(Hit {
-                            doc,
-                            score: dot(q, v),
-                        });
-                    }
-                }
+                let ids = &self.ids[first..first + block.len() / dim];
+                scan_block(&qs, block, ids, &mut tops);
                 tops
             })
             .reduce(empty, |mut a, b| {
@@ -157,6 +195,154 @@ impl Retriever for FlatIndex {
     }
 }
 
+/// Queries scored together per pass over four rows: 3 × 4 eight-lane sums fill 12 of the 16
+/// vector registers.
+const TILE_QUERIES: usize = 3;
+
+/// Scores every row of `block` (rows of `dim` floats, passage ids `ids`) against every query
+/// of `qs` into its collector of `tops`, in tiles of 4 rows × up to 3 queries ([`tile`]).
+fn scan_block(qs: &[&[f32]], block: &[f32], ids: &[u32], tops: &mut [TopK]) {
+    for (qg, tg) in qs.chunks(TILE_QUERIES).zip(tops.chunks_mut(TILE_QUERIES)) {
+        match qg {
+            [a, b, c] => scan_tiles::<3>([a, b, c], block, ids, tg),
+            [a, b] => scan_tiles::<2>([a, b], block, ids, tg),
+            [a] => scan_tiles::<1>([a], block, ids, tg),
+            _ => unreachable!("chunks of 1..=3"),
+        }
+    }
+}
+
+fn scan_tiles<const Q: usize>(qs: [&[f32]; Q], block: &[f32], ids: &[u32], tops: &mut [TopK]) {
+    let dim = qs[0].len();
+    let (quads, rest) = block.split_at(block.len() / (4 * dim) * 4 * dim);
+    for (i, quad) in quads.chunks_exact(4 * dim).enumerate() {
+        let (r0, r) = quad.split_at(dim);
+        let (r1, r) = r.split_at(dim);
+        let (r2, r3) = r.split_at(dim);
+        let scores = tile(qs, [r0, r1, r2, r3]);
+        for (top, row_scores) in tops.iter_mut().zip(scores) {
+            for (j, score) in row_scores.into_iter().enumerate() {
+                top.push(Hit {
+                    doc: ids[4 * i + j],
+                    score,
+                });
+            }
+        }
+    }
+    let done = quads.len() / dim;
+    for (j, v) in rest.chunks_exact(dim).enumerate() {
+        for (top, q) in tops.iter_mut().zip(qs) {
+            top.push(Hit {
+                doc: ids[done + j],
+                score: dot(q, v),
+            });
+        }
+    }
+}
+
+/// [`dot`] of each of `Q` queries with each of `R` rows: the same operations in the same order
+/// for every pair (so the same bits), interleaved so that the sums do not wait on each other
+/// and each loaded chunk of a row serves every query.
+#[inline(always)]
+pub(crate) fn tile<const R: usize, const Q: usize>(
+    qs: [&[f32]; Q],
+    rows: [&[f32]; R],
+) -> [[f32; R]; Q] {
+    let dim = qs[0].len();
+    let chunks = dim / 8;
+    let split = chunks * 8;
+    let qc = qs.map(|q| &q.as_chunks::<8>().0[..chunks]);
+    let rc = rows.map(|r| &r.as_chunks::<8>().0[..chunks]);
+    let mut acc = [[[0f32; 8]; R]; Q];
+    sums(&qc, &rc, &mut acc);
+    std::array::from_fn(|qi| {
+        std::array::from_fn(|ri| {
+            let a = &mut acc[qi][ri];
+            for (i, (x, y)) in qs[qi][split..].iter().zip(&rows[ri][split..]).enumerate() {
+                a[i] += x * y;
+            }
+            reduce(a)
+        })
+    })
+}
+
+/// The eight running sums of every (query, row) pair over whole chunks: lane `l` of pair
+/// `(i, j)` adds `q_i[8c + l] * r_j[8c + l]` for c = 0, 1, … in order, exactly as [`dot`].
+#[inline(always)]
+fn sums<const R: usize, const Q: usize>(
+    qc: &[&[[f32; 8]]; Q],
+    rc: &[&[[f32; 8]]; R],
+    acc: &mut [[[f32; 8]; R]; Q],
+) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+    {
+        // SAFETY: AVX is enabled at compile time (this cfg); every slice holds the same number
+        // of whole chunks (the caller cut them to `chunks`), so each load reads 8 in-bounds
+        // floats.
+        unsafe { sums_avx(qc, rc, acc) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx")))]
+    for c in 0..qc[0].len() {
+        let x: [[f32; 8]; Q] = std::array::from_fn(|i| qc[i][c]);
+        let y: [[f32; 8]; R] = std::array::from_fn(|j| rc[j][c]);
+        for i in 0..Q {
+            for j in 0..R {
+                for l in 0..8 {
+                    acc[i][j][l] += x[i][l] * y[j][l];
+                }
+            }
+        }
+    }
+}
+
+/// [`sums`] with the running sums in AVX registers: a separate multiply and add per lane (no
+/// fused multiply-add), the same operations as the portable loop.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+#[inline(always)]
+unsafe fn sums_avx<const R: usize, const Q: usize>(
+    qc: &[&[[f32; 8]]; Q],
+    rc: &[&[[f32; 8]]; R],
+    acc: &mut [[[f32; 8]; R]; Q],
+) {
+    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps};
+    use std::arch::x86_64::{_mm256_setzero_ps, _mm256_storeu_ps};
+    let chunks = qc[0].len();
+    debug_assert!(qc.iter().all(|q| q.len() == chunks) && rc.iter().all(|r| r.len() == chunks));
+    // SAFETY (whole body): see `sums`; pointers come from slices of `chunks` chunks.
+    unsafe {
+        let mut a: [[__m256; R]; Q] = [[_mm256_setzero_ps(); R]; Q];
+        for c in 0..chunks {
+            let mut y: [__m256; R] = [_mm256_setzero_ps(); R];
+            for j in 0..R {
+                y[j] = _mm256_loadu_ps(rc[j].as_ptr().add(c).cast());
+            }
+            for i in 0..Q {
+                let x = _mm256_loadu_ps(qc[i].as_ptr().add(c).cast());
+                for j in 0..R {
+                    a[i][j] = _mm256_add_ps(a[i][j], _mm256_mul_ps(x, y[j]));
+                }
+            }
+        }
+        for i in 0..Q {
+            for j in 0..R {
+                _mm256_storeu_ps(acc[i][j].as_mut_ptr(), a[i][j]);
+            }
+        }
+    }
+}
+
+/// The fixed final sum of [`dot`]'s eight lanes.
+#[inline]
+fn reduce(acc: &[f32; 8]) -> f32 {
+    let s4 = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (s4[0] + s4[2]) + (s4[1] + s4[3])
+}
+
 /// Inner product with a fixed order of operations: eight running sums (lane `i` takes
 /// elements `i, i+8, …`), the tail into lane 0.. in order, then the lanes added pairwise.
 /// Every score in this module goes through here.
@@ -174,13 +360,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (i, (x, y)) in at.iter().zip(bt).enumerate() {
         acc[i] += x * y;
     }
-    let s4 = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (s4[0] + s4[2]) + (s4[1] + s4[3])
+    reduce(&acc)
 }
 
 #[cfg(test)]
@@ -268,6 +448,21 @@ mod tests {
         assert!(FlatIndex::new(2, vec![0.0; 3], vec![1, 2]).is_err());
         assert!(FlatIndex::new(1, vec![0.0, 1.0], vec![1, 1]).is_err());
         assert!(FlatIndex::new(1, vec![f32::NAN], vec![1]).is_err());
+    }
+
+    #[test]
+    fn tile_equals_dot_bit_for_bit() {
+        for dim in [1, 7, 8, 13, 37, 384] {
+            let ix = index(9, dim);
+            let v: Vec<&[f32]> = ix.vectors().chunks_exact(dim).collect();
+            let got = tile([v[0], v[8], v[2]], [v[1], v[3], v[5], v[7]]);
+            for (qi, q) in [0, 8, 2].into_iter().enumerate() {
+                for (ri, r) in [1, 3, 5, 7].into_iter().enumerate() {
+                    let want = dot(v[q], v[r]);
+                    assert_eq!(got[qi][ri].to_bits(), want.to_bits(), "dim {dim}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,18 +1,32 @@
-//! Flat indexes on disk. A folder holds:
+//! Dense indexes on disk. A folder holds:
 //!
 //! ```text
-//! manifest.json   {format_version, kind: "flat", corpus_hash, encoder, dims, count,
-//!                  vectors_sha256, ids_sha256}
-//! vectors.f32     count × dims little-endian f32, row-major
-//! ids.u32         count little-endian u32: the passage id of each row
+//! manifest.json     {format_version, kind: "flat" | "hnsw", corpus_hash, encoder, dims, count,
+//!                    vectors_sha256, ids_sha256, padding, hnsw}
+//! vectors.f32       count × dims little-endian f32, row-major
+//! ids.u32           count little-endian u32: the passage id of each row
+//! hnsw_levels.u8    (hnsw) the level of each row
+//! hnsw_layer0.u32   (hnsw) count × 2M links on level 0, u32::MAX after the last
+//! hnsw_upper.u32    (hnsw) M links per level 1..=L of each row of level L ≥ 1, in row order
 //! ```
 //!
+//! `padding` is null or the [`PaddingRecord`] of a padded index (what was added, the seed, the
+//! noise); `hnsw` is null or the graph's [`HnswRecord`] (parameters, entry, checksums).
+//!
 //! Writes go to a hidden sibling folder that is renamed into place when complete, so a killed
-//! build never leaves a partial index at the final path. Loads check everything: a missing,
-//! truncated or corrupt file, or a manifest that does not match the corpus and encoder the
-//! caller expects, is [`RetrievalError::BadIndex`] naming the file.
+//! build never leaves a partial index at the final path; checksums are computed while writing.
+//!
+//! Loads memory-map `vectors.f32` and `hnsw_layer0.u32` (a 1M × 384 index opens in
+//! milliseconds and pages in as searches touch it) and read the small files. What is checked
+//! depends on [`Verify`]: always the manifest (format version, kind, corpus hash, encoder,
+//! parameters), every file's presence and exact size, and the sha256 of every file read into
+//! memory; with [`Verify::Full`] also the sha256 of the mapped files (~1 s per GB here), which
+//! is what [`FlatIndex::load`] and [`HnswIndex::load`] do. [`Verify::Sizes`] trusts the large
+//! files' contents (they were checksummed when written; run a full verify after copying an
+//! index): a damaged graph then gives poor answers, never out-of-bounds reads. Any failure is
+//! [`RetrievalError::BadIndex`] naming the file. Version-1 folders (flat, unpadded) still load.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -20,15 +34,23 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::corpus::Corpus;
+use crate::dense_padding::PaddingRecord;
 use crate::encoder::{ENCODER_NAME, Encoder};
 use crate::error::{IoContext, Result, RetrievalError};
 use crate::flat::FlatIndex;
+use crate::hnsw::graph::{EMPTY, Graph};
+use crate::hnsw::{HnswIndex, HnswParams};
+use crate::retriever::Retriever as _;
+use crate::slab::{Plain, Slab, decode, le_bytes};
 
-/// The on-disk format this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this code writes (it also reads version 1: flat, unpadded).
+pub const FORMAT_VERSION: u32 = 2;
 const MANIFEST: &str = "manifest.json";
 const VECTORS: &str = "vectors.f32";
 const IDS: &str = "ids.u32";
+const LEVELS: &str = "hnsw_levels.u8";
+const LAYER0: &str = "hnsw_layer0.u32";
+const UPPER: &str = "hnsw_upper.u32";
 
 /// What an index folder says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,9 +58,10 @@ const IDS: &str = "ids.u32";
 pub struct Manifest {
     /// [`FORMAT_VERSION`] of the writer.
     pub format_version: u32,
-    /// `"flat"`.
+    /// `"flat"` or `"hnsw"` (an HNSW folder is also a valid flat index).
     pub kind: String,
-    /// [`Corpus::hash`] of the corpus the vectors were computed from.
+    /// [`Corpus::hash`] of the corpus the vectors were computed from (the real corpus, for a
+    /// padded index).
     pub corpus_hash: String,
     /// The encoder's identity ([`ENCODER_NAME`]).
     pub encoder: String,
@@ -50,6 +73,32 @@ pub struct Manifest {
     pub vectors_sha256: String,
     /// sha256 (hex) of `ids.u32`.
     pub ids_sha256: String,
+    /// How the index was padded beyond its corpus (null: not padded).
+    #[serde(default)]
+    pub padding: Option<PaddingRecord>,
+    /// The HNSW graph (null: flat only).
+    #[serde(default)]
+    pub hnsw: Option<HnswRecord>,
+}
+
+/// The HNSW part of a manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HnswRecord {
+    /// The build parameters (`ef_search`: the default for searches).
+    pub params: HnswParams,
+    /// The entry row.
+    pub entry: u32,
+    /// The highest level.
+    pub max_level: u8,
+    /// Number of u32 in `hnsw_upper.u32`.
+    pub upper_len: usize,
+    /// sha256 (hex) of `hnsw_levels.u8`.
+    pub levels_sha256: String,
+    /// sha256 (hex) of `hnsw_layer0.u32`.
+    pub layer0_sha256: String,
+    /// sha256 (hex) of `hnsw_upper.u32`.
+    pub upper_sha256: String,
 }
 
 /// What the caller expects a loaded index to have been built from.
@@ -61,73 +110,56 @@ pub struct Expect<'a> {
     pub encoder: &'a str,
 }
 
+/// How much of an index's contents a load checks (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verify {
+    /// The sha256 of every file.
+    Full,
+    /// Sizes of every file and the sha256 of the small ones; the mapped files are trusted.
+    Sizes,
+}
+
 impl FlatIndex {
     /// Writes this index into the folder `dir` (replacing any index there) and returns its
     /// manifest. `corpus_hash` and `encoder` record what it was built from.
     pub fn save(&self, dir: &Path, corpus_hash: &str, encoder: &str) -> Result<Manifest> {
-        let vectors: Vec<u8> = self
-            .vectors()
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
-        let ids: Vec<u8> = self.ids().iter().flat_map(|x| x.to_le_bytes()).collect();
-        let manifest = Manifest {
-            format_version: FORMAT_VERSION,
-            kind: "flat".into(),
-            corpus_hash: corpus_hash.into(),
-            encoder: encoder.into(),
-            dims: self.dim(),
-            count: self.ids().len(),
-            vectors_sha256: sha256(&vectors),
-            ids_sha256: sha256(&ids),
-        };
+        let (mut manifest, ids) = self.manifest(corpus_hash, encoder);
+        manifest.kind = "flat".into();
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+        let vectors = le_bytes(self.vectors());
         write_dir_atomically(dir, &[(VECTORS, &vectors), (IDS, &ids), (MANIFEST, &json)])?;
         Ok(manifest)
     }
 
-    /// Loads the index in `dir`, checking every file against the manifest and the manifest
-    /// against `expect`.
-    pub fn load(dir: &Path, expect: &Expect<'_>) -> Result<(FlatIndex, Manifest)> {
-        let manifest_path = dir.join(MANIFEST);
-        let text = read(&manifest_path)?;
-        let m: Manifest = serde_json::from_slice(&text)
-            .map_err(|e| RetrievalError::bad_index(&manifest_path, format!("unreadable: {e}")))?;
-        let mismatch = |what: &str, found: &dyn std::fmt::Display, want: &dyn std::fmt::Display| {
-            RetrievalError::bad_index(
-                &manifest_path,
-                format!("{what} is {found}, expected {want} (rebuild the index)"),
-            )
+    /// The manifest of this index (kind left empty) and the bytes of `ids.u32`.
+    fn manifest(&self, corpus_hash: &str, encoder: &str) -> (Manifest, Vec<u8>) {
+        let ids = le_bytes(self.ids()).into_owned();
+        let manifest = Manifest {
+            format_version: FORMAT_VERSION,
+            kind: String::new(),
+            corpus_hash: corpus_hash.into(),
+            encoder: encoder.into(),
+            dims: self.dim(),
+            count: self.ids().len(),
+            vectors_sha256: sha256(&le_bytes(self.vectors())),
+            ids_sha256: sha256(&ids),
+            padding: self.padding().cloned(),
+            hnsw: None,
         };
-        if m.format_version != FORMAT_VERSION {
-            return Err(mismatch(
-                "format_version",
-                &m.format_version,
-                &FORMAT_VERSION,
-            ));
-        }
-        if m.kind != "flat" {
-            return Err(mismatch("kind", &m.kind, &"flat"));
-        }
-        if m.corpus_hash != expect.corpus_hash {
-            return Err(mismatch("corpus_hash", &m.corpus_hash, &expect.corpus_hash));
-        }
-        if m.encoder != expect.encoder {
-            return Err(mismatch("encoder", &m.encoder, &expect.encoder));
-        }
-        let vectors = read_checked(&dir.join(VECTORS), m.count * m.dims * 4, &m.vectors_sha256)?;
-        let ids = read_checked(&dir.join(IDS), m.count * 4, &m.ids_sha256)?;
-        let vectors = vectors
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        let ids = ids
-            .chunks_exact(4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        let index = FlatIndex::new(m.dims, vectors, ids)
-            .map_err(|e| RetrievalError::bad_index(&dir.join(VECTORS), e.to_string()))?;
-        Ok((index, m))
+        (manifest, ids)
+    }
+
+    /// Loads the index in `dir` (flat or HNSW), checking every file against the manifest and
+    /// the manifest against `expect`. The vectors are memory-mapped.
+    pub fn load(dir: &Path, expect: &Expect<'_>) -> Result<(FlatIndex, Manifest)> {
+        FlatIndex::open(dir, expect, Verify::Full)
+    }
+
+    /// [`FlatIndex::load`] checking as much as `verify` says.
+    pub fn open(dir: &Path, expect: &Expect<'_>, verify: Verify) -> Result<(FlatIndex, Manifest)> {
+        let m = read_manifest(dir, expect)?;
+        let flat = open_flat(dir, &m, verify)?;
+        Ok((flat, m))
     }
 
     /// The flat MiniLM index of `corpus` in `dir`: loaded when a manifest is there (and then it
@@ -147,16 +179,229 @@ impl FlatIndex {
     }
 }
 
+impl HnswIndex {
+    /// Writes this index (vectors, ids and graph) into the folder `dir`, replacing any index
+    /// there, and returns its manifest.
+    pub fn save(&self, dir: &Path, corpus_hash: &str, encoder: &str) -> Result<Manifest> {
+        let flat = self.flat();
+        let g = self.graph();
+        let (mut manifest, ids) = flat.manifest(corpus_hash, encoder);
+        manifest.kind = "hnsw".into();
+        let layer0 = le_bytes(g.layer0.as_slice());
+        let upper = le_bytes(&g.upper);
+        manifest.hnsw = Some(HnswRecord {
+            params: *self.params(),
+            entry: g.entry,
+            max_level: g.max_level,
+            upper_len: g.upper.len(),
+            levels_sha256: sha256(&g.levels),
+            layer0_sha256: sha256(&layer0),
+            upper_sha256: sha256(&upper),
+        });
+        let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
+        write_dir_atomically(
+            dir,
+            &[
+                (VECTORS, &le_bytes(flat.vectors())),
+                (IDS, &ids),
+                (LEVELS, &g.levels),
+                (LAYER0, &layer0),
+                (UPPER, &upper),
+                (MANIFEST, &json),
+            ],
+        )?;
+        Ok(manifest)
+    }
+
+    /// Loads the HNSW index in `dir`, checking every file (sha256 included).
+    pub fn load(dir: &Path, expect: &Expect<'_>) -> Result<(HnswIndex, Manifest)> {
+        HnswIndex::open(dir, expect, Verify::Full)
+    }
+
+    /// [`HnswIndex::load`] checking as much as `verify` says.
+    pub fn open(dir: &Path, expect: &Expect<'_>, verify: Verify) -> Result<(HnswIndex, Manifest)> {
+        let m = read_manifest(dir, expect)?;
+        let manifest_path = dir.join(MANIFEST);
+        let Some(h) = &m.hnsw else {
+            return Err(RetrievalError::bad_index(
+                &manifest_path,
+                format!("kind is {}, expected hnsw (no graph in this index)", m.kind),
+            ));
+        };
+        let flat = open_flat(dir, &m, verify)?;
+        let n = m.count;
+        let levels = read_checked(&dir.join(LEVELS), n, &h.levels_sha256)?;
+        let (upper_start, upper_len) = Graph::upper_layout(&levels, h.params.m);
+        let upper_path = dir.join(UPPER);
+        if upper_len != h.upper_len {
+            return Err(RetrievalError::bad_index(
+                &dir.join(LEVELS),
+                format!(
+                    "levels need {upper_len} upper links, the manifest says {}",
+                    h.upper_len
+                ),
+            ));
+        }
+        let upper: Vec<u32> = decode(&read_checked(&upper_path, upper_len * 4, &h.upper_sha256)?);
+        let layer0 = map_checked::<u32>(
+            &dir.join(LAYER0),
+            n * 2 * h.params.m,
+            &h.layer0_sha256,
+            verify,
+        )?;
+        let bad_graph = |why: String| RetrievalError::bad_index(&manifest_path, why);
+        if n > 0 {
+            let top = levels.iter().copied().max().unwrap_or(0);
+            if h.entry as usize >= n
+                || levels[h.entry as usize] != h.max_level
+                || top != h.max_level
+            {
+                return Err(bad_graph(format!(
+                    "entry {} / max_level {} do not fit the levels file",
+                    h.entry, h.max_level
+                )));
+            }
+        }
+        if let Some(bad) = upper.iter().find(|&&l| l != EMPTY && l as usize >= n) {
+            return Err(RetrievalError::bad_index(
+                &upper_path,
+                format!("link to row {bad} of {n}"),
+            ));
+        }
+        let graph = Graph {
+            m: h.params.m,
+            m0: 2 * h.params.m,
+            entry: h.entry,
+            max_level: h.max_level,
+            levels,
+            layer0,
+            upper_start,
+            upper,
+        };
+        let index =
+            HnswIndex::from_parts(flat, graph, h.params).map_err(|e| bad_graph(e.to_string()))?;
+        Ok((index, m))
+    }
+
+    /// The HNSW index over `flat` in `dir`: loaded (sizes checked, [`Verify::Sizes`]) when a
+    /// manifest is there, which must then match `expect`, `flat`'s size and padding and
+    /// `params` (but for `ef_search`, which is set to `params`'); otherwise built and saved.
+    pub fn open_or_build(
+        dir: &Path,
+        expect: &Expect<'_>,
+        flat: &FlatIndex,
+        params: HnswParams,
+    ) -> Result<HnswIndex> {
+        if dir.join(MANIFEST).exists() {
+            let (mut index, m) = HnswIndex::open(dir, expect, Verify::Sizes)?;
+            let built = m.hnsw.as_ref().map(|h| h.params);
+            let same = |p: HnswParams| HnswParams { ef_search: 0, ..p };
+            if m.count != flat.len()
+                || m.padding.as_ref() != flat.padding()
+                || built.map(same) != Some(same(params))
+            {
+                return Err(RetrievalError::bad_index(
+                    &dir.join(MANIFEST),
+                    format!(
+                        "holds {} vectors, padding {:?}, parameters {built:?}; wanted {}, {:?}, {params:?} (remove it to rebuild)",
+                        m.count,
+                        m.padding.as_ref().map(|p| &p.description),
+                        flat.len(),
+                        flat.padding().map(|p| &p.description)
+                    ),
+                ));
+            }
+            index.set_ef_search(params.ef_search);
+            return Ok(index);
+        }
+        let index = HnswIndex::build(flat.clone(), params)?;
+        index.save(dir, expect.corpus_hash, expect.encoder)?;
+        Ok(index)
+    }
+}
+
+/// Reads `dir`'s manifest and checks it against `expect`.
+fn read_manifest(dir: &Path, expect: &Expect<'_>) -> Result<Manifest> {
+    let manifest_path = dir.join(MANIFEST);
+    let text = read(&manifest_path)?;
+    let m: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| RetrievalError::bad_index(&manifest_path, format!("unreadable: {e}")))?;
+    let mismatch = |what: &str, found: &dyn std::fmt::Display, want: &dyn std::fmt::Display| {
+        RetrievalError::bad_index(
+            &manifest_path,
+            format!("{what} is {found}, expected {want} (rebuild the index)"),
+        )
+    };
+    if m.format_version != FORMAT_VERSION && m.format_version != 1 {
+        return Err(mismatch(
+            "format_version",
+            &m.format_version,
+            &FORMAT_VERSION,
+        ));
+    }
+    let want_kind = if m.hnsw.is_some() { "hnsw" } else { "flat" };
+    if m.kind != want_kind {
+        return Err(mismatch("kind", &m.kind, &want_kind));
+    }
+    if m.corpus_hash != expect.corpus_hash {
+        return Err(mismatch("corpus_hash", &m.corpus_hash, &expect.corpus_hash));
+    }
+    if m.encoder != expect.encoder {
+        return Err(mismatch("encoder", &m.encoder, &expect.encoder));
+    }
+    if let Some(p) = &m.padding
+        && (p.total != m.count || !p.noise.is_finite())
+    {
+        return Err(RetrievalError::bad_index(
+            &manifest_path,
+            format!("padding to {} does not fit {} vectors", p.total, m.count),
+        ));
+    }
+    Ok(m)
+}
+
+/// The vectors and ids of the index `m` describes.
+fn open_flat(dir: &Path, m: &Manifest, verify: Verify) -> Result<FlatIndex> {
+    let vectors = map_checked::<f32>(
+        &dir.join(VECTORS),
+        m.count * m.dims,
+        &m.vectors_sha256,
+        verify,
+    )?;
+    let ids = decode(&read_checked(&dir.join(IDS), m.count * 4, &m.ids_sha256)?);
+    if verify == Verify::Full
+        && let Some(i) = vectors.as_slice().iter().position(|x| !x.is_finite())
+    {
+        return Err(RetrievalError::bad_index(
+            &dir.join(VECTORS),
+            format!("row {} holds a non-finite value", i / m.dims.max(1)),
+        ));
+    }
+    FlatIndex::from_parts(m.dims, vectors, ids, m.padding.clone())
+        .map_err(|e| RetrievalError::bad_index(&dir.join(IDS), e.to_string()))
+}
+
+/// Maps `path`, which must hold `len` values, checking its sha256 when `verify` is full.
+fn map_checked<T: Plain>(path: &Path, len: usize, sha: &str, verify: Verify) -> Result<Slab<T>> {
+    let file = File::open(path).map_err(|e| missing_or(path, e))?;
+    let size = file.metadata().at(path)?.len();
+    if size != (len * 4) as u64 {
+        return Err(RetrievalError::bad_index(
+            path,
+            format!("{size} bytes, the manifest says {} (truncated?)", len * 4),
+        ));
+    }
+    let slab = Slab::<T>::map(path, &file, len)?;
+    if verify == Verify::Full {
+        check_sha(path, &le_bytes(slab.as_slice()), sha)?;
+    }
+    Ok(slab)
+}
+
 pub(crate) fn sha256(bytes: &[u8]) -> String {
     crate::hex(&Sha256::digest(bytes))
 }
 
-/// Reads a whole index file; a missing one is [`RetrievalError::BadIndex`] saying so.
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| missing_or(path, e))
-}
-
-/// [`RetrievalError::BadIndex`] for an I/O error on an index file ("missing" when not found).
 pub(crate) fn missing_or(path: &Path, e: std::io::Error) -> RetrievalError {
     RetrievalError::bad_index(
         path,
@@ -166,6 +411,21 @@ pub(crate) fn missing_or(path: &Path, e: std::io::Error) -> RetrievalError {
             e.to_string()
         },
     )
+}
+
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    fs::read(path).map_err(|e| missing_or(path, e))
+}
+
+fn check_sha(path: &Path, bytes: &[u8], sha: &str) -> Result<()> {
+    let got = sha256(bytes);
+    if got != sha {
+        return Err(RetrievalError::bad_index(
+            path,
+            format!("sha256 {got} does not match the manifest's {sha} (corrupt)"),
+        ));
+    }
+    Ok(())
 }
 
 fn read_checked(path: &Path, len: usize, sha: &str) -> Result<Vec<u8>> {
@@ -179,13 +439,7 @@ fn read_checked(path: &Path, len: usize, sha: &str) -> Result<Vec<u8>> {
             ),
         ));
     }
-    let got = sha256(&bytes);
-    if got != sha {
-        return Err(RetrievalError::bad_index(
-            path,
-            format!("sha256 {got} does not match the manifest's {sha} (corrupt)"),
-        ));
-    }
+    check_sha(path, &bytes, sha)?;
     Ok(bytes)
 }
 

@@ -6,29 +6,35 @@
 //! - [`retriever`]: the [`Retriever`] trait, [`Query`], [`Hit`] and the ranking rule (higher
 //!   score first, then lower doc id) every retriever follows.
 //! - [`flat`]: exact inner-product search ([`FlatIndex`]), one pass over the vectors per batch.
-//! - [`index`]: flat index folders on disk (versioned manifest, atomic writes, validated loads).
-//! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments.
-//! - [`questions`]: evaluation questions (FanOutQA's single-hop questions).
+//! - [`hnsw`]: approximate dense search ([`HnswIndex`]), scored exactly like [`FlatIndex`].
+//! - [`index`]: dense index folders on disk (versioned manifest, atomic writes, memory-mapped
+//!   and validated loads).
 //! - [`bm25`]: sparse retrieval, BM25 on tantivy ([`Bm25Index`]), with its own index folders.
-//!
-//! Planned here: HNSW.
+//! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments;
+//!   [`dense_padding`]: their vectors.
+//! - [`questions`]: evaluation questions (FanOutQA's single-hop questions).
 
 pub mod bm25;
 pub mod corpus;
+pub mod dense_padding;
 pub mod encoder;
 mod error;
 pub mod flat;
+pub mod hnsw;
 mod ids;
 pub mod index;
 pub mod padding;
 pub mod questions;
 pub mod retriever;
+mod slab;
 
 pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Passage};
+pub use dense_padding::PaddingRecord;
 pub use encoder::{ENCODER_NAME, Encoder};
 pub use error::{Result, RetrievalError};
 pub use flat::FlatIndex;
+pub use hnsw::{HnswIndex, HnswParams};
 pub use index::Manifest;
 pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
