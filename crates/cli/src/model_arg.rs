@@ -62,9 +62,8 @@ pub fn load(model: &str, device: Device) -> Result<Lm> {
 
 /// Opens a GGUF file on `device`.
 pub fn open(path: &Path, device: Device) -> Result<Lm> {
-    Lm::open_on(path, device.to_lm()).with_context(|| {
-        format!("loading {} for --device {}", path.display(), device.name())
-    })
+    Lm::open_on(path, device.to_lm())
+        .with_context(|| format!("loading {} for --device {}", path.display(), device.name()))
 }
 
 impl Device {

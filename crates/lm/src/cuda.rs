@@ -12,6 +12,10 @@
 //! (cuBLAS with TF32 off, candle's reduction kernels without atomics), so the same call gives
 //! bit-identical results run after run. Unlike the CPU kernel, cuBLAS picks its algorithm by
 //! matrix shape, so decoding with the cache and recomputing agree closely but not bit for bit.
+//!
+//! Building: `cargo build --release -p ralmspec-cli --features cuda` with a CUDA toolkit (nvcc,
+//! cuBLAS) on the path and `CUDA_COMPUTE_CAP` set for the target GPU (90 for H100/H200);
+//! candle-kernels' nvcc step takes minutes. The tests are `crates/lm/tests/cuda.rs`.
 
 pub mod attention;
 pub mod kv;
@@ -29,7 +33,10 @@ pub fn load_on_candle_cpu(
     weights: crate::GpuWeights,
 ) -> crate::Result<crate::Model> {
     let config = crate::Config::from_gguf(file.content())?;
-    let options = crate::CudaOptions { ordinal: 0, weights };
+    let options = crate::CudaOptions {
+        ordinal: 0,
+        weights,
+    };
     let model = CudaModel::load_onto(file, &config, options, candle_core::Device::Cpu)?;
     Ok(crate::Model::from_cuda_model(config, model))
 }

@@ -23,9 +23,7 @@ pub enum LmError {
     ContextOverflow { needed: usize, capacity: usize },
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
     BadToken { id: u32, vocab: usize },
-    #[error(
-        "this build has no CUDA support (build it with the `cuda` feature and a CUDA toolkit)"
-    )]
+    #[error("this build has no CUDA support (build it with the `cuda` feature and a CUDA toolkit)")]
     CudaNotBuilt,
     #[error("no usable CUDA GPU {ordinal}: {reason}")]
     NoGpu { ordinal: usize, reason: String },

@@ -279,7 +279,13 @@ impl CudaModel {
         positions: &[usize],
     ) -> Result<Output> {
         if rows.is_empty() {
-            return Ok(Output::new(Vec::new(), Vec::new(), Vec::new(), c.vocab, c.dim));
+            return Ok(Output::new(
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+                c.vocab,
+                c.dim,
+            ));
         }
         let x = x.narrow(0, rows.start, rows.len())?;
         let hidden = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_eps)?;
