@@ -5,8 +5,11 @@
 //! (the knowledge base's extracts in file order, blank-line joined); prefill N = one forward of
 //! the first N tokens into an empty cache; decode = 64 greedy steps after a 256-token prefill,
 //! only the steps timed. One warm-up, then the median of `--reps`.
+//!
+//! `--device cuda` measures the GPU forward pass (builds with the `cuda` feature); llama.cpp,
+//! built for the CPU here, is then left out.
 
-use crate::model_arg;
+use crate::model_arg::{self, Device};
 use anyhow::{Context, Result, bail};
 use ralmspec_assets::{Asset, Store};
 use ralmspec_lm::{Lm, Outputs, argmax};
@@ -29,9 +32,12 @@ pub struct Args {
     /// Repetitions (the median is reported).
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Skip the llama.cpp comparison.
+    /// Skip the llama.cpp comparison (always skipped with `--device cuda`).
     #[arg(long)]
     no_llamacpp: bool,
+    /// Where our engine computes.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -48,8 +54,8 @@ pub fn run(args: Args) -> Result<()> {
     for model in &args.models {
         let path = model_arg::resolve(model)?;
         eprintln!("measuring ralmspec on {model} …");
-        let ours = measure_ours(&Lm::open(&path)?, &text, &args)?;
-        let theirs = if args.no_llamacpp {
+        let ours = measure_ours(&model_arg::open(&path, args.device)?, &text, &args)?;
+        let theirs = if args.no_llamacpp || args.device == Device::Cuda {
             Value::Null
         } else {
             eprintln!("measuring llama.cpp on {model} (first run builds it: minutes) …");
@@ -62,6 +68,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let report = json!({
         "machine": crate::machine::describe(),
+        "device": format!("{:?}", args.device).to_lowercase(),
         "threads": crate::machine::threads(),
         "method": "median of reps after one warm-up; prefill = one forward into an empty cache; \
                    decode = greedy steps after a 256-token prompt",
@@ -155,9 +162,10 @@ fn measure_llamacpp(model: &std::path::Path, args: &Args) -> Result<Value> {
 
 fn print_table(report: &Value) {
     println!(
-        "LM speed, tokens/s ({}; {} threads)",
+        "LM speed, tokens/s ({}; {} threads; ralmspec on {})",
         report["machine"].as_str().unwrap_or("?"),
-        report["threads"]
+        report["threads"],
+        report["device"].as_str().unwrap_or("?")
     );
     println!("| model | measurement | ralmspec | llama.cpp | ratio |");
     println!("|---|---|---|---|---|");

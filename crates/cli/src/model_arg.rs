@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use ralmspec_assets::{Asset, Store};
-use ralmspec_lm::Lm;
-use std::path::PathBuf;
+use ralmspec_lm::{Lm, LmError};
+use std::path::{Path, PathBuf};
 
 /// Built-in language models, by the name the CLI accepts.
 pub const MODELS: [(&str, Asset); 2] = [
@@ -40,13 +40,37 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
     )
 }
 
-/// Loads `--model` for `--device`.
+impl Device {
+    /// The library's device: CUDA means GPU 0, weights in the library's default format.
+    pub fn to_lm(self) -> ralmspec_lm::Device {
+        match self {
+            Device::Cpu => ralmspec_lm::Device::Cpu,
+            Device::Cuda => ralmspec_lm::Device::cuda(0),
+        }
+    }
+}
+
+/// Loads `--model` for `--device`. A build without the `cuda` feature refuses `--device cuda`
+/// before fetching anything.
 pub fn load(model: &str, device: Device) -> Result<Lm> {
-    if device == Device::Cuda {
-        bail!(
-            "--device cuda: this build computes on the CPU only (the CUDA path is not implemented yet)"
-        );
+    if device == Device::Cuda && !cfg!(feature = "cuda") {
+        bail!("--device cuda: {}", LmError::CudaNotBuilt);
     }
     let path = resolve(model)?;
-    Lm::open(&path).with_context(|| format!("loading {}", path.display()))
+    open(&path, device)
+}
+
+/// Opens a GGUF file on `device`.
+pub fn open(path: &Path, device: Device) -> Result<Lm> {
+    Lm::open_on(path, device.to_lm())
+        .with_context(|| format!("loading {} for --device {}", path.display(), device.name()))
+}
+
+impl Device {
+    fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
 }

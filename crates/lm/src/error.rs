@@ -23,6 +23,14 @@ pub enum LmError {
     ContextOverflow { needed: usize, capacity: usize },
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
     BadToken { id: u32, vocab: usize },
+    #[error("this build has no CUDA support (build it with the `cuda` feature and a CUDA toolkit)")]
+    CudaNotBuilt,
+    #[error("no usable CUDA GPU {ordinal}: {reason}")]
+    NoGpu { ordinal: usize, reason: String },
+    #[error("the KV cache lives on {cache}, but the model computes on {model}")]
+    CacheDevice { model: String, cache: String },
+    #[error("KV cache unusable after a failed device copy: {0}")]
+    CacheFault(String),
     #[error("tensor backend: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -4,34 +4,66 @@
 //! fed through [`crate::Model::forward`]. Rolling back speculation is [`KvCache::truncate`]: O(1),
 //! it only forgets positions. Because the forward pass is batch-invariant (see [`crate::quant`]),
 //! recomputing the forgotten positions later yields bit-identical keys, values and logits.
+//!
+//! The cache lives where its model computes: host vectors for the CPU model, preallocated device
+//! buffers for the GPU model (`crate::cuda::CudaKv`). The token list and its length are kept here
+//! for both, so truncation is O(1) on either.
 
 use crate::Config;
 
-/// Keys and values of every layer for positions `0..len`, position-major
-/// (`[position][kv_head][head_dim]`).
+/// Keys and values of every layer for positions `0..len`.
 #[derive(Debug, Clone)]
 pub struct KvCache {
+    tokens: Vec<u32>,
+    capacity: usize,
+    /// Why the contents are unusable (a failed cross-device copy); the next forward reports it.
+    fault: Option<String>,
+    store: Store,
+}
+
+#[derive(Debug, Clone)]
+enum Store {
+    Cpu(CpuKv),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaKv),
+}
+
+/// Host keys and values, position-major (`[position][kv_head][head_dim]`) per layer.
+#[derive(Debug, Clone)]
+struct CpuKv {
     keys: Vec<Vec<f32>>,
     values: Vec<Vec<f32>>,
-    tokens: Vec<u32>,
     kv_dim: usize,
-    capacity: usize,
 }
 
 impl KvCache {
-    /// An empty cache for `config`'s model, holding at most `capacity` positions (at most the
+    /// An empty CPU cache for `config`'s model, holding at most `capacity` positions (at most the
     /// model's context). Memory is reserved for `capacity` positions up front, so appending never
-    /// reallocates.
+    /// reallocates. [`crate::Model::new_cache`] makes a cache on the model's own device.
     pub fn new(config: &Config, capacity: usize) -> Self {
         let capacity = capacity.min(config.context);
         let kv_dim = config.kv_dim();
         let layer = || Vec::with_capacity(capacity * kv_dim);
         Self {
-            keys: (0..config.layers).map(|_| layer()).collect(),
-            values: (0..config.layers).map(|_| layer()).collect(),
             tokens: Vec::with_capacity(capacity),
-            kv_dim,
             capacity,
+            fault: None,
+            store: Store::Cpu(CpuKv {
+                keys: (0..config.layers).map(|_| layer()).collect(),
+                values: (0..config.layers).map(|_| layer()).collect(),
+                kv_dim,
+            }),
+        }
+    }
+
+    /// An empty cache in GPU memory (allocated on first use).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn new_cuda(capacity: usize, store: crate::cuda::CudaKv) -> Self {
+        Self {
+            tokens: Vec::with_capacity(capacity),
+            capacity,
+            fault: None,
+            store: Store::Cuda(store),
         }
     }
 
@@ -50,12 +82,26 @@ impl KvCache {
 
     /// Bytes of keys and values held.
     pub fn bytes(&self) -> usize {
-        2 * self.keys.len() * self.len() * self.kv_dim * std::mem::size_of::<f32>()
+        let per_position = match &self.store {
+            Store::Cpu(kv) => kv.keys.len() * kv.kv_dim,
+            #[cfg(feature = "cuda")]
+            Store::Cuda(kv) => kv.values_per_position(),
+        };
+        2 * self.len() * per_position * std::mem::size_of::<f32>()
     }
 
     /// The tokens whose keys and values are held, in order.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// Where the keys and values live: `"cpu"` or `"cuda"`.
+    pub fn device_name(&self) -> &'static str {
+        match self.store {
+            Store::Cpu(_) => "cpu",
+            #[cfg(feature = "cuda")]
+            Store::Cuda(_) => "cuda",
+        }
     }
 
     /// Forgets every position from `len` on (no-op if `len >= self.len()`). O(1).
@@ -64,45 +110,106 @@ impl KvCache {
             return;
         }
         self.tokens.truncate(len);
-        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            layer.truncate(len * self.kv_dim);
+        match &mut self.store {
+            Store::Cpu(kv) => {
+                for layer in kv.keys.iter_mut().chain(kv.values.iter_mut()) {
+                    layer.truncate(len * kv.kv_dim);
+                }
+            }
+            // Device buffers stay; positions from `len` on are overwritten by the next append.
+            #[cfg(feature = "cuda")]
+            Store::Cuda(_) => {}
         }
     }
 
-    /// Empties the cache, keeping its memory.
+    /// Empties the cache, keeping its memory (and forgets a failed copy).
     pub fn clear(&mut self) {
         self.truncate(0);
+        self.fault = None;
     }
 
     /// Makes this cache hold the first `len` positions of `other` (e.g. a document prefix shared
-    /// by several continuations), reusing this cache's memory.
+    /// by several continuations), reusing this cache's memory. Both caches must live on the same
+    /// device: a copy across devices, or a device copy that fails, leaves this cache empty and
+    /// makes its next forward return [`crate::LmError::CacheFault`] (until [`Self::clear`]).
     pub fn copy_prefix_from(&mut self, other: &KvCache, len: usize) {
         let len = len.min(other.len()).min(self.capacity);
         self.tokens.clear();
-        self.tokens.extend_from_slice(&other.tokens[..len]);
-        let n = len * self.kv_dim;
-        for (dst, src) in self.keys.iter_mut().zip(&other.keys) {
-            dst.clear();
-            dst.extend_from_slice(&src[..n]);
+        self.fault = None;
+        #[cfg(feature = "cuda")]
+        let (from, to) = (other.device_name(), self.device_name());
+        match (&mut self.store, &other.store) {
+            (Store::Cpu(dst), Store::Cpu(src)) => {
+                let n = len * dst.kv_dim;
+                for (dst, src) in dst.keys.iter_mut().zip(&src.keys) {
+                    dst.clear();
+                    dst.extend_from_slice(&src[..n]);
+                }
+                for (dst, src) in dst.values.iter_mut().zip(&src.values) {
+                    dst.clear();
+                    dst.extend_from_slice(&src[..n]);
+                }
+            }
+            #[cfg(feature = "cuda")]
+            (Store::Cuda(dst), Store::Cuda(src)) => {
+                if let Err(e) = dst.copy_prefix_from(src, len) {
+                    self.fault = Some(e.to_string());
+                    return;
+                }
+            }
+            #[cfg(feature = "cuda")]
+            _ => {
+                self.fault = Some(format!("cannot copy a {from} cache into a {to} cache"));
+                return;
+            }
         }
-        for (dst, src) in self.values.iter_mut().zip(&other.values) {
-            dst.clear();
-            dst.extend_from_slice(&src[..n]);
+        self.tokens.extend_from_slice(&other.tokens[..len]);
+    }
+
+    /// The error a failed copy left, if any.
+    pub(crate) fn fault(&self) -> Option<&str> {
+        self.fault.as_deref()
+    }
+
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_mut(&mut self) -> Option<&mut crate::cuda::CudaKv> {
+        match &mut self.store {
+            Store::Cuda(kv) => Some(kv),
+            Store::Cpu(_) => None,
+        }
+    }
+
+    fn cpu(&self) -> &CpuKv {
+        match &self.store {
+            Store::Cpu(kv) => kv,
+            #[cfg(feature = "cuda")]
+            Store::Cuda(_) => unreachable!("the CPU forward checks every cache's device first"),
+        }
+    }
+
+    fn cpu_mut(&mut self) -> &mut CpuKv {
+        match &mut self.store {
+            Store::Cpu(kv) => kv,
+            #[cfg(feature = "cuda")]
+            Store::Cuda(_) => unreachable!("the CPU forward checks every cache's device first"),
         }
     }
 
     pub(crate) fn kv_dim(&self) -> usize {
-        self.kv_dim
+        self.cpu().kv_dim
     }
 
-    /// Appends keys and values of new positions to one layer.
+    /// Appends keys and values of new positions to one layer (CPU caches).
     pub(crate) fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
-        self.keys[layer].extend_from_slice(keys);
-        self.values[layer].extend_from_slice(values);
+        let kv = self.cpu_mut();
+        kv.keys[layer].extend_from_slice(keys);
+        kv.values[layer].extend_from_slice(values);
     }
 
+    /// One layer's keys and values (CPU caches).
     pub(crate) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
-        (&self.keys[layer], &self.values[layer])
+        let kv = self.cpu();
+        (&kv.keys[layer], &kv.values[layer])
     }
 
     /// Records the tokens of a finished forward step.

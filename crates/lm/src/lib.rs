@@ -6,6 +6,8 @@
 //! - [`quant`]: quantized weight matrices and the batch-invariant matrix kernel.
 //! - [`model`]: the transformer (llama and qwen2 architectures) and its forward pass.
 //! - [`kv_cache`]: the caller-owned, truncatable key/value cache (rollback for speculation).
+//! - [`device`]: where a model computes (CPU, or a CUDA GPU).
+//! - `cuda` (`cuda` feature): the transformer and its KV cache on a GPU, on candle tensor ops.
 //! - [`lm`]: a model and its tokenizer together, loaded by name or path.
 //!
 //! The model is immutable (`&self`) and shared; each sequence owns its [`KvCache`]. One forward
@@ -13,6 +15,9 @@
 //! requested positions together with their final hidden states (the kNN-LM keys).
 
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+pub mod device;
 pub mod error;
 pub mod gguf;
 pub mod kv_cache;
@@ -22,6 +27,7 @@ pub mod quant;
 pub mod tokenizer;
 
 pub use config::{Architecture, Config, RopeStyle};
+pub use device::{CudaOptions, Device, GpuWeights};
 pub use error::{LmError, Result};
 pub use kv_cache::KvCache;
 pub use lm::{Lm, StopReason, argmax};

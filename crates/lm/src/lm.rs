@@ -1,7 +1,7 @@
 //! A model and its tokenizer, loaded together from one GGUF file, and greedy generation.
 
 use crate::gguf::GgufFile;
-use crate::{KvCache, Model, Outputs, Result, Tokenizer};
+use crate::{Device, KvCache, Model, Outputs, Result, Tokenizer};
 use std::path::Path;
 
 /// A loaded language model: weights and tokenizer from the same GGUF file.
@@ -20,10 +20,16 @@ pub enum StopReason {
 }
 
 impl Lm {
+    /// Opens a GGUF file for the CPU.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_on(path, Device::Cpu)
+    }
+
+    /// Opens a GGUF file with the model's weights on `device` (see [`Model::load_on`]).
+    pub fn open_on(path: impl AsRef<Path>, device: Device) -> Result<Self> {
         let mut file = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(file.content())?;
-        let model = Model::load(&mut file)?;
+        let model = Model::load_on(&mut file, device)?;
         Ok(Self { model, tokenizer })
     }
 

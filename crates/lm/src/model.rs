@@ -1,18 +1,23 @@
 //! The transformer: weights, and one forward pass over a chunk of new tokens for one or several
 //! sequences.
 //!
-//! Every linear layer runs through the quantized kernel of [`crate::quant`] and attention runs
-//! per (token, head), so the computation of a token depends only on its sequence's tokens: the
-//! same (prefix, token) gives bit-identical logits whether it was decoded alone, in a prefill
-//! chunk, after a rollback, or beside other sequences. The engines build on that guarantee.
+//! On the CPU (this file) every linear layer runs through the quantized kernel of
+//! [`crate::quant`] and attention runs per (token, head), so the computation of a token depends
+//! only on its sequence's tokens: the same (prefix, token) gives bit-identical logits whether it
+//! was decoded alone, in a prefill chunk, after a rollback, or beside other sequences. The engines
+//! build on that guarantee.
+//!
+//! A model loaded onto a GPU (`crate::cuda`, `cuda` feature) answers the same calls with the same
+//! semantics; there the results are deterministic run after run, but cuBLAS picks its kernels by
+//! shape, so a chunked or cached computation agrees with a recompute to ~1e-5, not bit for bit.
 
 mod attention;
 mod norm;
-mod rope;
+pub(crate) mod rope;
 
 use crate::gguf::GgufFile;
 use crate::quant::{QuantMatrix, matmul_concat};
-use crate::{Architecture, Config, KvCache, LmError, Result};
+use crate::{Architecture, Config, Device, KvCache, LmError, Result};
 pub(crate) use attention::dot;
 use attention::{Query, Shape};
 use rope::Rope;
@@ -50,6 +55,23 @@ pub struct Output {
 }
 
 impl Output {
+    #[cfg(feature = "cuda")]
+    pub(crate) fn new(
+        positions: Vec<usize>,
+        logits: Vec<f32>,
+        hidden: Vec<f32>,
+        vocab: usize,
+        dim: usize,
+    ) -> Self {
+        Self {
+            positions,
+            logits,
+            hidden,
+            vocab,
+            dim,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.positions.len()
     }
@@ -87,6 +109,18 @@ struct Layer {
 /// A loaded model. Immutable: share it; each sequence owns its [`KvCache`].
 pub struct Model {
     config: Config,
+    backend: Backend,
+}
+
+/// Where the weights live and the forward pass runs.
+enum Backend {
+    Cpu(CpuWeights),
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaModel),
+}
+
+/// The CPU model: quantized matrices for the integer kernel.
+struct CpuWeights {
     embed: QuantMatrix,
     /// `None` when the output head is tied to the embedding.
     head: Option<QuantMatrix>,
@@ -96,10 +130,117 @@ pub struct Model {
 }
 
 impl Model {
-    /// Loads the weights of an open GGUF file.
+    /// Loads the weights of an open GGUF file for the CPU.
     pub fn load(file: &mut GgufFile) -> Result<Self> {
+        Self::load_on(file, Device::Cpu)
+    }
+
+    /// Loads the weights of an open GGUF file onto `device`. [`Device::Cuda`] needs a build with
+    /// the `cuda` feature ([`LmError::CudaNotBuilt`] otherwise) and a GPU ([`LmError::NoGpu`]).
+    pub fn load_on(file: &mut GgufFile, device: Device) -> Result<Self> {
         let config = Config::from_gguf(file.content())?;
-        let c = &config;
+        let backend = match device {
+            Device::Cpu => Backend::Cpu(CpuWeights::load(file, &config)?),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(options) => {
+                Backend::Cuda(crate::cuda::CudaModel::load(file, &config, options)?)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => return Err(LmError::CudaNotBuilt),
+        };
+        Ok(Self { config, backend })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Wraps a GPU model (built on any candle device: see `crate::cuda::open_on_candle_cpu`).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn from_cuda_model(config: Config, model: crate::cuda::CudaModel) -> Self {
+        Self {
+            config,
+            backend: Backend::Cuda(model),
+        }
+    }
+
+    /// The device this model computes on.
+    pub fn device(&self) -> Device {
+        match &self.backend {
+            Backend::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(m) => Device::Cuda(m.options()),
+        }
+    }
+
+    /// A cache for one sequence of at most `capacity` tokens, on this model's device.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        match &self.backend {
+            Backend::Cpu(_) => KvCache::new(&self.config, capacity),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(m) => m.new_cache(&self.config, capacity),
+        }
+    }
+
+    /// Feeds `tokens` to one sequence (appending them to `cache`).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, outputs: Outputs) -> Result<Output> {
+        let mut steps = [Step {
+            tokens,
+            cache,
+            outputs,
+        }];
+        Ok(self.forward_batch(&mut steps)?.pop().unwrap_or_default())
+    }
+
+    /// Feeds a chunk of tokens to each of several sequences in one pass: the linear layers see
+    /// all their tokens as one batch. On the CPU, results equal those of separate calls, bit for
+    /// bit. Input is validated before anything changes: on error every cache is as it was.
+    pub fn forward_batch(&self, steps: &mut [Step<'_>]) -> Result<Vec<Output>> {
+        let c = &self.config;
+        let device = self.device();
+        for step in steps.iter() {
+            let needed = step.cache.len() + step.tokens.len();
+            if needed > step.cache.capacity() {
+                return Err(LmError::ContextOverflow {
+                    needed,
+                    capacity: step.cache.capacity(),
+                });
+            }
+            if let Some(&id) = step.tokens.iter().find(|&&t| t as usize >= c.vocab) {
+                return Err(LmError::BadToken { id, vocab: c.vocab });
+            }
+            if let Some(fault) = step.cache.fault() {
+                return Err(LmError::CacheFault(fault.to_string()));
+            }
+            if step.cache.device_name() != device_name(device) {
+                return Err(LmError::CacheDevice {
+                    model: device.to_string(),
+                    cache: step.cache.device_name().to_string(),
+                });
+            }
+        }
+        match &self.backend {
+            // The whole pass runs on a worker of the thread pool: each of its ~150 parallel loops
+            // then starts by pushing work to the local queue (microseconds), not by waking the
+            // pool from outside and blocking on a lock (tens of microseconds each, measured).
+            Backend::Cpu(w) => rayon::scope(|_| w.forward_on_pool(c, steps)),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda(m) => m.forward_batch(c, steps),
+        }
+    }
+}
+
+/// The name [`KvCache::device_name`] gives a cache of `device`.
+fn device_name(device: Device) -> &'static str {
+    match device {
+        Device::Cpu => "cpu",
+        Device::Cuda(_) => "cuda",
+    }
+}
+
+impl CpuWeights {
+    fn load(file: &mut GgufFile, config: &Config) -> Result<Self> {
+        let c = config;
         let matrix = |file: &mut GgufFile, name: &str, rows: usize, cols: usize| {
             let m = QuantMatrix::from_qtensor(&file.tensor(name)?)?;
             if (m.rows(), m.cols()) != (rows, cols) {
@@ -148,8 +289,7 @@ impl Model {
             });
         }
         Ok(Self {
-            rope: Rope::new(&config),
-            config,
+            rope: Rope::new(config),
             embed,
             head,
             norm,
@@ -157,49 +297,8 @@ impl Model {
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// A cache for one sequence of at most `capacity` tokens.
-    pub fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(&self.config, capacity)
-    }
-
-    /// Feeds `tokens` to one sequence (appending them to `cache`).
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, outputs: Outputs) -> Result<Output> {
-        let mut steps = [Step {
-            tokens,
-            cache,
-            outputs,
-        }];
-        Ok(self.forward_batch(&mut steps)?.pop().unwrap_or_default())
-    }
-
-    /// Feeds a chunk of tokens to each of several sequences in one pass: the linear layers see
-    /// all their tokens as one batch. Results equal those of separate calls, bit for bit.
-    /// Input is validated before anything changes: on error every cache is as it was.
-    pub fn forward_batch(&self, steps: &mut [Step<'_>]) -> Result<Vec<Output>> {
-        // The whole pass runs on a worker of the thread pool: each of its ~150 parallel loops
-        // then starts by pushing work to the local queue (microseconds), not by waking the pool
-        // from outside and blocking on a lock (tens of microseconds each, measured).
-        rayon::scope(|_| self.forward_on_pool(steps))
-    }
-
-    fn forward_on_pool(&self, steps: &mut [Step<'_>]) -> Result<Vec<Output>> {
-        let c = &self.config;
-        for step in steps.iter() {
-            let needed = step.cache.len() + step.tokens.len();
-            if needed > step.cache.capacity() {
-                return Err(LmError::ContextOverflow {
-                    needed,
-                    capacity: step.cache.capacity(),
-                });
-            }
-            if let Some(&id) = step.tokens.iter().find(|&&t| t as usize >= c.vocab) {
-                return Err(LmError::BadToken { id, vocab: c.vocab });
-            }
-        }
+    /// The CPU forward pass; `steps` were validated by [`Model::forward_batch`].
+    fn forward_on_pool(&self, c: &Config, steps: &mut [Step<'_>]) -> Result<Vec<Output>> {
         let n: usize = steps.iter().map(|s| s.tokens.len()).sum();
         let (d, kvd, ffn) = (c.dim, c.kv_dim(), c.ffn_dim);
         let qkv_w = d + 2 * kvd;
@@ -280,7 +379,7 @@ impl Model {
                 Outputs::Last => (first + len).saturating_sub(1).max(first)..first + len,
                 Outputs::All => first..first + len,
             };
-            outputs.push(self.head_output(&x[rows.start * d..rows.end * d], &positions[rows]));
+            outputs.push(self.head_output(c, &x[rows.start * d..rows.end * d], &positions[rows]));
             step.cache.commit_tokens(step.tokens);
             first += len;
         }
@@ -288,8 +387,7 @@ impl Model {
     }
 
     /// Final norm and output head for the given rows of the residual stream.
-    fn head_output(&self, x: &[f32], positions: &[usize]) -> Output {
-        let c = &self.config;
+    fn head_output(&self, c: &Config, x: &[f32], positions: &[usize]) -> Output {
         let rows = positions.len();
         let mut hidden = vec![0f32; rows * c.dim];
         norm::rms_norm(x, &self.norm, c.rms_eps, &mut hidden);

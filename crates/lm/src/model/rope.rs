@@ -32,6 +32,13 @@ impl Rope {
         }
     }
 
+    /// The tables, `[position][i]` for i in 0..head_dim/2: (cos, sin). The GPU model uploads
+    /// these, so both devices rotate by the same angles.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     /// Rotates every head in `x` (a concatenation of heads) for position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let cos = &self.cos[pos * self.half..(pos + 1) * self.half];
