@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// The retriever over the knowledge base (requests name it in `retrieval.retriever`).
-    #[arg(long, value_enum, default_value_t = RetrieverKind::Flat)]
+    #[arg(long, value_enum, default_value_t = RetrieverKind::Bm25)]
     retriever: RetrieverKind,
     /// Directory of the retriever's index (built there on first use); default: the asset store.
     #[arg(long)]
@@ -149,10 +149,9 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
         None => Store::from_env()?
             .root()
             .join("indexes")
-            .join(format!("wiki-kb-head-{}", corpus.len()))
-            .join(args.retriever.name()),
+            .join(format!("wiki-kb-head-{}", corpus.len())),
     };
-    knowledge_arg::open_in(args.retriever, Arc::new(corpus), None, &dir)
+    knowledge_arg::open_in(args.retriever, Arc::new(corpus), &dir)
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

@@ -2,13 +2,14 @@
 //! answer equals the baseline's, token for token, with the same sources and the same stop.
 //!
 //! Real model (SmolLM2), real knowledge-base passages, real FanOutQA questions. The CI setting
-//! is short (`RALMSPEC_IDENTITY_TOKENS`, default 20 new tokens, and 64-token documents) so 50
+//! is short (`RALMSPEC_IDENTITY_TOKENS`, default 16 new tokens, and 64-token documents) so 50
 //! questions × 7 settings fit the test budget; `ralmspec bench ralm` checks the full setting.
 
 use std::sync::Arc;
 
 use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig, Stride};
 use ralmspec_lm::Lm;
+use ralmspec_retrieval::hnsw::{HnswIndex, HnswParams};
 use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
 use ralmspec_retrieval::{Bm25Index, Corpus, Encoder, FlatIndex};
 
@@ -33,7 +34,7 @@ fn questions() -> Vec<Question> {
 
 fn config() -> RalmConfig {
     RalmConfig {
-        max_new_tokens: env_usize("RALMSPEC_IDENTITY_TOKENS", 20),
+        max_new_tokens: env_usize("RALMSPEC_IDENTITY_TOKENS", 16),
         doc_tokens: 64,
         ..RalmConfig::default()
     }
@@ -112,11 +113,10 @@ fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
     );
 }
 
-#[test]
-fn flat_dense_speculation_equals_baseline() {
-    let lm = lm();
+/// The dense retrievers' shared setup: the flat index of a fixed slice of the knowledge base
+/// (cached in the asset store: the first encoding takes a minute or two).
+fn dense() -> (Arc<Corpus>, Arc<Encoder>, FlatIndex) {
     let corpus = Corpus::wiki_kb().unwrap();
-    // A fixed slice of the knowledge base keeps the first (uncached) encoding short.
     let corpus = Arc::new(corpus.head(env_usize("RALMSPEC_IDENTITY_PASSAGES", 1000)));
     let encoder = Arc::new(Encoder::minilm().unwrap());
     let store = ralmspec_assets::Store::from_env().unwrap();
@@ -125,7 +125,24 @@ fn flat_dense_speculation_equals_baseline() {
         .join("indexes")
         .join(format!("test-flat-{}", &corpus.hash()[..16]));
     let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
+    (corpus, encoder, flat)
+}
+
+#[test]
+fn flat_dense_speculation_equals_baseline() {
+    let lm = lm();
+    let (corpus, encoder, flat) = dense();
     let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
+    let ralm = Ralm::new(&lm, &knowledge, config());
+    assert_identical(&ralm, &questions());
+}
+
+#[test]
+fn hnsw_speculation_equals_baseline() {
+    let lm = lm();
+    let (corpus, encoder, flat) = dense();
+    let hnsw = HnswIndex::build(flat, HnswParams::default()).unwrap();
+    let knowledge = Knowledge::new("hnsw", Arc::new(hnsw), Some(encoder), corpus, None);
     let ralm = Ralm::new(&lm, &knowledge, config());
     assert_identical(&ralm, &questions());
 }
