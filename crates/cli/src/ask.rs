@@ -23,6 +23,9 @@ pub struct Args {
     /// The retriever over the knowledge base.
     #[arg(long, value_enum, default_value_t = RetrieverKind::Bm25)]
     retriever: RetrieverKind,
+    /// Serve this index set (made by `ralmspec index build`) instead of the built-in one.
+    #[arg(long)]
+    index: Option<std::path::PathBuf>,
     /// baseline (retrieve every stride) or spec (RaLMSpec).
     #[arg(long, value_enum, default_value_t = EngineArg::Spec)]
     engine: EngineArg,
@@ -64,7 +67,10 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the question is empty");
     }
     let lm = model_arg::load(&args.model, args.device)?;
-    let knowledge = knowledge_arg::open(args.retriever, None)?;
+    let knowledge = match &args.index {
+        Some(dir) => crate::index_cmd::open_set(dir, args.retriever)?,
+        None => knowledge_arg::open(args.retriever, None)?,
+    };
     let config = RalmConfig {
         max_new_tokens: args.max_tokens,
         ..RalmConfig::default()

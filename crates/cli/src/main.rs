@@ -5,6 +5,7 @@ mod bench_lm;
 mod bench_ralm;
 mod fetch;
 mod generate;
+mod index_cmd;
 mod knowledge_arg;
 mod machine;
 mod model_arg;
@@ -32,11 +33,22 @@ enum Command {
     Generate(generate::Args),
     /// Serve RaLM over HTTP: an OpenAI-compatible API with sources and streaming.
     Serve(serve::Args),
+    /// Build retrieval indexes (an index set folder: flat, hnsw, bm25).
+    #[command(subcommand)]
+    Index(Index),
+    /// Search an index set and print ranked passages with their scores.
+    Search(index_cmd::SearchArgs),
     /// Download and verify models and data into the asset store.
     Fetch(fetch::Args),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Index {
+    /// Build the chosen retrievers' indexes of a corpus into one folder.
+    Build(index_cmd::BuildArgs),
 }
 
 #[derive(Subcommand)]
@@ -52,6 +64,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ask(args) => ask::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Index(Index::Build(args)) => index_cmd::build(args),
+        Command::Search(args) => index_cmd::search(args),
         Command::Serve(args) => serve::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Bench(Bench::Lm(args)) => bench_lm::run(args),

@@ -73,3 +73,87 @@ fn fetch_rejects_unknown_assets() {
     let out = ralmspec(&["fetch", "nope"]);
     assert_clean_failure(&out, "nope");
 }
+
+#[test]
+fn ask_answers_with_sources_and_matches_the_baseline() {
+    let out = ralmspec(&[
+        "ask",
+        "--compare",
+        "--async",
+        "--max-tokens",
+        "16",
+        "What is the capital of France?",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Paris"), "{stdout}");
+    assert!(stdout.contains("Sources:"), "{stdout}");
+    assert!(
+        stdout.contains("identical tokens and sources: yes"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn ask_rejects_bad_input() {
+    assert_clean_failure(&ralmspec(&["ask", "  "]), "the question is empty");
+    let out = ralmspec(&["ask", "--stride", "0", "hi"]);
+    assert!(!out.status.success() && stderr(&out).contains("expected `os3` or a number"));
+}
+
+#[test]
+fn index_build_and_search_a_jsonl_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"id\": 7, \"title\": \"Paris\", \"text\": \"Paris is the capital of France.\"}\n\
+         {\"id\": 9, \"title\": \"Nile\", \"text\": \"The Nile flows through Cairo.\"}\n",
+    )
+    .unwrap();
+    let set = dir.path().join("set");
+    let (c, s) = (corpus.to_str().unwrap(), set.to_str().unwrap());
+    let out = ralmspec(&[
+        "index", "build", "--corpus", c, "--out", s, "--kind", "bm25",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ralmspec(&["search", "--index", s, "-k", "1", "river through Cairo"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("[9] Nile"), "{stdout}");
+    assert!(!stdout.contains("[7] Paris"), "{stdout}");
+
+    // Missing kinds, missing sets and damaged files are clear errors.
+    assert_clean_failure(
+        &ralmspec(&["search", "--index", s, "--kind", "flat", "x"]),
+        "has no flat index",
+    );
+    let nowhere = dir.path().join("nowhere");
+    assert_clean_failure(
+        &ralmspec(&["search", "--index", nowhere.to_str().unwrap(), "x"]),
+        "holds no index",
+    );
+    std::fs::write(set.join("bm25").join("manifest.json"), "{").unwrap();
+    assert_clean_failure(&ralmspec(&["search", "--index", s, "x"]), "manifest.json");
+}
+
+#[test]
+fn a_malformed_corpus_line_is_reported_with_its_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &corpus,
+        "{\"id\": 1, \"title\": \"A\", \"text\": \"a\"}\n{\"id\": 2, \"title\": \"B\"}\n",
+    )
+    .unwrap();
+    let out = ralmspec(&[
+        "index",
+        "build",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        dir.path().join("set").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&out, "bad.jsonl:2:");
+    assert!(!dir.path().join("set").join("bm25").exists());
+}
