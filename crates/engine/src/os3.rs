@@ -1,14 +1,22 @@
 //! OS³, the optimal speculation stride scheduler (the paper's §4).
 //!
-//! Before each round it picks the stride `s` that maximises the expected number of verified
+//! Before each round it picks the stride `s` that maximises the expected number of committed
 //! steps per unit of time, from measured latencies: `a`, one speculation step (cache lookup
 //! and one LM stride), and `b`, one batched verification; and from the speculation accuracy
-//! γ estimated over the last rounds. Expected verified steps per round: (1−γ^s)/(1−γ).
+//! γ estimated over the last rounds. Expected committed steps per round: (1−γ^s)/(1−γ) (the
+//! matched steps, plus the corrected one after a mismatch).
 //! - synchronous verification costs s·a + b per round;
 //! - asynchronous verification overlaps the next step with verification: on a full match the
 //!   round costs (s−1)·a + max(a, b), otherwise s·a + b.
 //!
-//! The search increases `s` from 1 while the objective grows. The first round uses s = 1.
+//! Two refinements over the paper's model, both measured to matter when retrieval is cheap:
+//! - a mismatch costs one more stride, `a`, to generate the corrected step again (probability
+//!   1−γ^s); the paper leaves it out, which makes s = 1 look free;
+//! - s = 0 is a choice: retrieve for real, then generate (a + b per committed step, the
+//!   baseline's cost). When retrieval costs little next to a wasted stride, speculating cannot
+//!   win, and RaLMSpec then runs at the baseline's speed instead of below it.
+//!
+//! The first round uses s = 1; after that, the best s in 0..=max.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -73,35 +81,36 @@ impl Os3 {
         Some(gamma.clamp(GAMMA_RANGE.0, GAMMA_RANGE.1))
     }
 
-    /// The stride for the next round.
+    /// The stride for the next round (0: no speculation, retrieve for real).
     pub(crate) fn stride(&self) -> usize {
         let (Some(gamma), Some(a), Some(b)) =
             (self.gamma(), mean(&self.steps), mean(&self.verifications))
         else {
             return 1;
         };
-        let mut best = 1;
-        let mut best_value = self.objective(1, gamma, a, b);
-        while best < self.max_stride {
-            let value = self.objective(best + 1, gamma, a, b);
-            if value <= best_value {
-                break;
-            }
-            best += 1;
-            best_value = value;
-        }
-        best
+        // The first best (ties go to the shorter stride).
+        (0..=self.max_stride)
+            .map(|s| (s, self.objective(s, gamma, a, b)))
+            .fold(
+                (0, f64::MIN),
+                |best, next| if next.1 > best.1 { next } else { best },
+            )
+            .0
     }
 
-    /// Expected verified steps per second with stride `s`.
+    /// Expected committed steps per second with stride `s`.
     pub(crate) fn objective(&self, s: usize, gamma: f64, a: f64, b: f64) -> f64 {
+        if s == 0 {
+            return 1.0 / (a + b);
+        }
         let gs = gamma.powi(s as i32);
         let steps = (1.0 - gs) / (1.0 - gamma);
         let s = s as f64;
+        let redo = (1.0 - gs) * a;
         let time = if self.asynchronous {
-            gs * ((s - 1.0) * a + a.max(b)) + (1.0 - gs) * (s * a + b)
+            gs * ((s - 1.0) * a + a.max(b)) + (1.0 - gs) * (s * a + b) + redo
         } else {
-            s * a + b
+            s * a + b + redo
         };
         steps / time
     }
@@ -152,7 +161,7 @@ mod tests {
         let cheap = scheduler(false, 1.0, 0.05, &[(3, 3), (3, 3)]).stride();
         let costly = scheduler(false, 1.0, 20.0, &[(3, 3), (3, 3)]).stride();
         let costly_bad = scheduler(false, 1.0, 20.0, &[(3, 0), (3, 1)]).stride();
-        assert_eq!(cheap, 1);
+        assert_eq!(cheap, 0, "cheap retrieval: no speculation");
         assert!(costly > 5, "{costly}");
         assert!(costly_bad < costly, "{costly_bad} vs {costly}");
     }
@@ -163,7 +172,7 @@ mod tests {
             let os3 = scheduler(asynchronous, a, b, &[(4, 3), (2, 2)]);
             let gamma = os3.gamma().unwrap();
             let s = os3.stride();
-            let best = (1..=16)
+            let best = (0..=16)
                 .map(|s| os3.objective(s, gamma, a, b))
                 .fold(f64::MIN, f64::max);
             assert!(

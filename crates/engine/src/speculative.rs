@@ -10,7 +10,8 @@
 //! only on (document, prefix): the answer is the baseline's, token for token.
 //!
 //! Options ([`SpecConfig`]): prefetching inserts the top-k of every real retrieval into the
-//! cache; OS³ picks `s` before each round; asynchronous verification runs the batched
+//! cache; OS³ picks `s` before each round (0: a plain retrieval step, when speculating cannot
+//! pay); asynchronous verification runs the batched
 //! retrieval on another thread while the LM speculates one more step, kept when every step
 //! of the round was right and discarded otherwise.
 
@@ -69,13 +70,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
     let mut os3 = Os3::new(spec.async_verify, MAX_STRIDE);
 
     // The first step has nothing to speculate from: a real retrieval.
-    let query = request.query()?;
-    let hits = request.retrieve(std::slice::from_ref(&query), fetch)?;
-    remember(&mut cache, &hits[0], spec.prefetch);
-    let doc = hits[0][0].doc;
-    let eos = request.step(doc)?;
-    request.commit(doc, 0, request.answer.len());
-    if let Some(stop) = request.stop_after(eos) {
+    if let Some(stop) = direct_step(request, &mut cache, &mut os3, spec.prefetch)? {
         return Ok(stop);
     }
 
@@ -85,6 +80,14 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             Stride::Fixed(n) => n.max(1),
             Stride::Os3 => os3.stride(),
         };
+        if stride == 0 && round.len() == 0 {
+            // OS³ found speculation not worth it now: retrieve, then generate.
+            request.stats.strides.push(0);
+            if let Some(stop) = direct_step(request, &mut cache, &mut os3, spec.prefetch)? {
+                return Ok(stop);
+            }
+            continue;
+        }
         while round.len() < stride && !round.ended(request) {
             speculate(request, &cache, &mut round, &mut os3)?;
         }
@@ -129,6 +132,29 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             round = extra;
         }
     }
+}
+
+/// One step without speculation, as the baseline takes it: a real retrieval (its top-1, and
+/// with prefetching its top-`prefetch`, go into the cache), then one stride with its top-1.
+/// Returns why generation stops, if it does.
+fn direct_step(
+    request: &mut Request<'_>,
+    cache: &mut DocCache,
+    os3: &mut Os3,
+    prefetch: usize,
+) -> Result<Option<Stop>> {
+    let query = request.query()?;
+    let start = Instant::now();
+    let hits = request.retrieve(std::slice::from_ref(&query), prefetch.max(1))?;
+    os3.verification_took(start.elapsed());
+    remember(cache, &hits[0], prefetch);
+    let doc = hits[0][0].doc;
+    let before = request.answer.len();
+    let start = Instant::now();
+    let eos = request.step(doc)?;
+    os3.step_took(start.elapsed());
+    request.commit(doc, before, request.answer.len());
+    Ok(request.stop_after(eos))
 }
 
 /// Speculates one step: the cache's best document for the current query, then one stride.
