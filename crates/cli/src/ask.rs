@@ -5,8 +5,9 @@
 use std::io::Write;
 
 use anyhow::{Result, bail};
-use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
 
+use crate::engine_arg::EngineFlags;
 use crate::knowledge_arg::{self, RetrieverKind};
 use crate::model_arg::{self, Device};
 
@@ -26,40 +27,14 @@ pub struct Args {
     /// Serve this index set (made by `ralmspec index build`) instead of the built-in one.
     #[arg(long)]
     index: Option<std::path::PathBuf>,
-    /// baseline (retrieve every stride) or spec (RaLMSpec).
-    #[arg(long, value_enum, default_value_t = EngineArg::Spec)]
-    engine: EngineArg,
-    /// RaLMSpec: prefetch the top-K documents of every real retrieval into the cache (0: off).
-    #[arg(long, default_value_t = 20)]
-    prefetch: usize,
-    /// RaLMSpec: speculation steps per verification, `os3` (scheduled) or a number.
-    #[arg(long, default_value = "os3", value_parser = parse_stride)]
-    stride: Stride,
-    /// RaLMSpec: verify on another thread while the LM keeps speculating.
-    #[arg(long = "async")]
-    async_verify: bool,
+    #[command(flatten)]
+    engine: EngineFlags,
     /// Also run the baseline, then print the speed-up and check that the answers are identical.
     #[arg(long)]
     compare: bool,
     /// Stop after this many new tokens.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum EngineArg {
-    Baseline,
-    Spec,
-}
-
-pub(crate) fn parse_stride(s: &str) -> Result<Stride, String> {
-    if s == "os3" {
-        return Ok(Stride::Os3);
-    }
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(Stride::Fixed(n)),
-        _ => Err(format!("`{s}`: expected `os3` or a number ≥ 1")),
-    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -76,14 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         ..RalmConfig::default()
     };
     let ralm = Ralm::new(&lm, &knowledge, config);
-    let engine = match args.engine {
-        EngineArg::Baseline => Engine::Baseline,
-        EngineArg::Spec => Engine::Spec(SpecConfig {
-            stride: args.stride,
-            prefetch: args.prefetch,
-            async_verify: args.async_verify,
-        }),
-    };
+    let engine = args.engine.engine();
     let answer = ralm.generate(&args.question, engine)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}\n", answer.text.trim())?;

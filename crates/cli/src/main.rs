@@ -3,6 +3,7 @@
 mod ask;
 mod bench_lm;
 mod bench_ralm;
+mod engine_arg;
 mod fetch;
 mod generate;
 mod index_cmd;

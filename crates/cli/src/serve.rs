@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ralmspec_assets::Store;
-use ralmspec_engine::{Engine, Knowledge, RalmConfig, SpecConfig, Stride};
+use ralmspec_engine::{Knowledge, RalmConfig};
 use ralmspec_retrieval::Corpus;
 use ralmspec_server::{Server, ServerConfig};
 
-use crate::ask::{EngineArg, parse_stride};
+use crate::engine_arg::EngineFlags;
 use crate::knowledge_arg::{self, RetrieverKind};
 use crate::model_arg::{self, Device};
 
@@ -30,7 +30,8 @@ pub struct Args {
     /// The retriever over the knowledge base (requests name it in `retrieval.retriever`).
     #[arg(long, value_enum, default_value_t = RetrieverKind::Bm25)]
     retriever: RetrieverKind,
-    /// Directory of the retriever's index (built there on first use); default: the asset store.
+    /// An index set made by `ralmspec index build`, or a folder where the knowledge base's index
+    /// is built on first use; default: the asset store.
     #[arg(long)]
     index: Option<PathBuf>,
     /// Serve only the first N passages of the knowledge base (a quick start: the full flat
@@ -38,17 +39,8 @@ pub struct Args {
     #[arg(long)]
     passages: Option<usize>,
     /// Default engine of requests that do not choose one.
-    #[arg(long, value_enum, default_value_t = EngineArg::Spec)]
-    engine: EngineArg,
-    /// Default RaLMSpec speculation stride: `os3` or a number.
-    #[arg(long, default_value = "os3", value_parser = parse_stride)]
-    stride: Stride,
-    /// Default RaLMSpec prefetch (0: off).
-    #[arg(long, default_value_t = 20)]
-    prefetch: usize,
-    /// Default RaLMSpec asynchronous verification.
-    #[arg(long = "async")]
-    async_verify: bool,
+    #[command(flatten)]
+    engine: EngineFlags,
     /// `max_tokens` of a request that sets none.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -75,14 +67,7 @@ pub fn run(args: Args) -> Result<()> {
             max_new_tokens: args.max_tokens,
             ..RalmConfig::default()
         },
-        engine: match args.engine {
-            EngineArg::Baseline => Engine::Baseline,
-            EngineArg::Spec => Engine::Spec(SpecConfig {
-                stride: args.stride,
-                prefetch: args.prefetch,
-                async_verify: args.async_verify,
-            }),
-        },
+        engine: args.engine.engine(),
         max_tokens_limit: args.max_tokens_limit,
         queue_capacity: args.queue,
         workers: args.workers,
@@ -143,6 +128,11 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
             bail!("--passages must be at least 1");
         }
         corpus = corpus.head(n);
+    }
+    if let Some(dir) = &args.index
+        && dir.join("source.json").exists()
+    {
+        return crate::index_cmd::open_set(dir, args.retriever);
     }
     let dir = match &args.index {
         Some(dir) => dir.clone(),

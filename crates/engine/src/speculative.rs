@@ -144,11 +144,17 @@ fn direct_step(
     prefetch: usize,
 ) -> Result<Option<Stop>> {
     let query = request.query()?;
+    // What the cache would have guessed: an observation of the speculation accuracy at the
+    // cost of one cache lookup, so that OS³ can tell when speculating would pay again.
+    let guess = cache.top1(request.knowledge, &query)?;
     let start = Instant::now();
     let hits = request.retrieve(std::slice::from_ref(&query), prefetch.max(1))?;
     os3.verification_took(start.elapsed());
     remember(cache, &hits[0], prefetch);
     let doc = hits[0][0].doc;
+    if let Some(guess) = guess {
+        os3.round(1, usize::from(guess == doc));
+    }
     let before = request.answer.len();
     let start = Instant::now();
     let eos = request.step(doc)?;
