@@ -185,7 +185,7 @@ fn main() -> Result<(), Error> {
         };
         println!("\n== {size}");
         let (flat, flat_dir) = if padded {
-            let dir = indexes.join(format!("wiki-kb-flat-minilm-pad{n}"));
+            let dir = indexes.join(format!("wiki-kb/flat-pad{n}"));
             (
                 open_or_pad(&dir, &expect, &real, &corpus, n, &mut notes)?,
                 dir,
@@ -226,7 +226,7 @@ fn main() -> Result<(), Error> {
         }
 
         let dir = indexes.join(format!(
-            "wiki-kb-hnsw-minilm-m{}-efc{}{}",
+            "wiki-kb/hnsw-m{}-efc{}{}",
             params.m,
             params.ef_construction,
             if padded {

@@ -5,7 +5,7 @@
 //! cargo run --release -p ralmspec-retrieval --example flat_kb -- [INDEX_DIR] [--rebuild]
 //! ```
 //!
-//! INDEX_DIR defaults to `<store>/indexes/wiki-kb-flat-minilm`.
+//! INDEX_DIR defaults to `<store>/indexes/wiki-kb/flat` (shared with `ralmspec ask --retriever flat`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(d) => PathBuf::from(d),
         None => ralmspec_assets::Store::from_env()?
             .root()
-            .join("indexes/wiki-kb-flat-minilm"),
+            .join("indexes/wiki-kb/flat"),
     };
     let corpus = Corpus::wiki_kb()?;
     let encoder = Encoder::minilm()?;
