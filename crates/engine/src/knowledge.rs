@@ -65,8 +65,10 @@ impl Knowledge {
         })
     }
 
-    /// The best `k` documents for each query, in one call to the retriever.
+    /// The best `k` documents for each query, in one call to the retriever; at most
+    /// [`Retriever::consistent_k`] of them, so that the first hit never depends on `k`.
     pub fn search(&self, queries: &[Query], k: usize) -> Result<Vec<Vec<Hit>>> {
+        let k = k.min(self.retriever.consistent_k());
         let hits = self.retriever.search(queries, k)?;
         if let Some(i) = hits.iter().position(Vec::is_empty) {
             return Err(EngineError::NothingRetrieved {

@@ -73,7 +73,7 @@ fn settings(rng: &mut Rng) -> Vec<SpecConfig> {
         SpecConfig::FULL,
         SpecConfig {
             stride: Stride::Fixed(1 + rng.below(8) as usize),
-            prefetch: [0, 1, 5, 64][rng.below(4) as usize],
+            prefetch: [0, 1, 5, 64, 256][rng.below(5) as usize],
             async_verify: rng.below(2) == 1,
         },
     ]

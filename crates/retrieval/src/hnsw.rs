@@ -168,6 +168,11 @@ impl Retriever for HnswIndex {
         self.flat.score(query, docs)
     }
 
+    /// Up to `ef_search` the graph walk does not depend on `k`; beyond it, it searches wider.
+    fn consistent_k(&self) -> usize {
+        self.params().ef_search.max(1)
+    }
+
     fn len(&self) -> usize {
         self.flat.len()
     }

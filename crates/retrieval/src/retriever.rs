@@ -99,6 +99,15 @@ pub trait Retriever: Send + Sync {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The largest `k` for which `search(queries, k)` is the first `k` hits of one fixed
+    /// ranking: up to it, asking for more documents never changes the first ones. Exact
+    /// retrievers have no limit; an approximate one searches wider for a larger `k` and may
+    /// then find a better first hit. The engine keeps its `k` within this bound, so that
+    /// prefetching never changes which document a step uses.
+    fn consistent_k(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// Keeps the best `k` hits pushed into it (by [`Hit::rank_cmp`]).

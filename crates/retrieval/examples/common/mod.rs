@@ -38,9 +38,7 @@ pub fn fanoutqa_questions(n: usize) -> Result<Vec<String>, Box<dyn std::error::E
 /// Where the full knowledge base's flat MiniLM index is cached.
 #[allow(dead_code)]
 pub fn kb_flat_dir() -> Result<PathBuf, Box<dyn std::error::Error>> {
-    Ok(Store::from_env()?
-        .root()
-        .join("indexes/wiki-kb/flat"))
+    Ok(Store::from_env()?.root().join("indexes/wiki-kb/flat"))
 }
 
 /// The flat index of the whole knowledge base (built once, ~9 min, then loaded).
