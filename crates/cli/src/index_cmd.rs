@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::dense_padding::DEFAULT_NOISE;
 use ralmspec_retrieval::hnsw::{HnswIndex, HnswParams};
@@ -17,7 +16,7 @@ use ralmspec_retrieval::padding::DEFAULT_SEED;
 use ralmspec_retrieval::{Bm25Index, Corpus, ENCODER_NAME, Encoder, FlatIndex, Padding, Retriever};
 use serde::{Deserialize, Serialize};
 
-use crate::knowledge_arg::{RetrieverKind, bm25_index};
+use crate::knowledge_arg::{RetrieverKind, bm25_index, encode_with_progress};
 
 const SOURCE: &str = "source.json";
 
@@ -295,22 +294,4 @@ fn read_source(dir: &Path) -> Result<Source> {
     })?;
     serde_json::from_str(&text)
         .with_context(|| format!("{}: not a valid index set source", path.display()))
-}
-
-/// The flat index of `corpus`, encoded in chunks with a progress bar.
-fn encode_with_progress(encoder: &Encoder, corpus: &Corpus) -> Result<FlatIndex> {
-    let bar = ProgressBar::new(corpus.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("encoding {bar:40} {pos}/{len} passages {per_sec} {eta}")
-            .expect("a valid template"),
-    );
-    let mut vectors = Vec::with_capacity(corpus.len() * encoder.dim());
-    for chunk in corpus.passages().chunks(32) {
-        let texts: Vec<String> = chunk.iter().map(|p| p.prompt_text()).collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        vectors.extend(encoder.encode_flat(&refs)?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(FlatIndex::new(encoder.dim(), vectors, corpus.ids())?)
 }

@@ -124,8 +124,38 @@ pub fn flat_index(dir: &Path, encoder: &Encoder, corpus: &Corpus) -> Result<Flat
             dir.display()
         );
     }
-    FlatIndex::open_or_build(dir, encoder, corpus)
-        .with_context(|| format!("opening the flat index in {}", dir.display()))
+    if dir.join("manifest.json").exists() {
+        let hash = corpus.hash();
+        let expect = Expect {
+            corpus_hash: &hash,
+            encoder: ENCODER_NAME,
+        };
+        let (flat, _) = FlatIndex::open(dir, &expect, Verify::Sizes)
+            .with_context(|| format!("opening the flat index in {}", dir.display()))?;
+        return Ok(flat);
+    }
+    let flat = encode_with_progress(encoder, corpus)?;
+    flat.save(dir, &corpus.hash(), ENCODER_NAME)
+        .with_context(|| format!("writing the flat index in {}", dir.display()))?;
+    Ok(flat)
+}
+
+/// The flat index of `corpus`, encoded in chunks with a progress bar.
+pub fn encode_with_progress(encoder: &Encoder, corpus: &Corpus) -> Result<FlatIndex> {
+    let bar = ProgressBar::new(corpus.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("encoding {bar:40} {pos}/{len} passages {per_sec} {eta}")
+            .expect("a valid template"),
+    );
+    let mut vectors = Vec::with_capacity(corpus.len() * encoder.dim());
+    for chunk in corpus.passages().chunks(32) {
+        let texts: Vec<String> = chunk.iter().map(|p| p.prompt_text()).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        vectors.extend(encoder.encode_flat(&refs)?);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(FlatIndex::new(encoder.dim(), vectors, corpus.ids())?)
 }
 
 /// The HNSW graph (default parameters) over `flat` in `dir`, built (and saved) on first use.
