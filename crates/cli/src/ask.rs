@@ -55,7 +55,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.compare {
         // Neither timed run should pay the process's one-time costs (page faults on the
         // weights and the index, the thread pool's start): warm up on a short answer first.
-        let warm = Ralm::new(&lm, &knowledge, RalmConfig { max_new_tokens: 4, ..config });
+        let warm = Ralm::new(
+            &lm,
+            &knowledge,
+            RalmConfig {
+                max_new_tokens: 4,
+                ..config
+            },
+        );
         warm.generate(&args.question, Engine::Baseline)?;
     }
     let answer = ralm.generate(&args.question, engine)?;
