@@ -34,6 +34,9 @@ pub struct Args {
     /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
     model: String,
+    /// Where the LM computes.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     /// New tokens per answer.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -73,7 +76,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.questions == 0 || args.retrievers.is_empty() || args.sizes.is_empty() {
         bail!("--questions, --retrievers and --sizes must be non-empty");
     }
-    let lm = model_arg::load(&args.model, Device::Cpu)?;
+    let lm = model_arg::load(&args.model, args.device)?;
     let questions: Vec<String> = fanoutqa_dev()?
         .into_iter()
         .take(args.questions)
@@ -125,6 +128,7 @@ pub fn run(args: Args) -> Result<()> {
     let report = json!({
         "machine": crate::machine::describe(),
         "model": args.model,
+        "device": format!("{:?}", args.device).to_lowercase(),
         "questions": questions.len(),
         "config": config,
         "method": "each question answered by the baseline, the oracle floor (baseline documents \
