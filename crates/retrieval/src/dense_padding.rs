@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RetrievalError};
 use crate::flat::FlatIndex;
-use crate::padding::Padding;
+use crate::padding::{Padding, splitmix64};
 
 /// The default length of the noise added to a padding vector, relative to its mean vector.
 pub const DEFAULT_NOISE: f32 = 0.1;
@@ -121,14 +121,6 @@ fn padding_vector(sources: &[&[f32]], seed: u64, id: u32, noise: f32, out: &mut 
     if len > 0.0 {
         out.iter_mut().for_each(|x| *x /= len);
     }
-}
-
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -15,24 +15,14 @@ pub const QUESTIONS: [&str; 8] = [
 
 use std::path::PathBuf;
 
-use ralmspec_assets::{Asset, Store};
+use ralmspec_assets::Store;
 use ralmspec_retrieval::{Corpus, Encoder, FlatIndex, Hit};
 
-/// Real questions: the FanOutQA dev set's questions and their decomposed sub-questions, in
-/// file order, the first `n`.
+/// Real questions: the first `n` single-hop questions of the FanOutQA dev set.
 #[allow(dead_code)]
 pub fn fanoutqa_questions(n: usize) -> Result<Vec<String>, Box<dyn std::error::Error>> {
-    let path = Store::from_env()?.fetch(Asset::FanOutQa)?;
-    let items: Vec<serde_json::Value> = serde_json::from_slice(&std::fs::read(&path)?)?;
-    let mut out = Vec::new();
-    for item in &items {
-        out.extend(item["question"].as_str().map(str::to_owned));
-        for sub in item["decomposition"].as_array().into_iter().flatten() {
-            out.extend(sub["question"].as_str().map(str::to_owned));
-        }
-    }
-    out.truncate(n);
-    Ok(out)
+    let questions = ralmspec_retrieval::questions::fanoutqa_dev()?;
+    Ok(questions.into_iter().take(n).map(|q| q.text).collect())
 }
 
 /// Where the full knowledge base's flat MiniLM index is cached.
