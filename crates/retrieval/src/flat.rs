@@ -1,4 +1,5 @@
-//! Exact dense retrieval: inner product of the query embedding with every passage vector.
+//! Exact dense retrieval: the query embedding scored against every vector, by inner product
+//! or by L2 distance ([`Metric`]).
 //!
 //! A batch of queries is one pass over the vectors: the rows are cut into blocks, threads take
 //! blocks, and each row is scored against every query while it is in cache. The score of a
@@ -13,6 +14,7 @@ use crate::dense_padding::PaddingRecord;
 use crate::encoder::Encoder;
 use crate::error::{Result, RetrievalError};
 use crate::ids::IdMap;
+use crate::metric::Metric;
 use crate::retriever::{Hit, Query, Retriever, TopK};
 use crate::slab::Slab;
 
@@ -29,6 +31,9 @@ pub struct FlatIndex {
     ids: Vec<u32>,
     rows: IdMap,
     padding: Option<PaddingRecord>,
+    metric: Metric,
+    /// What [`Metric`] adds to each row's dot product (empty for inner product).
+    offsets: Vec<f32>,
 }
 
 impl FlatIndex {
@@ -78,7 +83,36 @@ impl FlatIndex {
             ids,
             rows,
             padding,
+            metric: Metric::InnerProduct,
+            offsets: Vec::new(),
         })
+    }
+
+    /// This index ranking by `metric` instead (one pass over the vectors for L2's offsets).
+    pub fn with_metric(mut self, metric: Metric) -> FlatIndex {
+        self.offsets = metric.offsets(self.vectors(), self.dim);
+        self.metric = metric;
+        self
+    }
+
+    /// What this index ranks by.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
+    /// The score of row `r` against query vector `q`: `dot`, plus the metric's offset.
+    #[inline]
+    pub(crate) fn row_score(&self, q: &[f32], r: usize) -> f32 {
+        self.offset(dot(q, self.row_vector(r)), r)
+    }
+
+    /// `dot_score` (a dot product with row `r`) turned into the metric's score.
+    #[inline]
+    pub(crate) fn offset(&self, dot_score: f32, r: usize) -> f32 {
+        match self.offsets.get(r) {
+            Some(o) => dot_score + o,
+            None => dot_score,
+        }
     }
 
     /// Encodes every passage's [`Passage::prompt_text`](crate::Passage::prompt_text).
@@ -165,9 +199,9 @@ impl Retriever for FlatIndex {
             .par_chunks(BLOCK_ROWS * dim)
             .enumerate()
             .fold(empty, |mut tops, (b, block)| {
-                let first = b * BLOCK_ROWS;
-                let ids = &self.ids[first..first + block.len() / dim];
-                scan_block(&qs, block, ids, &mut tops);
+                let rows = first_rows(b, block.len() / dim);
+                let offsets = self.offsets.get(rows.clone());
+                scan_block(&qs, block, &self.ids[rows], offsets, &mut tops);
                 tops
             })
             .reduce(empty, |mut a, b| {
@@ -181,11 +215,11 @@ impl Retriever for FlatIndex {
         let q = self.query_vector(query)?;
         docs.iter()
             .map(|&doc| {
-                let v = self.vector(doc).ok_or(RetrievalError::UnknownDoc {
+                let r = self.rows.row(doc).ok_or(RetrievalError::UnknownDoc {
                     doc,
                     len: self.ids.len(),
                 })?;
-                Ok(dot(q, v))
+                Ok(self.row_score(q, r))
             })
             .collect()
     }
@@ -195,25 +229,47 @@ impl Retriever for FlatIndex {
     }
 }
 
+/// The rows of block `b`, which holds `len` rows.
+fn first_rows(b: usize, len: usize) -> std::ops::Range<usize> {
+    b * BLOCK_ROWS..b * BLOCK_ROWS + len
+}
+
 /// Queries scored together per pass over four rows: 3 × 4 eight-lane sums fill 12 of the 16
 /// vector registers.
 const TILE_QUERIES: usize = 3;
 
 /// Scores every row of `block` (rows of `dim` floats, passage ids `ids`) against every query
-/// of `qs` into its collector of `tops`, in tiles of 4 rows × up to 3 queries ([`tile`]).
-fn scan_block(qs: &[&[f32]], block: &[f32], ids: &[u32], tops: &mut [TopK]) {
+/// of `qs` into its collector of `tops`, in tiles of 4 rows × up to 3 queries ([`tile`]),
+/// adding each row's metric offset when there are offsets.
+fn scan_block(
+    qs: &[&[f32]],
+    block: &[f32],
+    ids: &[u32],
+    offsets: Option<&[f32]>,
+    tops: &mut [TopK],
+) {
     for (qg, tg) in qs.chunks(TILE_QUERIES).zip(tops.chunks_mut(TILE_QUERIES)) {
         match qg {
-            [a, b, c] => scan_tiles::<3>([a, b, c], block, ids, tg),
-            [a, b] => scan_tiles::<2>([a, b], block, ids, tg),
-            [a] => scan_tiles::<1>([a], block, ids, tg),
+            [a, b, c] => scan_tiles::<3>([a, b, c], block, ids, offsets, tg),
+            [a, b] => scan_tiles::<2>([a, b], block, ids, offsets, tg),
+            [a] => scan_tiles::<1>([a], block, ids, offsets, tg),
             _ => unreachable!("chunks of 1..=3"),
         }
     }
 }
 
-fn scan_tiles<const Q: usize>(qs: [&[f32]; Q], block: &[f32], ids: &[u32], tops: &mut [TopK]) {
+fn scan_tiles<const Q: usize>(
+    qs: [&[f32]; Q],
+    block: &[f32],
+    ids: &[u32],
+    offsets: Option<&[f32]>,
+    tops: &mut [TopK],
+) {
     let dim = qs[0].len();
+    let add = |score: f32, row: usize| match offsets {
+        Some(o) => score + o[row],
+        None => score,
+    };
     let (quads, rest) = block.split_at(block.len() / (4 * dim) * 4 * dim);
     for (i, quad) in quads.chunks_exact(4 * dim).enumerate() {
         let (r0, r) = quad.split_at(dim);
@@ -224,7 +280,7 @@ fn scan_tiles<const Q: usize>(qs: [&[f32]; Q], block: &[f32], ids: &[u32], tops:
             for (j, score) in row_scores.into_iter().enumerate() {
                 top.push(Hit {
                     doc: ids[4 * i + j],
-                    score,
+                    score: add(score, 4 * i + j),
                 });
             }
         }
@@ -234,7 +290,7 @@ fn scan_tiles<const Q: usize>(qs: [&[f32]; Q], block: &[f32], ids: &[u32], tops:
         for (top, q) in tops.iter_mut().zip(qs) {
             top.push(Hit {
                 doc: ids[done + j],
-                score: dot(q, v),
+                score: add(dot(q, v), done + j),
             });
         }
     }

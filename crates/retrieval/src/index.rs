@@ -40,6 +40,7 @@ use crate::error::{IoContext, Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::hnsw::graph::{EMPTY, Graph};
 use crate::hnsw::{HnswIndex, HnswParams};
+use crate::metric::Metric;
 use crate::retriever::Retriever as _;
 use crate::slab::{Plain, Slab, decode, le_bytes};
 
@@ -79,6 +80,9 @@ pub struct Manifest {
     /// The HNSW graph (null: flat only).
     #[serde(default)]
     pub hnsw: Option<HnswRecord>,
+    /// What the index ranks by (absent: inner product).
+    #[serde(default, skip_serializing_if = "Metric::is_inner_product")]
+    pub metric: Metric,
 }
 
 /// The HNSW part of a manifest.
@@ -145,6 +149,7 @@ impl FlatIndex {
             ids_sha256: sha256(&ids),
             padding: self.padding().cloned(),
             hnsw: None,
+            metric: self.metric(),
         };
         (manifest, ids)
     }
@@ -377,8 +382,9 @@ fn open_flat(dir: &Path, m: &Manifest, verify: Verify) -> Result<FlatIndex> {
             format!("row {} holds a non-finite value", i / m.dims.max(1)),
         ));
     }
-    FlatIndex::from_parts(m.dims, vectors, ids, m.padding.clone())
-        .map_err(|e| RetrievalError::bad_index(&dir.join(IDS), e.to_string()))
+    Ok(FlatIndex::from_parts(m.dims, vectors, ids, m.padding.clone())
+        .map_err(|e| RetrievalError::bad_index(&dir.join(IDS), e.to_string()))?
+        .with_metric(m.metric))
 }
 
 /// Maps `path`, which must hold `len` values, checking its sha256 when `verify` is full.
@@ -459,7 +465,7 @@ fn write_dir_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
 /// Lets `fill` write a fresh hidden sibling folder of `dir` (`.<name>.tmp-<pid>`), syncs every
 /// file in it, then renames it to `dir`; an existing `dir` is moved aside first and removed
 /// after. When `fill` fails the temporary folder is removed and `dir` is left as it was.
-pub(crate) fn build_dir_atomically(
+pub fn build_dir_atomically(
     dir: &Path,
     fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {

@@ -5,7 +5,8 @@
 //! - [`encoder`]: all-MiniLM-L6-v2 on candle ([`Encoder`]), batch-invariant.
 //! - [`retriever`]: the [`Retriever`] trait, [`Query`], [`Hit`] and the ranking rule (higher
 //!   score first, then lower doc id) every retriever follows.
-//! - [`flat`]: exact inner-product search ([`FlatIndex`]), one pass over the vectors per batch.
+//! - [`flat`]: exact dense search ([`FlatIndex`]), one pass over the vectors per batch.
+//! - [`metric`]: inner product or L2 ([`Metric`]), one scoring kernel for both.
 //! - [`hnsw`]: approximate dense search ([`HnswIndex`]), scored exactly like [`FlatIndex`].
 //! - [`index`]: dense index folders on disk (versioned manifest, atomic writes, memory-mapped
 //!   and validated loads).
@@ -22,6 +23,7 @@ mod error;
 pub mod flat;
 pub mod hnsw;
 mod ids;
+pub mod metric;
 pub mod index;
 pub mod padding;
 pub mod questions;
@@ -36,6 +38,7 @@ pub use error::{Result, RetrievalError};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use index::Manifest;
+pub use metric::Metric;
 pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
 

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use super::HnswParams;
 use super::graph::{Cand, EMPTY, Graph, Scorer};
-use crate::flat::{FlatIndex, dot};
+use crate::flat::FlatIndex;
 
 /// How many nodes go into one batch when `inserted` are already in: small while the graph is
 /// small (so early nodes see each other through the graph), up to 256.
@@ -92,12 +92,12 @@ pub(crate) fn build(flat: &FlatIndex, params: &HnswParams) -> Graph {
                 let mut cands: Vec<Cand> = all
                     .into_iter()
                     .map(|c| Cand {
-                        score: dot(vec(v), vec(c)),
+                        score: flat.row_score(vec(v), c as usize),
                         node: c,
                     })
                     .collect();
                 cands.sort_by(|a, b| b.cmp(a));
-                select(&cands, max, &vec)
+                select(&cands, max, v, flat)
             })
             .collect();
         for (g, links) in groups.iter().zip(&merged) {
@@ -165,7 +165,7 @@ fn neighbours(
         scorer.many(&earlier, &mut cands);
         cands.sort_by(|a, b| b.cmp(a));
         let max = if l == 0 { graph.m0 } else { graph.m };
-        out[usize::from(l)] = select(&cands, max, &vec);
+        out[usize::from(l)] = select(&cands, max, u, flat);
         if !cands.is_empty() {
             entries = cands;
         }
@@ -173,16 +173,24 @@ fn neighbours(
     out
 }
 
-/// The HNSW neighbour heuristic: from `cands` (best first, by score to the base node), keep a
-/// candidate unless a kept one is closer to it than the base is, up to `max`.
-fn select<'a>(cands: &[Cand], max: usize, vec: &impl Fn(u32) -> &'a [f32]) -> Vec<u32> {
+/// The HNSW neighbour heuristic: from `cands` (best first, by score to the `base` node), keep
+/// a candidate unless a kept one is closer to it than the base is, up to `max`.
+///
+/// "Closer" compares the symmetric similarity `dot(a, b) + offset(a) + offset(b)` (the inner
+/// product, or −d²/2 under L2): a candidate's score already holds `dot(base, c) + offset(c)`.
+fn select(cands: &[Cand], max: usize, base: u32, flat: &FlatIndex) -> Vec<u32> {
     let mut kept: Vec<u32> = Vec::with_capacity(max);
+    let to_base = |c: &Cand| flat.offset(c.score, base as usize);
     for c in cands {
         if kept.len() == max {
             break;
         }
-        let v = vec(c.node);
-        if kept.iter().all(|&r| dot(v, vec(r)) <= c.score) {
+        let v = flat.row_vector(c.node as usize);
+        let from_base = to_base(c);
+        if kept
+            .iter()
+            .all(|&r| flat.offset(flat.row_score(v, r as usize), c.node as usize) <= from_base)
+        {
             kept.push(c.node);
         }
     }

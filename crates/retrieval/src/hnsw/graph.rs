@@ -1,18 +1,18 @@
 //! The HNSW graph: links per level and the walks over them (greedy descent through the upper
-//! levels, beam search on one level). Nodes are rows of the vector table; scores are
-//! inner products by [`crate::flat::dot`], the function every dense score in the crate goes
-//! through, and every order is total (higher score, then lower row), so a walk is a pure
+//! levels, beam search on one level). Nodes are rows of the vector table; scores are the
+//! index's own ([`FlatIndex::row_score`]: [`crate::flat::dot`] plus the metric's offset), and every order is total (higher score, then lower row), so a walk is a pure
 //! function of the graph and the query.
 
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use crate::flat::{FlatIndex, dot, tile};
+use crate::flat::{FlatIndex, tile};
 use crate::slab::Slab;
 
-/// Scores nodes against one query vector: [`dot`] with the node's row, four rows at a time
-/// where there are several (the same bits either way).
+/// Scores nodes against one query vector: [`dot`] with the node's row plus the index's metric
+/// offset ([`FlatIndex::row_score`]), four rows at a time where there are several (the same
+/// bits either way).
 #[derive(Clone, Copy)]
 pub(crate) struct Scorer<'a> {
     pub q: &'a [f32],
@@ -22,7 +22,7 @@ pub(crate) struct Scorer<'a> {
 impl Scorer<'_> {
     #[inline]
     pub(crate) fn one(&self, node: u32) -> f32 {
-        dot(self.q, self.flat.row_vector(node as usize))
+        self.flat.row_score(self.q, node as usize)
     }
 
     /// Appends each of `nodes` with its score to `out`, in order.
@@ -35,7 +35,10 @@ impl Scorer<'_> {
             out.extend(
                 quad.iter()
                     .zip(scores)
-                    .map(|(&node, score)| Cand { score, node }),
+                    .map(|(&node, score)| Cand {
+                        score: self.flat.offset(score, node as usize),
+                        node,
+                    }),
             );
         }
         out.extend(rest.iter().map(|&node| Cand {
