@@ -54,6 +54,15 @@ pub enum EngineError {
     #[error("the request was cancelled")]
     Cancelled,
 
+    /// A kNN-LM datastore folder is missing, damaged, or from another model.
+    #[error("kNN-LM datastore {path}: {reason}")]
+    BadDatastore {
+        /// The file or folder at fault.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The verification thread panicked.
     #[error("the verification thread failed: {0}")]
     Verifier(String),

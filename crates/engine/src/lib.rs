@@ -15,6 +15,9 @@
 //! shared across requests), `request` (one request in
 //! flight), `baseline`, `speculative`, `replay` (the oracle floor), `doc_cache` (the speculation cache) and `os3` (the
 //! stride scheduler).
+//!
+//! [`knn`] serves the other retrieval-augmented LM of the paper, kNN-LM (a datastore search at
+//! every token), plain and speculative, with the same guarantee.
 
 mod baseline;
 pub mod config;
@@ -22,6 +25,7 @@ mod doc_cache;
 mod doc_kv;
 mod error;
 pub mod generation;
+pub mod knn;
 pub mod knowledge;
 mod os3;
 mod prompt;

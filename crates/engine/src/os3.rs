@@ -33,6 +33,9 @@ const GAMMA_RANGE: (f64, f64) = (0.6, 0.98);
 #[derive(Debug)]
 pub(crate) struct Os3 {
     asynchronous: bool,
+    /// Whether a mismatch costs a stride to regenerate the corrected step (RaLM: yes; kNN-LM:
+    /// no, verification yields the corrected token itself).
+    redo: bool,
     max_stride: usize,
     steps: VecDeque<f64>,
     verifications: VecDeque<f64>,
@@ -44,11 +47,18 @@ impl Os3 {
     pub(crate) fn new(asynchronous: bool, max_stride: usize) -> Os3 {
         Os3 {
             asynchronous,
+            redo: true,
             max_stride: max_stride.max(1),
             steps: VecDeque::with_capacity(STEP_WINDOW),
             verifications: VecDeque::with_capacity(WINDOW),
             rounds: VecDeque::with_capacity(WINDOW),
         }
+    }
+
+    /// This scheduler for an engine whose mismatches cost no regeneration.
+    pub(crate) fn without_redo(mut self) -> Os3 {
+        self.redo = false;
+        self
     }
 
     /// Records the latency of one speculation step.
@@ -106,7 +116,7 @@ impl Os3 {
         let gs = gamma.powi(s as i32);
         let steps = (1.0 - gs) / (1.0 - gamma);
         let s = s as f64;
-        let redo = (1.0 - gs) * a;
+        let redo = if self.redo { (1.0 - gs) * a } else { 0.0 };
         let time = if self.asynchronous {
             gs * ((s - 1.0) * a + a.max(b)) + (1.0 - gs) * (s * a + b) + redo
         } else {

@@ -121,7 +121,7 @@ impl RetrievalError {
         }
     }
 
-    pub(crate) fn bad_index(path: &Path, reason: impl Into<String>) -> Self {
+    pub fn bad_index(path: &Path, reason: impl Into<String>) -> Self {
         RetrievalError::BadIndex {
             path: path.to_owned(),
             reason: reason.into(),

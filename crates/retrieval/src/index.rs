@@ -382,9 +382,11 @@ fn open_flat(dir: &Path, m: &Manifest, verify: Verify) -> Result<FlatIndex> {
             format!("row {} holds a non-finite value", i / m.dims.max(1)),
         ));
     }
-    Ok(FlatIndex::from_parts(m.dims, vectors, ids, m.padding.clone())
-        .map_err(|e| RetrievalError::bad_index(&dir.join(IDS), e.to_string()))?
-        .with_metric(m.metric))
+    Ok(
+        FlatIndex::from_parts(m.dims, vectors, ids, m.padding.clone())
+            .map_err(|e| RetrievalError::bad_index(&dir.join(IDS), e.to_string()))?
+            .with_metric(m.metric),
+    )
 }
 
 /// Maps `path`, which must hold `len` values, checking its sha256 when `verify` is full.
@@ -465,10 +467,7 @@ fn write_dir_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
 /// Lets `fill` write a fresh hidden sibling folder of `dir` (`.<name>.tmp-<pid>`), syncs every
 /// file in it, then renames it to `dir`; an existing `dir` is moved aside first and removed
 /// after. When `fill` fails the temporary folder is removed and `dir` is left as it was.
-pub fn build_dir_atomically(
-    dir: &Path,
-    fill: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
+pub fn build_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),

@@ -147,7 +147,7 @@ fn sentences(text: &str) -> impl Iterator<Item = &str> {
 }
 
 /// One step of the splitmix64 generator.
-pub(crate) fn splitmix64(state: &mut u64) -> u64 {
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

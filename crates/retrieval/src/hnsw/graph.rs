@@ -32,14 +32,10 @@ impl Scorer<'_> {
         let (quads, rest) = nodes.as_chunks::<4>();
         for quad in quads {
             let [scores] = tile([self.q], quad.map(v));
-            out.extend(
-                quad.iter()
-                    .zip(scores)
-                    .map(|(&node, score)| Cand {
-                        score: self.flat.offset(score, node as usize),
-                        node,
-                    }),
-            );
+            out.extend(quad.iter().zip(scores).map(|(&node, score)| Cand {
+                score: self.flat.offset(score, node as usize),
+                node,
+            }));
         }
         out.extend(rest.iter().map(|&node| Cand {
             score: self.one(node),

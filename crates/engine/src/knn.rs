@@ -1,0 +1,266 @@
+//! kNN-LM: at every token, the k nearest datastore entries to the LM's hidden state vote for
+//! the token that followed them, and their distribution is mixed into the LM's
+//! ([`mix`]). Served two ways, with the same tokens:
+//!
+//! - [`KnnEngine::Plain`]: one datastore search per token.
+//! - [`KnnEngine::Spec`]: speculative kNN-LM. Each step's neighbours are guessed from the
+//!   successors of the last true neighbours ([`successors`]), several steps are generated on
+//!   those guesses, and their hidden states are searched for real in ONE batched call. A step
+//!   is accepted when its token equals the token its true neighbours give; the first that
+//!   differs is replaced by the true token and the KV cache is rolled back behind it. The
+//!   stride is fixed or chosen by OS³.
+//!
+//! Why the tokens are equal: a step's hidden state and logits depend only on the tokens before
+//! it (the CPU forward is batch-invariant), the batched search returns what a single search
+//! returns, and every token, plain or verified, comes out of [`mix::Mixer::next_token`] with the
+//! same inputs.
+//!
+//! Modules: [`datastore`] (build, files, search kinds), [`mix`] (the distribution),
+//! [`generation`] (what comes back), `successors` (the speculation cache), `plain` and
+//! `speculative` (the two decoders), [`perplexity`] (quality on held-out text).
+
+pub mod datastore;
+pub mod generation;
+pub mod mix;
+pub mod perplexity;
+mod plain;
+mod speculative;
+mod successors;
+
+pub use datastore::{BuildOptions, BuildProgress, Datastore, DatastoreManifest, KeySearch};
+pub use generation::{KnnGeneration, KnnStats};
+pub use mix::{KnnParams, Mixer};
+pub use perplexity::Perplexity;
+
+use std::time::{Duration, Instant};
+
+use ralmspec_lm::{KvCache, Lm, Outputs, StopReason};
+use ralmspec_retrieval::{Hit, Metric, Query, Retriever};
+
+use crate::config::Stride;
+use crate::error::{EngineError, Result};
+
+/// Successors cached per true neighbour by default (the paper's n = 10).
+pub const DEFAULT_SUCCESSORS: usize = 10;
+
+/// How speculative kNN-LM runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnnSpec {
+    /// Steps speculated per verification: fixed, or chosen by OS³ before every round.
+    pub stride: Stride,
+    /// Successors cached per true neighbour.
+    pub successors: usize,
+}
+
+impl Default for KnnSpec {
+    fn default() -> Self {
+        KnnSpec {
+            stride: Stride::Os3,
+            successors: DEFAULT_SUCCESSORS,
+        }
+    }
+}
+
+impl KnnSpec {
+    /// A short name (`s=4`, `os3`) for tables.
+    pub fn label(&self) -> String {
+        match self.stride {
+            Stride::Fixed(n) => format!("s={n}"),
+            Stride::Os3 => "os3".into(),
+        }
+    }
+}
+
+/// Which kNN-LM decoder serves a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KnnEngine {
+    /// One search per token.
+    Plain,
+    /// Speculative kNN-LM.
+    Spec(KnnSpec),
+}
+
+/// A language model with a datastore: generates with kNN-LM, plain or speculative.
+pub struct KnnLm<'a> {
+    lm: &'a Lm,
+    store: &'a Datastore,
+    search: KeySearch,
+    params: KnnParams,
+}
+
+impl<'a> KnnLm<'a> {
+    /// kNN-LM over `store` (built from `lm`) with `search` and `params`.
+    pub fn new(
+        lm: &'a Lm,
+        store: &'a Datastore,
+        search: KeySearch,
+        params: KnnParams,
+    ) -> Result<KnnLm<'a>> {
+        params.check().map_err(EngineError::BadRequest)?;
+        store.search(search)?;
+        let dim = lm.model.config().dim;
+        if store.manifest().dim != dim {
+            return Err(EngineError::BadRequest(format!(
+                "the datastore's keys have {} values, the model's hidden states {dim}",
+                store.manifest().dim
+            )));
+        }
+        Ok(KnnLm {
+            lm,
+            store,
+            search,
+            params,
+        })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> &KnnParams {
+        &self.params
+    }
+
+    /// The datastore.
+    pub fn store(&self) -> &Datastore {
+        self.store
+    }
+
+    /// Continues `prompt` (plain text, no chat template) greedily for up to `max_new` tokens
+    /// or an end-of-text token.
+    pub fn generate(
+        &self,
+        prompt: &str,
+        max_new: usize,
+        engine: KnnEngine,
+    ) -> Result<KnnGeneration> {
+        let start = Instant::now();
+        let prompt_tokens = self.lm.tokenizer.encode(prompt);
+        if prompt_tokens.is_empty() {
+            return Err(EngineError::BadRequest("the prompt is empty".into()));
+        }
+        let context = self.lm.model.config().context;
+        if prompt_tokens.len() + max_new > context {
+            return Err(EngineError::BadRequest(format!(
+                "the prompt is {} tokens; with {max_new} new tokens it needs more than the \
+                 model's {context} positions",
+                prompt_tokens.len()
+            )));
+        }
+        let mut run = Run::new(self, &prompt_tokens, max_new)?;
+        if max_new > 0 {
+            match engine {
+                KnnEngine::Plain => plain::run(&mut run)?,
+                KnnEngine::Spec(spec) => speculative::run(&mut run, spec)?,
+            }
+        }
+        let mut stats = run.stats;
+        stats.wall = start.elapsed();
+        Ok(KnnGeneration {
+            prompt_tokens: prompt_tokens.len(),
+            text: self.lm.tokenizer.decode(&run.tokens),
+            tokens: run.tokens,
+            stop: run.stop.unwrap_or(StopReason::Length),
+            stats,
+        })
+    }
+}
+
+/// The LM's output at one step: the hidden state (as the search query) and the logits.
+pub(crate) struct State {
+    query: Query,
+    norm2: f32,
+    logits: Vec<f32>,
+}
+
+/// One generation in flight: the KV cache, the tokens waiting to be fed, the committed
+/// tokens, and the counters. Both decoders drive it.
+pub(crate) struct Run<'a> {
+    lm: &'a Lm,
+    retriever: &'a dyn Retriever,
+    values: &'a [u32],
+    len: usize,
+    params: KnnParams,
+    mixer: Mixer,
+    cache: KvCache,
+    /// Tokens the cache has not seen yet (the prompt, then each new token).
+    feed: Vec<u32>,
+    tokens: Vec<u32>,
+    max_new: usize,
+    stop: Option<StopReason>,
+    stats: KnnStats,
+}
+
+impl<'a> Run<'a> {
+    fn new(knn: &KnnLm<'a>, prompt: &[u32], max_new: usize) -> Result<Run<'a>> {
+        Ok(Run {
+            lm: knn.lm,
+            retriever: knn.store.search(knn.search)?,
+            values: knn.store.values(),
+            len: knn.store.len(),
+            params: knn.params,
+            mixer: Mixer::default(),
+            cache: knn.lm.model.new_cache(prompt.len() + max_new),
+            feed: prompt.to_vec(),
+            tokens: Vec::with_capacity(max_new),
+            max_new,
+            stop: None,
+            stats: KnnStats::default(),
+        })
+    }
+
+    /// Feeds the waiting tokens; returns the state for the next token.
+    fn forward(&mut self) -> Result<State> {
+        let t = Instant::now();
+        let out = self
+            .lm
+            .model
+            .forward(&self.feed, &mut self.cache, Outputs::Last)?;
+        self.feed.clear();
+        self.stats.lm += t.elapsed();
+        let norm2 = Metric::norm2(&out.hidden);
+        Ok(State {
+            query: Query::embedded("", out.hidden),
+            norm2,
+            logits: out.logits,
+        })
+    }
+
+    /// The true neighbours of every state, in one batched search.
+    fn search(&mut self, states: &[State]) -> Result<(Vec<Vec<Hit>>, Duration)> {
+        let t = Instant::now();
+        let queries: Vec<Query> = states.iter().map(|s| s.query.clone()).collect();
+        let hits = self.retriever.search(&queries, self.params.k)?;
+        let took = t.elapsed();
+        self.stats.search += took;
+        self.stats.search_calls += 1;
+        self.stats.searched += states.len();
+        Ok((hits, took))
+    }
+
+    /// The kNN-LM token of `state` given `neighbours`.
+    fn choose(&mut self, state: &State, neighbours: &[Hit]) -> u32 {
+        self.mixer.next_token(
+            &self.params,
+            &state.logits,
+            neighbours,
+            state.norm2,
+            self.values,
+        )
+    }
+
+    /// Commits `token` (the caller feeds it); true when generation is over.
+    fn commit(&mut self, token: u32) -> bool {
+        if self.lm.tokenizer.is_eog(token) {
+            self.stop = Some(StopReason::EndOfText);
+            return true;
+        }
+        self.tokens.push(token);
+        if self.tokens.len() == self.max_new {
+            self.stop = Some(StopReason::Length);
+            return true;
+        }
+        false
+    }
+
+    fn remaining(&self) -> usize {
+        self.max_new - self.tokens.len()
+    }
+}

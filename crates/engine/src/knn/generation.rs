@@ -1,0 +1,57 @@
+//! What a kNN-LM generation returns: the tokens, why it stopped, and what it cost.
+
+use std::time::Duration;
+
+use ralmspec_lm::StopReason;
+use serde::Serialize;
+
+/// One kNN-LM generation.
+#[derive(Clone, Debug)]
+pub struct KnnGeneration {
+    /// Tokens of the prompt.
+    pub prompt_tokens: usize,
+    /// The generated tokens (an end-of-text token is not included).
+    pub tokens: Vec<u32>,
+    /// Their text.
+    pub text: String,
+    /// Why generation stopped.
+    pub stop: StopReason,
+    /// Counts and timings.
+    pub stats: KnnStats,
+}
+
+/// Counts and timings of one generation.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KnnStats {
+    /// Wall-clock time of the whole generation.
+    pub wall: Duration,
+    /// Time in LM forward passes.
+    pub lm: Duration,
+    /// Time in nearest-neighbour searches of the datastore.
+    pub search: Duration,
+    /// Datastore search calls.
+    pub search_calls: usize,
+    /// Hidden states searched (a batched call searches several).
+    pub searched: usize,
+    /// Steps generated from speculated neighbours.
+    pub speculated: usize,
+    /// Speculated steps whose token the true neighbours confirmed.
+    pub accepted: usize,
+    /// Rounds that ended in a rollback.
+    pub rollbacks: usize,
+    /// The stride of every round, in order (0: a plain step).
+    pub strides: Vec<usize>,
+}
+
+impl KnnStats {
+    /// Accepted over speculated steps (None when nothing was speculated).
+    pub fn acceptance(&self) -> Option<f64> {
+        (self.speculated > 0).then(|| self.accepted as f64 / self.speculated as f64)
+    }
+
+    /// Mean stride over the rounds that speculated.
+    pub fn mean_stride(&self) -> Option<f64> {
+        let s: Vec<usize> = self.strides.iter().copied().filter(|&s| s > 0).collect();
+        (!s.is_empty()).then(|| s.iter().sum::<usize>() as f64 / s.len() as f64)
+    }
+}

@@ -1,0 +1,161 @@
+//! kNN-LM on the real model and real knowledge-base text: the datastore builds and reopens,
+//! bad folders are clear errors, and speculative kNN-LM gives plain kNN-LM's tokens for many
+//! real prompts, several k, both search kinds and every stride setting.
+
+use std::path::Path;
+
+use ralmspec_engine::Stride;
+use ralmspec_engine::knn::{
+    BuildOptions, Datastore, KeySearch, KnnEngine, KnnLm, KnnParams, KnnSpec,
+};
+use ralmspec_lm::{Lm, StopReason};
+use ralmspec_retrieval::{Corpus, HnswParams};
+
+const MODEL: &str = "smollm2-test";
+
+fn lm() -> Lm {
+    let store = ralmspec_assets::Store::from_env().unwrap();
+    Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2).unwrap()).unwrap()
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The first passages of the knowledge base: ~6,000 datastore entries.
+fn corpus() -> Corpus {
+    Corpus::wiki_kb().unwrap().head(60)
+}
+
+fn build(lm: &Lm, corpus: &Corpus, dir: &Path) -> Datastore {
+    let options = BuildOptions {
+        max_tokens: Some(6000),
+        hnsw: Some(HnswParams::default()),
+        ..BuildOptions::default()
+    };
+    let m = Datastore::build(lm, MODEL, corpus, dir, &options, &mut |_| {}).unwrap();
+    assert_eq!(m.entries, 6000);
+    assert!(m.passages > 20, "{m:?}");
+    Datastore::open(dir, MODEL).unwrap()
+}
+
+/// Prompts: the openings of datastore passages (generation then follows stored text, where
+/// speculation is right) and of held-out passages and questions (where it is often wrong).
+fn prompts(lm: &Lm, corpus: &Corpus) -> Vec<String> {
+    let n = env_usize("RALMSPEC_KNN_PROMPTS", 12);
+    let mut out: Vec<String> = corpus
+        .passages()
+        .iter()
+        .map(|p| {
+            let ids = lm.tokenizer.encode(&p.prompt_text());
+            lm.tokenizer.decode(&ids[..ids.len().min(12)])
+        })
+        .take(n - n / 3)
+        .collect();
+    out.extend(
+        [
+            "The capital of France is",
+            "In 1969, the first humans",
+            "The largest planet in the solar system",
+            "Albert Einstein was born in",
+        ]
+        .iter()
+        .take(n / 3)
+        .map(|s| s.to_string()),
+    );
+    out
+}
+
+#[test]
+fn speculative_knn_lm_equals_plain_knn_lm() {
+    let lm = lm();
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let store = build(&lm, &corpus, &dir.path().join("ds"));
+    let tokens = env_usize("RALMSPEC_KNN_TOKENS", 16);
+    let mut checked = 0;
+    let (mut speculated, mut accepted) = (0, 0);
+    for search in [KeySearch::Exact, KeySearch::Approximate] {
+        for k in [1, 16, 256] {
+            let params = KnnParams {
+                k,
+                ..KnnParams::default()
+            };
+            let knn = KnnLm::new(&lm, &store, search, params).unwrap();
+            for (i, prompt) in prompts(&lm, &corpus).iter().enumerate() {
+                let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
+                let steps = plain.tokens.len() + usize::from(plain.stop == StopReason::EndOfText);
+                assert_eq!(plain.stats.search_calls, steps);
+                let strides = [
+                    Stride::Fixed(1),
+                    Stride::Fixed(4),
+                    Stride::Os3,
+                    Stride::Fixed(2 + (i * 7 + k) % 11),
+                ];
+                for stride in strides {
+                    let spec = KnnSpec {
+                        stride,
+                        successors: [10, 1, 32][i % 3],
+                    };
+                    let got = knn.generate(prompt, tokens, KnnEngine::Spec(spec)).unwrap();
+                    assert_eq!(
+                        got.tokens, plain.tokens,
+                        "{search:?} k={k} {spec:?} prompt {prompt:?}"
+                    );
+                    assert_eq!(got.stop, plain.stop);
+                    speculated += got.stats.speculated;
+                    accepted += got.stats.accepted;
+                    checked += 1;
+                }
+            }
+        }
+    }
+    eprintln!("{checked} generations equal; {accepted} of {speculated} speculated steps accepted");
+    assert!(speculated > 0 && accepted > 0 && accepted < speculated);
+}
+
+#[test]
+fn damaged_or_foreign_datastores_are_clear_errors() {
+    let lm = lm();
+    let corpus = Corpus::wiki_kb().unwrap().head(3);
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let options = BuildOptions {
+        max_tokens: Some(200),
+        ..BuildOptions::default()
+    };
+    Datastore::build(&lm, MODEL, &corpus, &ds, &options, &mut |_| {}).unwrap();
+    let err = |model: &str| match Datastore::open(&ds, model) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err("other-model").contains("built from model smollm2-test"));
+    let store = Datastore::open(&ds, MODEL).unwrap();
+    assert_eq!(store.len(), 200);
+    let approx = KnnLm::new(&lm, &store, KeySearch::Approximate, KnnParams::default());
+    assert!(approx.err().unwrap().to_string().contains("no HNSW graph"));
+    let bad_k = KnnParams {
+        k: 0,
+        ..KnnParams::default()
+    };
+    assert!(KnnLm::new(&lm, &store, KeySearch::Exact, bad_k).is_err());
+    drop(store);
+
+    let values = ds.join("values.u32");
+    let mut bytes = std::fs::read(&values).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&values, &bytes).unwrap();
+    assert!(err(MODEL).contains("corrupt"), "{}", err(MODEL));
+    std::fs::write(&values, &bytes[..40]).unwrap();
+    assert!(err(MODEL).contains("truncated"), "{}", err(MODEL));
+    std::fs::remove_file(ds.join("datastore.json")).unwrap();
+    assert!(err(MODEL).contains("missing"), "{}", err(MODEL));
+    // A failed build leaves no folder behind.
+    let empty = Corpus::new(Vec::new()).unwrap();
+    let other = dir.path().join("other");
+    assert!(Datastore::build(&lm, MODEL, &empty, &other, &options, &mut |_| {}).is_err());
+    assert!(!other.exists());
+}
