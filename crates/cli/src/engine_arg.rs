@@ -39,7 +39,7 @@ impl EngineFlags {
     }
 }
 
-fn parse_stride(s: &str) -> Result<Stride, String> {
+pub fn parse_stride(s: &str) -> Result<Stride, String> {
     if s == "os3" {
         return Ok(Stride::Os3);
     }

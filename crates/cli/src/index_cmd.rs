@@ -23,7 +23,7 @@ const SOURCE: &str = "source.json";
 /// Where an index set's corpus comes from.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Source {
+pub(crate) struct Source {
     /// `wiki-kb` (the built-in knowledge base) or the corpus file's absolute path.
     corpus: String,
     /// `wiki-kb`, `jsonl` or `tsv`.
@@ -235,7 +235,7 @@ pub fn open_set(dir: &Path, kind: RetrieverKind) -> Result<Knowledge> {
 }
 
 /// The corpus a build reads, and its source record.
-fn load_source(path: Option<&Path>, format: Option<&str>) -> Result<(Corpus, Source)> {
+pub(crate) fn load_source(path: Option<&Path>, format: Option<&str>) -> Result<(Corpus, Source)> {
     let Some(path) = path else {
         let corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
         let source = source("wiki-kb", "wiki-kb", &corpus);

@@ -1,15 +1,18 @@
 //! `ralmspec`: the command line. Parses flags, resolves assets, and hands off to the libraries.
 
 mod ask;
+mod bench_knn;
 mod bench_lm;
 mod bench_ralm;
 mod engine_arg;
 mod fetch;
 mod generate;
 mod index_cmd;
+mod knn_cmd;
 mod knowledge_arg;
 mod machine;
 mod model_arg;
+mod plot;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -41,9 +44,22 @@ enum Command {
     Search(index_cmd::SearchArgs),
     /// Download and verify models and data into the asset store.
     Fetch(fetch::Args),
+    /// kNN-LM: build a datastore, generate with it (plain or speculative).
+    #[command(subcommand)]
+    Knn(Knn),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+}
+
+/// kNN-LM: a datastore of (hidden state, next token) pairs searched at every token.
+#[derive(Subcommand)]
+enum Knn {
+    /// Build a datastore: run the LM over the corpus text and store every position's hidden
+    /// state and next token (memory-mapped, written atomically).
+    Build(knn_cmd::BuildArgs),
+    /// Continue a text with kNN-LM, plain or speculative (the same tokens either way).
+    Generate(knn_cmd::GenerateArgs),
 }
 
 #[derive(Subcommand)]
@@ -58,6 +74,9 @@ enum Bench {
     Lm(bench_lm::Args),
     /// RaLM latency: baseline, oracle floor and RaLMSpec variants, with identical outputs checked.
     Ralm(bench_ralm::Args),
+    /// Speculative kNN-LM against plain kNN-LM: latency per token, speed-up, b/a, acceptance,
+    /// perplexity, for several k, exact and approximate search, several datastore sizes.
+    Knn(bench_knn::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,8 +88,11 @@ fn main() -> ExitCode {
         Command::Search(args) => index_cmd::search(args),
         Command::Serve(args) => serve::run(args),
         Command::Fetch(args) => fetch::run(args),
+        Command::Knn(Knn::Build(args)) => knn_cmd::build(args),
+        Command::Knn(Knn::Generate(args)) => knn_cmd::generate(args),
         Command::Bench(Bench::Lm(args)) => bench_lm::run(args),
         Command::Bench(Bench::Ralm(args)) => bench_ralm::run(args),
+        Command::Bench(Bench::Knn(args)) => bench_knn::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -157,3 +157,95 @@ fn a_malformed_corpus_line_is_reported_with_its_number() {
     assert_clean_failure(&out, "bad.jsonl:2:");
     assert!(!dir.path().join("set").join("bm25").exists());
 }
+
+#[test]
+fn knn_build_and_generate_on_a_jsonl_corpus() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    let mut lines = String::new();
+    for (id, (title, text)) in [
+        (
+            "Paris",
+            "Paris is the capital and largest city of France, on the Seine.",
+        ),
+        (
+            "Nile",
+            "The Nile is a major north-flowing river in northeastern Africa.",
+        ),
+        (
+            "Moon",
+            "The Moon is Earth's only natural satellite, about a quarter its width.",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        lines.push_str(&format!(
+            "{{\"id\": {id}, \"title\": \"{title}\", \"text\": \"{text}\"}}\n"
+        ));
+    }
+    std::fs::write(&corpus, lines).unwrap();
+    let ds = dir.path().join("ds");
+    let (c, d) = (corpus.to_str().unwrap(), ds.to_str().unwrap());
+    let out = ralmspec(&[
+        "knn",
+        "build",
+        "--corpus",
+        c,
+        "--datastore",
+        d,
+        "--held-out-every",
+        "0",
+        "--hnsw",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("entries"));
+    for search in ["exact", "hnsw"] {
+        let out = ralmspec(&[
+            "knn",
+            "generate",
+            "--datastore",
+            d,
+            "--search",
+            search,
+            "-k",
+            "4",
+            "--compare",
+            "--max-new-tokens",
+            "12",
+            "The Nile is a major",
+        ]);
+        let err = stderr(&out);
+        assert!(out.status.success(), "{err}");
+        assert!(err.contains("tokens identical: yes"), "{err}");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("The Nile is a major"));
+    }
+    // Bad input: a missing datastore, k = 0, a foreign model's datastore.
+    let nowhere = dir.path().join("nowhere");
+    assert_clean_failure(
+        &ralmspec(&[
+            "knn",
+            "generate",
+            "--datastore",
+            nowhere.to_str().unwrap(),
+            "x",
+        ]),
+        "no datastore in",
+    );
+    assert_clean_failure(
+        &ralmspec(&["knn", "generate", "--datastore", d, "-k", "0", "x"]),
+        "k must be at least 1",
+    );
+    assert_clean_failure(
+        &ralmspec(&[
+            "knn",
+            "generate",
+            "--datastore",
+            d,
+            "--model",
+            "qwen2.5-0.5b",
+            "x",
+        ]),
+        "built from model",
+    );
+}

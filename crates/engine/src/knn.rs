@@ -50,6 +50,8 @@ pub struct KnnSpec {
     pub stride: Stride,
     /// Successors cached per true neighbour.
     pub successors: usize,
+    /// Verify on another thread while the LM speculates one more step.
+    pub async_verify: bool,
 }
 
 impl Default for KnnSpec {
@@ -57,6 +59,7 @@ impl Default for KnnSpec {
         KnnSpec {
             stride: Stride::Os3,
             successors: DEFAULT_SUCCESSORS,
+            async_verify: false,
         }
     }
 }
@@ -64,9 +67,14 @@ impl Default for KnnSpec {
 impl KnnSpec {
     /// A short name (`s=4`, `os3`) for tables.
     pub fn label(&self) -> String {
-        match self.stride {
+        let stride = match self.stride {
             Stride::Fixed(n) => format!("s={n}"),
             Stride::Os3 => "os3".into(),
+        };
+        if self.async_verify {
+            format!("{stride}+async")
+        } else {
+            stride
         }
     }
 }
@@ -229,10 +237,15 @@ impl<'a> Run<'a> {
         let queries: Vec<Query> = states.iter().map(|s| s.query.clone()).collect();
         let hits = self.retriever.search(&queries, self.params.k)?;
         let took = t.elapsed();
+        self.searched(states.len(), took);
+        Ok((hits, took))
+    }
+
+    /// Counts one search call of `states` hidden states that took `took`.
+    fn searched(&mut self, states: usize, took: Duration) {
         self.stats.search += took;
         self.stats.search_calls += 1;
-        self.stats.searched += states.len();
-        Ok((hits, took))
+        self.stats.searched += states;
     }
 
     /// The kNN-LM token of `state` given `neighbours`.

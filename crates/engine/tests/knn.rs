@@ -89,16 +89,18 @@ fn speculative_knn_lm_equals_plain_knn_lm() {
                 let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
                 let steps = plain.tokens.len() + usize::from(plain.stop == StopReason::EndOfText);
                 assert_eq!(plain.stats.search_calls, steps);
-                let strides = [
-                    Stride::Fixed(1),
-                    Stride::Fixed(4),
-                    Stride::Os3,
-                    Stride::Fixed(2 + (i * 7 + k) % 11),
+                let settings = [
+                    (Stride::Fixed(1), false),
+                    (Stride::Fixed(4), false),
+                    (Stride::Os3, false),
+                    (Stride::Os3, true),
+                    (Stride::Fixed(2 + (i * 7 + k) % 11), (i + k) % 2 == 1),
                 ];
-                for stride in strides {
+                for (stride, async_verify) in settings {
                     let spec = KnnSpec {
                         stride,
                         successors: [10, 1, 32][i % 3],
+                        async_verify,
                     };
                     let got = knn.generate(prompt, tokens, KnnEngine::Spec(spec)).unwrap();
                     assert_eq!(

@@ -2,109 +2,179 @@
 //! cache, then one batched search of the `s` hidden states, acceptance of the steps whose token
 //! the true neighbours confirm, and a rollback (KV truncation) behind the first that differs,
 //! whose true token is committed in its place. OS³ picks `s` (0: a plain step) unless it is
-//! fixed.
+//! fixed. With asynchronous verification the search runs on another thread while the LM
+//! speculates one more step, which is kept when the whole round is confirmed.
 
 use std::time::Instant;
+
+use ralmspec_retrieval::Hit;
 
 use super::successors::Successors;
 use super::{KnnSpec, Run, State};
 use crate::config::Stride;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::os3::Os3;
 
 /// The longest round OS³ may choose.
 const MAX_STRIDE: usize = 32;
 
+/// The speculated steps awaiting verification.
+#[derive(Default)]
+struct Round {
+    states: Vec<State>,
+    guesses: Vec<u32>,
+    /// The KV cache's length right after each step's forward (before its guess is fed).
+    cache_after: Vec<usize>,
+}
+
+impl Round {
+    fn len(&self) -> usize {
+        self.guesses.len()
+    }
+
+    /// True when the last guess ends the text: nothing can be speculated after it.
+    fn ended(&self, run: &Run<'_>) -> bool {
+        self.guesses
+            .last()
+            .is_some_and(|&g| run.lm.tokenizer.is_eog(g))
+    }
+}
+
 /// Generates until the run stops.
 pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
-    let mut os3 = Os3::new(false, MAX_STRIDE).without_redo();
+    let mut os3 = Os3::new(spec.async_verify, MAX_STRIDE).without_redo();
     let mut successors = Successors::default();
-    let k = run.params.k;
+    let mut round = Round::default();
     loop {
         let stride = match spec.stride {
             Stride::Fixed(n) => n.max(1),
             Stride::Os3 => os3.stride(),
         }
         .min(run.remaining());
-        if stride == 0 || successors.is_empty() {
-            // A plain step; it still tells OS³ whether a guess would have been right.
-            let t = Instant::now();
-            let state = run.forward()?;
-            let guess = if successors.is_empty() {
-                None
-            } else {
-                let hits = successors.speculate(run.retriever, &state.query, k)?;
-                Some(run.choose(&state, &hits))
-            };
-            os3.step_took(t.elapsed());
-            let (mut hits, took) = run.search(std::slice::from_ref(&state))?;
-            os3.verification_took(took);
-            let hits = hits.swap_remove(0);
-            let token = run.choose(&state, &hits);
-            if let Some(g) = guess {
-                os3.round(1, usize::from(g == token));
-            }
-            successors.refill(&hits, spec.successors, run.len);
-            run.stats.strides.push(0);
-            if run.commit(token) {
+        if round.len() == 0 && (stride == 0 || successors.is_empty()) {
+            if plain_step(run, &mut successors, &mut os3, spec.successors)? {
                 return Ok(());
             }
-            run.feed.push(token);
             continue;
         }
-
-        // Speculate `stride` steps on guessed neighbours.
-        let mut states: Vec<State> = Vec::with_capacity(stride);
-        let mut guesses: Vec<u32> = Vec::with_capacity(stride);
-        let mut cache_after: Vec<usize> = Vec::with_capacity(stride);
-        for _ in 0..stride {
-            let t = Instant::now();
-            let state = run.forward()?;
-            cache_after.push(run.cache.len());
-            let hits = successors.speculate(run.retriever, &state.query, k)?;
-            let guess = run.choose(&state, &hits);
-            os3.step_took(t.elapsed());
-            states.push(state);
-            guesses.push(guess);
-            run.feed.push(guess);
-            if run.lm.tokenizer.is_eog(guess) {
-                break;
-            }
+        while round.len() < stride && !round.ended(run) {
+            speculate(run, &successors, &mut round, &mut os3)?;
         }
 
-        // Verify them in one search.
-        let (hits, took) = run.search(&states)?;
+        // Verify the round in one search; asynchronously, speculate one more step meanwhile.
+        let overlap = spec.async_verify && !round.ended(run) && round.len() < run.remaining();
+        let (hits, took, extra) = if overlap {
+            let (retriever, k) = (run.retriever, run.params.k);
+            let queries: Vec<_> = round.states.iter().map(|s| s.query.clone()).collect();
+            let mut extra = Round::default();
+            let (verified, speculated) = std::thread::scope(|scope| {
+                let verifier = scope.spawn(move || {
+                    let start = Instant::now();
+                    (retriever.search(&queries, k), start.elapsed())
+                });
+                let speculated = speculate(run, &successors, &mut extra, &mut os3);
+                (verifier.join(), speculated)
+            });
+            let (hits, took) = verified.map_err(|_| EngineError::Verifier("panicked".into()))?;
+            speculated?;
+            run.searched(round.len(), took);
+            (hits?, took, Some(extra))
+        } else {
+            let (hits, took) = run.search(&round.states)?;
+            (hits, took, None)
+        };
         os3.verification_took(took);
-        run.stats.speculated += states.len();
-        run.stats.strides.push(states.len());
-        let mut matched = 0;
-        let mut done = false;
-        let mut last = states.len() - 1;
-        for (i, (state, &guess)) in states.iter().zip(&guesses).enumerate() {
-            let token = run.choose(state, &hits[i]);
-            if token == guess {
-                matched += 1;
-                if run.commit(token) {
-                    done = true;
-                    last = i;
-                    break;
-                }
-            } else {
-                // The cache holds the guesses after step i: drop them, feed the true token.
-                run.cache.truncate(cache_after[i]);
-                run.stats.rollbacks += 1;
-                run.feed.clear();
-                done = run.commit(token);
-                run.feed.push(token);
-                last = i;
-                break;
-            }
-        }
-        run.stats.accepted += matched;
-        os3.round(states.len(), matched);
+        let (matched, last, done) = commit(run, &round, &hits)?;
+        os3.round(round.len(), matched);
         if done {
             return Ok(());
         }
         successors.refill(&hits[last], spec.successors, run.len);
+        round = match extra {
+            Some(extra) if matched == round.len() => extra,
+            _ => Round::default(),
+        };
     }
+}
+
+/// A step without speculation: forward, search, commit. It still tells OS³ whether the cache
+/// would have guessed right. Returns true when generation is over.
+fn plain_step(
+    run: &mut Run<'_>,
+    successors: &mut Successors,
+    os3: &mut Os3,
+    n: usize,
+) -> Result<bool> {
+    let t = Instant::now();
+    let state = run.forward()?;
+    let guess = if successors.is_empty() {
+        None
+    } else {
+        let hits = successors.speculate(run.retriever, &state.query, run.params.k)?;
+        Some(run.choose(&state, &hits))
+    };
+    os3.step_took(t.elapsed());
+    let (mut hits, took) = run.search(std::slice::from_ref(&state))?;
+    os3.verification_took(took);
+    let hits = hits.swap_remove(0);
+    let token = run.choose(&state, &hits);
+    if let Some(g) = guess {
+        os3.round(1, usize::from(g == token));
+    }
+    successors.refill(&hits, n, run.len);
+    run.stats.strides.push(0);
+    if run.commit(token) {
+        return Ok(true);
+    }
+    run.feed.push(token);
+    Ok(false)
+}
+
+/// One speculated step: forward, the cache's top-k as neighbours, the guessed token (fed next).
+fn speculate(
+    run: &mut Run<'_>,
+    successors: &Successors,
+    round: &mut Round,
+    os3: &mut Os3,
+) -> Result<()> {
+    let t = Instant::now();
+    let state = run.forward()?;
+    round.cache_after.push(run.cache.len());
+    let hits = successors.speculate(run.retriever, &state.query, run.params.k)?;
+    let guess = run.choose(&state, &hits);
+    os3.step_took(t.elapsed());
+    round.states.push(state);
+    round.guesses.push(guess);
+    run.feed.push(guess);
+    Ok(())
+}
+
+/// Checks the round's guesses against the tokens of their true neighbours, in order: commits
+/// the confirmed ones, and at the first wrong one rolls the KV cache back behind that step and
+/// commits the true token. Returns (confirmed steps, index of the last verified step, whether
+/// generation is over).
+fn commit(run: &mut Run<'_>, round: &Round, hits: &[Vec<Hit>]) -> Result<(usize, usize, bool)> {
+    run.stats.speculated += round.len();
+    run.stats.strides.push(round.len());
+    let mut matched = 0;
+    for (i, (state, &guess)) in round.states.iter().zip(&round.guesses).enumerate() {
+        let token = run.choose(state, &hits[i]);
+        if token != guess {
+            // Drop everything fed after step i (its guess and any later step's), feed the truth.
+            run.cache.truncate(round.cache_after[i]);
+            run.stats.rollbacks += 1;
+            run.stats.accepted += matched;
+            run.feed.clear();
+            let done = run.commit(token);
+            run.feed.push(token);
+            return Ok((matched, i, done));
+        }
+        matched += 1;
+        if run.commit(token) {
+            run.stats.accepted += matched;
+            return Ok((matched, i, true));
+        }
+    }
+    run.stats.accepted += matched;
+    Ok((matched, round.len() - 1, false))
 }

@@ -1,0 +1,380 @@
+//! `ralmspec bench knn`: speculative kNN-LM against plain kNN-LM on this machine. For each
+//! datastore (the real one, and padded ones where exact search dominates as in the paper),
+//! each search kind and each k, every prompt is continued by plain kNN-LM and by each
+//! speculative setting, one after the other in the same run; every speculative continuation
+//! is checked token for token against the plain one (a mismatch fails the benchmark).
+//! Reports latency per token, speed-up, b/a (one search over one LM step), acceptance, strides
+//! and searches per token, plus perplexity on held-out text, as JSON, Markdown and an SVG plot.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use ralmspec_engine::Stride;
+use ralmspec_engine::knn::datastore::is_held_out;
+use ralmspec_engine::knn::{Datastore, KeySearch, KnnEngine, KnnLm, KnnSpec, KnnStats};
+use ralmspec_retrieval::Corpus;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::engine_arg::parse_stride;
+use crate::knn_cmd::{self, KnnArgs, SourceArgs, parse_search};
+use crate::model_arg::{self, Device};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
+    #[arg(long, default_value = "smollm2")]
+    model: String,
+    /// Real entries of the datastore (tokens of knowledge-base text); 0 for all.
+    #[arg(long, default_value_t = knn_cmd::DEFAULT_MAX_TOKENS)]
+    max_tokens: usize,
+    /// Datastore sizes (comma-separated): 0 is the real datastore, N pads it to N entries.
+    #[arg(long, default_value = "0", value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Neighbour counts (comma-separated).
+    #[arg(long, default_value = "1,16,256,1024", value_delimiter = ',')]
+    k: Vec<usize>,
+    /// Searches (comma-separated): exact, hnsw (hnsw only where the datastore has a graph).
+    #[arg(long, default_value = "exact,hnsw", value_delimiter = ',')]
+    search: Vec<String>,
+    /// Speculative settings (comma-separated strides: os3 or a number).
+    #[arg(long, default_value = "os3", value_delimiter = ',', value_parser = parse_stride)]
+    strides: Vec<Stride>,
+    /// Also measure each stride with asynchronous verification.
+    #[arg(long = "async")]
+    async_verify: bool,
+    /// Prompts: the openings (16 tokens) of this many held-out knowledge-base passages.
+    #[arg(long, default_value_t = 8)]
+    prompts: usize,
+    /// New tokens per prompt.
+    #[arg(long, default_value_t = 32)]
+    tokens: usize,
+    /// Held-out tokens scored for perplexity (real datastore, exact search); 0 to skip.
+    #[arg(long, default_value_t = 4000)]
+    perplexity_tokens: usize,
+    #[command(flatten)]
+    knn: KnnArgs,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the Markdown tables here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write an SVG plot of speed-up against k here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+/// One (datastore, search, k, setting) measurement, totals over the prompts.
+#[derive(Serialize)]
+struct Row {
+    entries: usize,
+    padded: bool,
+    search: &'static str,
+    k: usize,
+    setting: String,
+    tokens: usize,
+    plain_ms_per_token: f64,
+    spec_ms_per_token: f64,
+    speedup: f64,
+    /// Mean single search over mean LM step, from the plain runs.
+    b_over_a: f64,
+    acceptance: Option<f64>,
+    mean_stride: Option<f64>,
+    searches_per_token: f64,
+    mismatches: usize,
+}
+
+#[derive(Serialize)]
+struct PerplexityRow {
+    k: usize,
+    tokens: usize,
+    lm: f64,
+    knn: f64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.sizes.is_empty() || args.k.is_empty() || args.strides.is_empty() || args.prompts == 0 {
+        bail!("--sizes, --k, --strides and --prompts must be non-empty");
+    }
+    let searches: Vec<KeySearch> = args
+        .search
+        .iter()
+        .map(|s| parse_search(s))
+        .collect::<Result<_>>()?;
+    let model_path = model_arg::resolve(&args.model)?;
+    let lm = model_arg::open(&model_path, Device::Cpu)?;
+    let corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
+    let mut rows = Vec::new();
+    let mut perplexity = Vec::new();
+    let mut manifests = Vec::new();
+    for &size in &args.sizes {
+        let source = SourceArgs {
+            model: args.model.clone(),
+            datastore: None,
+            max_tokens: args.max_tokens,
+            pad_to: (size > 0).then_some(size),
+        };
+        let store = knn_cmd::open_or_build(&lm, &model_path, &source)?;
+        let m = store.manifest().clone();
+        let prompts = prompts(&lm, &corpus, m.held_out_every, args.prompts)?;
+        for &search in &searches {
+            if search == KeySearch::Approximate && !m.hnsw {
+                eprintln!(
+                    "skipping hnsw on {} entries: no graph (knn build --hnsw)",
+                    m.entries
+                );
+                continue;
+            }
+            for &k in &args.k {
+                let knn = KnnLm::new(&lm, &store, search, args.knn.params(k))?;
+                knn.generate(&prompts[0], 2, KnnEngine::Plain)?; // page the keys in
+                rows.extend(measure(&knn, &store, search, k, &prompts, &args)?);
+                if size == 0 && search == KeySearch::Exact && args.perplexity_tokens > 0 {
+                    let p = knn.perplexity(&corpus, args.perplexity_tokens)?;
+                    eprintln!(
+                        "perplexity k={k}: LM {:.2}, kNN-LM {:.2} over {} held-out tokens",
+                        p.lm, p.knn, p.tokens
+                    );
+                    perplexity.push(PerplexityRow {
+                        k,
+                        tokens: p.tokens,
+                        lm: p.lm,
+                        knn: p.knn,
+                    });
+                }
+            }
+        }
+        manifests.push(m);
+    }
+    let mismatches: usize = rows.iter().map(|r| r.mismatches).sum();
+    let report = json!({
+        "machine": crate::machine::describe(),
+        "model": args.model,
+        "datastores": manifests,
+        "prompts": args.prompts,
+        "tokens": args.tokens,
+        "lambda": args.knn.lambda,
+        "temperature": args.knn.temperature,
+        "method": "each prompt (the first 16 tokens of a held-out knowledge-base passage) is \
+                   continued by plain kNN-LM and by each speculative setting, one after the \
+                   other, on the CPU; latency per token is total wall clock over total tokens; \
+                   b/a is the plain runs' mean search over their mean LM step",
+        "rows": rows,
+        "perplexity": perplexity,
+        "mismatches": mismatches,
+    });
+    let md = markdown(&report, &rows, &perplexity);
+    print!("{md}");
+    if let Some(path) = &args.json {
+        write(path, &serde_json::to_string_pretty(&report)?)?;
+    }
+    if let Some(path) = &args.markdown {
+        write(path, &md)?;
+    }
+    if let Some(path) = &args.svg {
+        write(path, &svg(&rows))?;
+    }
+    if mismatches > 0 {
+        bail!("{mismatches} speculative continuations differed from plain kNN-LM");
+    }
+    Ok(())
+}
+
+/// The first 16 tokens of the first `n` held-out passages.
+fn prompts(lm: &ralmspec_lm::Lm, corpus: &Corpus, every: u32, n: usize) -> Result<Vec<String>> {
+    let out: Vec<String> = corpus
+        .passages()
+        .iter()
+        .filter(|p| is_held_out(p.id, every))
+        .take(n)
+        .map(|p| {
+            let ids = lm.tokenizer.encode(&p.prompt_text());
+            lm.tokenizer.decode(&ids[..ids.len().min(16)])
+        })
+        .collect();
+    if out.len() < n {
+        bail!(
+            "the datastore holds out {} passages, {n} prompts asked",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// Plain and every speculative setting on every prompt.
+fn measure(
+    knn: &KnnLm<'_>,
+    store: &Datastore,
+    search: KeySearch,
+    k: usize,
+    prompts: &[String],
+    args: &Args,
+) -> Result<Vec<Row>> {
+    let settings: Vec<KnnSpec> = args
+        .strides
+        .iter()
+        .flat_map(|&stride| {
+            let asyncs: &[bool] = if args.async_verify {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            asyncs.iter().map(move |&async_verify| KnnSpec {
+                stride,
+                async_verify,
+                ..KnnSpec::default()
+            })
+        })
+        .collect();
+    let mut plain = Totals::default();
+    let mut spec: Vec<Totals> = settings.iter().map(|_| Totals::default()).collect();
+    let mut mismatches = vec![0; settings.len()];
+    for (i, prompt) in prompts.iter().enumerate() {
+        let p = knn.generate(prompt, args.tokens, KnnEngine::Plain)?;
+        plain.add(&p.stats, p.tokens.len());
+        let mut line = format!(
+            "{} {} k={k} [{}/{}] plain {:.2}s",
+            store.len(),
+            search.name(),
+            i + 1,
+            prompts.len(),
+            p.stats.wall.as_secs_f64()
+        );
+        for (j, &setting) in settings.iter().enumerate() {
+            let g = knn.generate(prompt, args.tokens, KnnEngine::Spec(setting))?;
+            if g.tokens != p.tokens || g.stop != p.stop {
+                mismatches[j] += 1;
+                eprintln!("MISMATCH: {prompt:?} with {}", setting.label());
+            }
+            spec[j].add(&g.stats, g.tokens.len());
+            line.push_str(&format!(
+                ", {} {:.2}s",
+                setting.label(),
+                g.stats.wall.as_secs_f64()
+            ));
+        }
+        eprintln!("{line}");
+    }
+    let manifest = store.manifest();
+    Ok(settings
+        .iter()
+        .zip(spec)
+        .zip(mismatches)
+        .map(|((setting, s), mismatches)| {
+            let label = setting.label();
+            Row {
+                entries: manifest.entries,
+                padded: manifest.padding.is_some(),
+                search: search.name(),
+                k,
+                setting: label,
+                tokens: s.tokens,
+                plain_ms_per_token: plain.ms_per_token(),
+                spec_ms_per_token: s.ms_per_token(),
+                speedup: plain.wall / s.wall,
+                b_over_a: (plain.search / plain.calls as f64) / (plain.lm / plain.steps as f64),
+                acceptance: (s.speculated > 0).then(|| s.accepted as f64 / s.speculated as f64),
+                mean_stride: (s.rounds > 0).then(|| s.speculated as f64 / s.rounds as f64),
+                searches_per_token: s.calls as f64 / s.tokens.max(1) as f64,
+                mismatches,
+            }
+        })
+        .collect())
+}
+
+/// Sums over prompts.
+#[derive(Default)]
+struct Totals {
+    wall: f64,
+    lm: f64,
+    search: f64,
+    calls: usize,
+    steps: usize,
+    tokens: usize,
+    speculated: usize,
+    accepted: usize,
+    rounds: usize,
+}
+
+impl Totals {
+    fn add(&mut self, s: &KnnStats, tokens: usize) {
+        self.wall += s.wall.as_secs_f64();
+        self.lm += s.lm.as_secs_f64();
+        self.search += s.search.as_secs_f64();
+        self.calls += s.search_calls;
+        self.steps += s.strides.iter().map(|&n| n.max(1)).sum::<usize>();
+        self.tokens += tokens;
+        self.speculated += s.speculated;
+        self.accepted += s.accepted;
+        self.rounds += s.strides.iter().filter(|&&n| n > 0).count();
+    }
+
+    fn ms_per_token(&self) -> f64 {
+        self.wall * 1e3 / self.tokens.max(1) as f64
+    }
+}
+
+fn markdown(report: &serde_json::Value, rows: &[Row], ppl: &[PerplexityRow]) -> String {
+    let mut md = format!(
+        "## kNN-LM: speculative vs plain\n\nMachine: {}. Model: {}. {} prompts × {} tokens, λ = {}, T = {}.\n\n",
+        report["machine"].as_str().unwrap_or(""),
+        report["model"].as_str().unwrap_or(""),
+        report["prompts"],
+        report["tokens"],
+        report["lambda"],
+        report["temperature"],
+    );
+    md.push_str("| entries | search | k | setting | b/a | plain ms/token | spec ms/token | speed-up | accepted | mean stride | searches/token | identical |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for r in rows {
+        md.push_str(&format!(
+            "| {}{} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2}× | {} | {} | {:.2} | {} |\n",
+            r.entries,
+            if r.padded { " (padded)" } else { "" },
+            r.search,
+            r.k,
+            r.setting,
+            r.b_over_a,
+            r.plain_ms_per_token,
+            r.spec_ms_per_token,
+            r.speedup,
+            r.acceptance
+                .map_or("–".into(), |a| format!("{:.0}%", a * 100.0)),
+            r.mean_stride.map_or("–".into(), |s| format!("{s:.1}")),
+            r.searches_per_token,
+            if r.mismatches == 0 { "yes" } else { "NO" },
+        ));
+    }
+    if !ppl.is_empty() {
+        md.push_str("\nPerplexity of held-out knowledge-base text (real datastore, exact search):\n\n| k | tokens | LM alone | kNN-LM |\n|---|---|---|---|\n");
+        for p in ppl {
+            md.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} |\n",
+                p.k, p.tokens, p.lm, p.knn
+            ));
+        }
+    }
+    md
+}
+
+fn svg(rows: &[Row]) -> String {
+    let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for r in rows {
+        let label = format!("{} {} entries, {}", r.search, r.entries, r.setting);
+        lines
+            .entry(label)
+            .or_default()
+            .push((r.k as f64, r.speedup));
+    }
+    crate::plot::speedup_svg(
+        "Speculative kNN-LM: speed-up over plain kNN-LM",
+        "neighbours k (log scale)",
+        &lines,
+    )
+}
+
+fn write(path: &PathBuf, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,333 @@
+//! `ralmspec knn build` and `ralmspec knn generate`: kNN-LM datastores and generation with
+//! them, plain or speculative.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use ralmspec_assets::Store;
+use ralmspec_engine::Stride;
+use ralmspec_engine::knn::{
+    BuildOptions, BuildProgress, Datastore, KeySearch, KnnEngine, KnnGeneration, KnnLm, KnnParams,
+    KnnSpec,
+};
+use ralmspec_lm::Lm;
+use ralmspec_retrieval::{Corpus, HnswParams};
+
+use crate::engine_arg::parse_stride;
+use crate::index_cmd::load_source;
+use crate::model_arg::{self, Device};
+
+/// Real entries of the default datastore: about 5 minutes of LM time on 2 cores.
+pub const DEFAULT_MAX_TOKENS: usize = 100_000;
+
+/// Which corpus, model and size a datastore is built from.
+#[derive(clap::Args, Clone)]
+pub struct SourceArgs {
+    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
+    #[arg(long, default_value = "smollm2")]
+    pub model: String,
+    /// The datastore folder (default: one per model and size under $RALMSPEC_HOME/datastores).
+    #[arg(long)]
+    pub datastore: Option<PathBuf>,
+    /// Real entries (tokens of corpus text) to store; 0 for the whole corpus (the knowledge base
+    /// is ~1.3M tokens, about an hour on 2 cores).
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS)]
+    pub max_tokens: usize,
+    /// Grow the datastore to N entries with synthetic ones (scale experiments; recorded in the
+    /// manifest).
+    #[arg(long)]
+    pub pad_to: Option<usize>,
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Corpus file (JSONL `{"id","title","text"}` or DPR TSV); default: the built-in knowledge
+    /// base.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Corpus format; default: from the file extension.
+    #[arg(long, value_parser = ["jsonl", "tsv"])]
+    format: Option<String>,
+    /// Also build an HNSW graph over the keys (for `--search hnsw`).
+    #[arg(long)]
+    hnsw: bool,
+    /// Leave every N-th passage out (for perplexity on held-out text); 0 keeps all.
+    #[arg(long, default_value_t = ralmspec_engine::knn::datastore::DEFAULT_HELD_OUT_EVERY)]
+    held_out_every: u32,
+}
+
+/// The kNN-LM knobs shared by `knn generate` and `bench knn`.
+#[derive(clap::Args, Clone)]
+pub struct KnnArgs {
+    /// Neighbours per token.
+    #[arg(short, long, default_value_t = 16)]
+    pub k: usize,
+    /// Weight of the kNN distribution.
+    #[arg(long, default_value_t = 0.25)]
+    pub lambda: f32,
+    /// Temperature on the squared distances.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+}
+
+impl KnnArgs {
+    pub fn params(&self, k: usize) -> KnnParams {
+        KnnParams {
+            k,
+            lambda: self.lambda,
+            temperature: self.temperature,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct GenerateArgs {
+    /// The text to continue (plain text: kNN-LM is a language model, no chat template).
+    prompt: String,
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    knn: KnnArgs,
+    /// exact (flat L2 over every key) or hnsw (needs a datastore built with --hnsw).
+    #[arg(long, default_value = "exact", value_parser = ["exact", "hnsw"])]
+    search: String,
+    /// plain (one search per token) or spec (speculative kNN-LM).
+    #[arg(long, default_value = "spec", value_parser = ["plain", "spec"])]
+    engine: String,
+    /// Speculation stride: os3 or a fixed number of steps.
+    #[arg(long, default_value = "os3", value_parser = parse_stride)]
+    stride: Stride,
+    /// Successors cached per true neighbour.
+    #[arg(long, default_value_t = ralmspec_engine::knn::DEFAULT_SUCCESSORS)]
+    successors: usize,
+    /// Verify on another thread while the LM speculates one more step.
+    #[arg(long = "async")]
+    async_verify: bool,
+    /// Stop after this many new tokens.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Also run the other engine and print the speed-up and whether the tokens are identical.
+    #[arg(long)]
+    compare: bool,
+}
+
+pub fn build(args: BuildArgs) -> Result<()> {
+    let (corpus, _) = load_source(args.corpus.as_deref(), args.format.as_deref())?;
+    let model_path = model_arg::resolve(&args.source.model)?;
+    let lm = model_arg::open(&model_path, Device::Cpu)?;
+    let dir = datastore_dir(&args.source)?;
+    let options = BuildOptions {
+        max_tokens: (args.source.max_tokens > 0).then_some(args.source.max_tokens),
+        held_out_every: args.held_out_every,
+        pad_to: args.source.pad_to,
+        hnsw: args.hnsw.then(HnswParams::default),
+    };
+    let m = build_with_progress(&lm, &model_path, &corpus, &dir, &options)?;
+    println!(
+        "datastore {}: {} entries ({} real, from {} passages), keys of width {}{}",
+        dir.display(),
+        m.entries,
+        m.real_entries,
+        m.passages,
+        m.dim,
+        if m.hnsw { ", with an HNSW graph" } else { "" }
+    );
+    Ok(())
+}
+
+/// The datastore folder `source` names or implies.
+pub fn datastore_dir(source: &SourceArgs) -> Result<PathBuf> {
+    if let Some(d) = &source.datastore {
+        return Ok(d.clone());
+    }
+    let name: String = source
+        .model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let size = match source.max_tokens {
+        0 => "all".to_string(),
+        n => n.to_string(),
+    };
+    let pad = source
+        .pad_to
+        .map(|n| format!("-pad{n}"))
+        .unwrap_or_default();
+    Ok(Store::from_env()?
+        .root()
+        .join("datastores")
+        .join(format!("{name}-{size}{pad}")))
+}
+
+/// The model's identity in a datastore manifest: its GGUF file name.
+pub fn model_id(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Builds a datastore with progress bars (tokens/s while the LM runs).
+pub fn build_with_progress(
+    lm: &Lm,
+    model_path: &Path,
+    corpus: &Corpus,
+    dir: &Path,
+    options: &BuildOptions,
+) -> Result<ralmspec_engine::knn::DatastoreManifest> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} tokens {per_sec} {eta}")
+            .expect("a valid template"),
+    );
+    bar.set_message("datastore");
+    let manifest =
+        Datastore::build(
+            lm,
+            &model_id(model_path),
+            corpus,
+            dir,
+            options,
+            &mut |p| match p {
+                BuildProgress::Encoding { done, total } => {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                }
+                BuildProgress::Writing => bar.set_message("writing"),
+                BuildProgress::Graph { entries } => {
+                    bar.set_message(format!("HNSW graph over {entries} keys"))
+                }
+            },
+        )
+        .with_context(|| format!("building the datastore in {}", dir.display()))?;
+    bar.finish_and_clear();
+    Ok(manifest)
+}
+
+/// Opens the datastore `source` names, building the default one on first use.
+pub fn open_or_build(lm: &Lm, model_path: &Path, source: &SourceArgs) -> Result<Datastore> {
+    let dir = datastore_dir(source)?;
+    if !dir.join("datastore.json").exists() {
+        if source.datastore.is_some() {
+            bail!(
+                "no datastore in {} (build one with `ralmspec knn build --datastore {}`)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        eprintln!(
+            "Building the kNN-LM datastore ({} tokens of the knowledge base) in {} (first use only)…",
+            match source.max_tokens {
+                0 => "all".to_string(),
+                n => n.to_string(),
+            },
+            dir.display()
+        );
+        let corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
+        let options = BuildOptions {
+            max_tokens: (source.max_tokens > 0).then_some(source.max_tokens),
+            pad_to: source.pad_to,
+            ..BuildOptions::default()
+        };
+        build_with_progress(lm, model_path, &corpus, &dir, &options)?;
+    }
+    Datastore::open(&dir, &model_id(model_path))
+        .with_context(|| format!("opening the datastore in {}", dir.display()))
+}
+
+pub fn parse_search(s: &str) -> Result<KeySearch> {
+    match s {
+        "exact" => Ok(KeySearch::Exact),
+        "hnsw" => Ok(KeySearch::Approximate),
+        other => bail!("unknown search {other:?}: use exact or hnsw"),
+    }
+}
+
+pub fn generate(args: GenerateArgs) -> Result<()> {
+    let model_path = model_arg::resolve(&args.source.model)?;
+    let lm = model_arg::open(&model_path, Device::Cpu)?;
+    let store = open_or_build(&lm, &model_path, &args.source)?;
+    let search = parse_search(&args.search)?;
+    let knn = KnnLm::new(&lm, &store, search, args.knn.params(args.knn.k))?;
+    let spec = KnnEngine::Spec(KnnSpec {
+        stride: args.stride,
+        successors: args.successors,
+        async_verify: args.async_verify,
+    });
+    let (engine, other) = match args.engine.as_str() {
+        "plain" => (KnnEngine::Plain, spec),
+        _ => (spec, KnnEngine::Plain),
+    };
+    if args.compare {
+        // Warm-up: page the datastore in, so neither timed run pays for it.
+        knn.generate(&args.prompt, 1, KnnEngine::Plain)?;
+    }
+    let g = knn.generate(&args.prompt, args.max_new_tokens, engine)?;
+    println!("{}{}", args.prompt, g.text);
+    eprintln!("{}", summary(&g, engine, &store));
+    if args.compare {
+        let o = knn.generate(&args.prompt, args.max_new_tokens, other)?;
+        eprintln!("{}", summary(&o, other, &store));
+        let (plain, spec) = if engine == KnnEngine::Plain {
+            (&g, &o)
+        } else {
+            (&o, &g)
+        };
+        eprintln!(
+            "speed-up {:.2}× (plain {} / speculative {}); tokens identical: {}",
+            plain.stats.wall.as_secs_f64() / spec.stats.wall.as_secs_f64(),
+            secs(plain.stats.wall),
+            secs(spec.stats.wall),
+            if plain.tokens == spec.tokens {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
+        if plain.tokens != spec.tokens {
+            bail!("speculative kNN-LM differs from plain kNN-LM: this is a bug, please report it");
+        }
+    }
+    Ok(())
+}
+
+fn summary(g: &KnnGeneration, engine: KnnEngine, store: &Datastore) -> String {
+    let s = &g.stats;
+    let name = match engine {
+        KnnEngine::Plain => "plain".to_string(),
+        KnnEngine::Spec(spec) => format!("speculative ({})", spec.label()),
+    };
+    let mut line = format!(
+        "{name}: {} tokens in {} ({:.1} ms/token; LM {}, search {}), {} searches of {} states over {} entries",
+        g.tokens.len(),
+        secs(s.wall),
+        s.wall.as_secs_f64() * 1e3 / g.tokens.len().max(1) as f64,
+        secs(s.lm),
+        secs(s.search),
+        s.search_calls,
+        s.searched,
+        store.len()
+    );
+    if let Some(a) = s.acceptance() {
+        line.push_str(&format!(
+            ", {:.0}% of {} speculated steps accepted, mean stride {:.1}",
+            a * 100.0,
+            s.speculated,
+            s.mean_stride().unwrap_or(0.0)
+        ));
+    }
+    line
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}

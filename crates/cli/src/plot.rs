@@ -1,0 +1,110 @@
+//! SVG line plots of speed-ups (one line per series, log-scaled x, a dashed line at 1×),
+//! written by hand: no plotting dependency for a few charts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+const W: f64 = 720.0;
+const H: f64 = 400.0;
+const MARGIN: f64 = 60.0;
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+
+/// A plot of `lines` (label → (x, speed-up) points; x > 0, drawn on a log scale).
+pub fn speedup_svg(
+    title: &str,
+    x_label: &str,
+    lines: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> String {
+    let xs: Vec<f64> = lines.values().flatten().map(|p| p.0.log10()).collect();
+    let ys: Vec<f64> = lines.values().flatten().map(|p| p.1).collect();
+    let (x0, x1) = span(&xs, 0.5);
+    let (_, y1) = span(&ys, 0.5);
+    let (y0, y1) = (0.0, y1.max(2.0));
+    let px = |x: f64| MARGIN + (x.log10() - x0) / (x1 - x0) * (W - 2.0 * MARGIN);
+    let py = |y: f64| H - MARGIN - (y - y0) / (y1 - y0) * (H - 2.0 * MARGIN);
+
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n",
+        W / 2.0
+    );
+    // Axes, ticks at powers of ten and at whole speed-ups.
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{m}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/><line x1=\"{m}\" y1=\"{t}\" x2=\"{m}\" y2=\"{b}\" stroke=\"black\"/>",
+        m = MARGIN,
+        b = H - MARGIN,
+        r = W - MARGIN,
+        t = MARGIN
+    );
+    for e in x0.ceil() as i32..=x1.floor() as i32 {
+        let x = px(10f64.powi(e));
+        let _ = writeln!(
+            svg,
+            "<text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">1e{e}</text>",
+            H - MARGIN + 18.0
+        );
+    }
+    for s in 0..=y1.ceil() as usize {
+        let y = py(s as f64);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{s}×</text>",
+            MARGIN - 6.0,
+            y + 4.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{MARGIN}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"gray\" stroke-dasharray=\"4 4\"/>",
+        W - MARGIN,
+        y = py(1.0)
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>",
+        W / 2.0,
+        H - 15.0
+    );
+    for (i, (label, points)) in lines.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\"/>",
+            path.join(" ")
+        );
+        for &(x, y) in points {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{color}\"><title>{label} {x}: {y:.2}×</title></circle>",
+                px(x),
+                py(y)
+            );
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" fill=\"{color}\">{label}</text>",
+            MARGIN + 10.0,
+            MARGIN + 16.0 * i as f64
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The range of `values` widened by `pad` on each side (a unit range around a single value).
+fn span(values: &[f64], pad: f64) -> (f64, f64) {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    (lo - pad, hi + pad)
+}
