@@ -275,7 +275,7 @@ fn measure(
                 spec_ms_per_token: s.ms_per_token(),
                 speedup: plain.wall / s.wall,
                 b_over_a: (plain.search / plain.calls as f64) / (plain.lm / plain.steps as f64),
-                acceptance: (s.speculated > 0).then(|| s.accepted as f64 / s.speculated as f64),
+                acceptance: (s.verified > 0).then(|| s.accepted as f64 / s.verified as f64),
                 mean_stride: (s.rounds > 0).then(|| s.speculated as f64 / s.rounds as f64),
                 searches_per_token: s.calls as f64 / s.tokens.max(1) as f64,
                 mismatches,
@@ -294,6 +294,7 @@ struct Totals {
     steps: usize,
     tokens: usize,
     speculated: usize,
+    verified: usize,
     accepted: usize,
     rounds: usize,
 }
@@ -308,6 +309,7 @@ impl Totals {
         self.tokens += tokens;
         self.speculated += s.speculated;
         self.accepted += s.accepted;
+        self.verified += s.verified;
         self.rounds += s.strides.iter().filter(|&&n| n > 0).count();
     }
 

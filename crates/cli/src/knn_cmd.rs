@@ -60,12 +60,10 @@ pub struct BuildArgs {
     held_out_every: u32,
 }
 
-/// The kNN-LM knobs shared by `knn generate` and `bench knn`.
+/// The kNN-LM knobs shared by `knn generate` and `bench knn` (beside k, which the benchmark
+/// takes as a list).
 #[derive(clap::Args, Clone)]
 pub struct KnnArgs {
-    /// Neighbours per token.
-    #[arg(short, long, default_value_t = 16)]
-    pub k: usize,
     /// Weight of the kNN distribution.
     #[arg(long, default_value_t = 0.25)]
     pub lambda: f32,
@@ -90,6 +88,9 @@ pub struct GenerateArgs {
     prompt: String,
     #[command(flatten)]
     source: SourceArgs,
+    /// Neighbours per token.
+    #[arg(short, long, default_value_t = 16)]
+    k: usize,
     #[command(flatten)]
     knn: KnnArgs,
     /// exact (flat L2 over every key) or hnsw (needs a datastore built with --hnsw).
@@ -104,6 +105,9 @@ pub struct GenerateArgs {
     /// Successors cached per true neighbour.
     #[arg(long, default_value_t = ralmspec_engine::knn::DEFAULT_SUCCESSORS)]
     successors: usize,
+    /// Neighbours each real search fetches to fill the speculation cache (at least k).
+    #[arg(long, default_value_t = ralmspec_engine::knn::DEFAULT_PREFETCH)]
+    prefetch: usize,
     /// Verify on another thread while the LM speculates one more step.
     #[arg(long = "async")]
     async_verify: bool,
@@ -125,6 +129,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         held_out_every: args.held_out_every,
         pad_to: args.source.pad_to,
         hnsw: args.hnsw.then(HnswParams::default),
+        reuse: unpadded_dir(&args.source)?,
     };
     let m = build_with_progress(&lm, &model_path, &corpus, &dir, &options)?;
     println!(
@@ -167,6 +172,20 @@ pub fn datastore_dir(source: &SourceArgs) -> Result<PathBuf> {
         .root()
         .join("datastores")
         .join(format!("{name}-{size}{pad}")))
+}
+
+/// For a padded datastore, the default folder of its unpadded twin, whose entries the build
+/// copies instead of running the LM again when it exists.
+fn unpadded_dir(source: &SourceArgs) -> Result<Option<PathBuf>> {
+    if source.pad_to.is_none() {
+        return Ok(None);
+    }
+    let twin = SourceArgs {
+        datastore: None,
+        pad_to: None,
+        ..source.clone()
+    };
+    datastore_dir(&twin).map(Some)
 }
 
 /// The model's identity in a datastore manifest: its GGUF file name.
@@ -236,6 +255,7 @@ pub fn open_or_build(lm: &Lm, model_path: &Path, source: &SourceArgs) -> Result<
         let options = BuildOptions {
             max_tokens: (source.max_tokens > 0).then_some(source.max_tokens),
             pad_to: source.pad_to,
+            reuse: unpadded_dir(source)?,
             ..BuildOptions::default()
         };
         build_with_progress(lm, model_path, &corpus, &dir, &options)?;
@@ -257,10 +277,11 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let lm = model_arg::open(&model_path, Device::Cpu)?;
     let store = open_or_build(&lm, &model_path, &args.source)?;
     let search = parse_search(&args.search)?;
-    let knn = KnnLm::new(&lm, &store, search, args.knn.params(args.knn.k))?;
+    let knn = KnnLm::new(&lm, &store, search, args.knn.params(args.k))?;
     let spec = KnnEngine::Spec(KnnSpec {
         stride: args.stride,
         successors: args.successors,
+        prefetch: args.prefetch,
         async_verify: args.async_verify,
     });
     let (engine, other) = match args.engine.as_str() {

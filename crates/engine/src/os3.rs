@@ -16,13 +16,21 @@
 //!   baseline's cost). When retrieval costs little next to a wasted stride, speculating cannot
 //!   win, and RaLMSpec then runs at the baseline's speed instead of below it.
 //!
+//! A third: the verification cost grows with the batch, `b(s) = b₀ + c·s`, fitted by least
+//! squares to the recent verifications (constant until two batch sizes have been seen). An
+//! exact search is memory-bound for one query but compute-bound for many on a small machine
+//! (measured on 2 vCPUs over 2M kNN-LM keys: 230 ms for one query, +70 ms for each more), so a
+//! constant `b` overestimates what long strides save.
+//!
 //! The first round uses s = 1; after that, the best s in 0..=max.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-/// Rounds (and verification latencies) the estimates look back over.
+/// Rounds the estimate of γ looks back over.
 const WINDOW: usize = 5;
+/// Verifications (batch size, latency) the cost fit looks back over.
+const VERIFY_WINDOW: usize = 16;
 /// Speculation-step latencies the estimate of `a` looks back over.
 const STEP_WINDOW: usize = 16;
 /// γ̂ is kept in this range: low enough that the objective is finite, and not so low that one
@@ -38,7 +46,8 @@ pub(crate) struct Os3 {
     redo: bool,
     max_stride: usize,
     steps: VecDeque<f64>,
-    verifications: VecDeque<f64>,
+    /// (queries, seconds) of recent verifications.
+    verifications: VecDeque<(f64, f64)>,
     /// (stride, matched steps) of recent rounds.
     rounds: VecDeque<(usize, usize)>,
 }
@@ -50,7 +59,7 @@ impl Os3 {
             redo: true,
             max_stride: max_stride.max(1),
             steps: VecDeque::with_capacity(STEP_WINDOW),
-            verifications: VecDeque::with_capacity(WINDOW),
+            verifications: VecDeque::with_capacity(VERIFY_WINDOW),
             rounds: VecDeque::with_capacity(WINDOW),
         }
     }
@@ -66,9 +75,39 @@ impl Os3 {
         push_bounded(&mut self.steps, d.as_secs_f64(), STEP_WINDOW);
     }
 
-    /// Records the latency of one batched verification.
-    pub(crate) fn verification_took(&mut self, d: Duration) {
-        push_bounded(&mut self.verifications, d.as_secs_f64(), WINDOW);
+    /// Records the latency of one batched verification of `queries` queries.
+    pub(crate) fn verification_took(&mut self, queries: usize, d: Duration) {
+        push_bounded(
+            &mut self.verifications,
+            (queries as f64, d.as_secs_f64()),
+            VERIFY_WINDOW,
+        );
+    }
+
+    /// The verification cost model fitted to the recent verifications.
+    pub(crate) fn verify_cost(&self) -> Option<VerifyCost> {
+        let v = &self.verifications;
+        if v.is_empty() {
+            return None;
+        }
+        let n = v.len() as f64;
+        let (ms, mt) = (
+            v.iter().map(|x| x.0).sum::<f64>() / n,
+            v.iter().map(|x| x.1).sum::<f64>() / n,
+        );
+        let var: f64 = v.iter().map(|x| (x.0 - ms).powi(2)).sum();
+        if var == 0.0 {
+            return Some(VerifyCost {
+                base: mt,
+                per_query: 0.0,
+            });
+        }
+        let cov: f64 = v.iter().map(|x| (x.0 - ms) * (x.1 - mt)).sum();
+        let per_query = (cov / var).clamp(0.0, mt / ms);
+        Some(VerifyCost {
+            base: mt - per_query * ms,
+            per_query,
+        })
     }
 
     /// Records a round: `stride` steps speculated, the first `matched` of them right.
@@ -93,8 +132,7 @@ impl Os3 {
 
     /// The stride for the next round (0: no speculation, retrieve for real).
     pub(crate) fn stride(&self) -> usize {
-        let (Some(gamma), Some(a), Some(b)) =
-            (self.gamma(), mean(&self.steps), mean(&self.verifications))
+        let (Some(gamma), Some(a), Some(b)) = (self.gamma(), mean(&self.steps), self.verify_cost())
         else {
             return 1;
         };
@@ -109,7 +147,8 @@ impl Os3 {
     }
 
     /// Expected committed steps per second with stride `s`.
-    pub(crate) fn objective(&self, s: usize, gamma: f64, a: f64, b: f64) -> f64 {
+    pub(crate) fn objective(&self, s: usize, gamma: f64, a: f64, cost: VerifyCost) -> f64 {
+        let b = cost.of(s.max(1));
         if s == 0 {
             return 1.0 / (a + b);
         }
@@ -123,6 +162,28 @@ impl Os3 {
             s * a + b + redo
         };
         steps / time
+    }
+}
+
+/// A verification's latency as a function of its batch size: `base + per_query·queries`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct VerifyCost {
+    pub base: f64,
+    pub per_query: f64,
+}
+
+impl VerifyCost {
+    /// A cost that does not depend on the batch.
+    #[cfg(test)]
+    pub(crate) fn flat(b: f64) -> VerifyCost {
+        VerifyCost {
+            base: b,
+            per_query: 0.0,
+        }
+    }
+
+    fn of(&self, queries: usize) -> f64 {
+        self.base + self.per_query * queries as f64
     }
 }
 
@@ -144,7 +205,7 @@ mod tests {
     fn scheduler(asynchronous: bool, a: f64, b: f64, rounds: &[(usize, usize)]) -> Os3 {
         let mut os3 = Os3::new(asynchronous, 16);
         os3.step_took(Duration::from_secs_f64(a));
-        os3.verification_took(Duration::from_secs_f64(b));
+        os3.verification_took(1, Duration::from_secs_f64(b));
         for &(s, m) in rounds {
             os3.round(s, m);
         }
@@ -182,13 +243,38 @@ mod tests {
             let os3 = scheduler(asynchronous, a, b, &[(4, 3), (2, 2)]);
             let gamma = os3.gamma().unwrap();
             let s = os3.stride();
+            let cost = VerifyCost::flat(b);
             let best = (0..=16)
-                .map(|s| os3.objective(s, gamma, a, b))
+                .map(|s| os3.objective(s, gamma, a, cost))
                 .fold(f64::MIN, f64::max);
             assert!(
-                (os3.objective(s, gamma, a, b) - best).abs() < 1e-12,
+                (os3.objective(s, gamma, a, cost) - best).abs() < 1e-12,
                 "{a} {b} {asynchronous}"
             );
         }
+    }
+
+    #[test]
+    fn a_verification_cost_growing_with_the_batch_shortens_strides() {
+        let mut fixed = Os3::new(false, 32);
+        let mut growing = Os3::new(false, 32);
+        for os3 in [&mut fixed, &mut growing] {
+            os3.step_took(Duration::from_secs_f64(1.0));
+            for _ in 0..5 {
+                os3.round(8, 8);
+            }
+        }
+        for s in [1, 4, 8] {
+            fixed.verification_took(s, Duration::from_secs_f64(16.0));
+            growing.verification_took(s, Duration::from_secs_f64(11.0 + 5.0 * s as f64));
+        }
+        let cost = growing.verify_cost().unwrap();
+        assert!((cost.base - 11.0).abs() < 1e-9 && (cost.per_query - 5.0).abs() < 1e-9);
+        assert!(
+            growing.stride() < fixed.stride(),
+            "{} vs {}",
+            growing.stride(),
+            fixed.stride()
+        );
     }
 }

@@ -116,7 +116,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             (hits, start.elapsed(), None)
         };
         request.retrieved(round.len(), took);
-        os3.verification_took(took);
+        os3.verification_took(round.len(), took);
         request.stats.strides.push(round.len());
 
         let (matched, stop) = commit(request, &mut cache, &round, &hits, spec.prefetch)?;
@@ -149,7 +149,7 @@ fn direct_step(
     let guess = cache.top1(request.knowledge, &query)?;
     let start = Instant::now();
     let hits = request.retrieve(std::slice::from_ref(&query), prefetch.max(1))?;
-    os3.verification_took(start.elapsed());
+    os3.verification_took(1, start.elapsed());
     remember(cache, &hits[0], prefetch);
     let doc = hits[0][0].doc;
     if let Some(guess) = guess {

@@ -100,6 +100,7 @@ fn speculative_knn_lm_equals_plain_knn_lm() {
                     let spec = KnnSpec {
                         stride,
                         successors: [10, 1, 32][i % 3],
+                        prefetch: [0, 64, 256, 1024][(i + k) % 4],
                         async_verify,
                     };
                     let got = knn.generate(prompt, tokens, KnnEngine::Spec(spec)).unwrap();

@@ -315,7 +315,7 @@ pub(crate) fn tile<const R: usize, const Q: usize>(
         std::array::from_fn(|ri| {
             let a = &mut acc[qi][ri];
             for (i, (x, y)) in qs[qi][split..].iter().zip(&rows[ri][split..]).enumerate() {
-                a[i] += x * y;
+                a[i] = madd(a[i], *x, *y);
             }
             reduce(a)
         })
@@ -344,15 +344,15 @@ fn sums<const R: usize, const Q: usize>(
         for i in 0..Q {
             for j in 0..R {
                 for l in 0..8 {
-                    acc[i][j][l] += x[i][l] * y[j][l];
+                    acc[i][j][l] = madd(acc[i][j][l], x[i][l], y[j][l]);
                 }
             }
         }
     }
 }
 
-/// [`sums`] with the running sums in AVX registers: a separate multiply and add per lane (no
-/// fused multiply-add), the same operations as the portable loop.
+/// [`sums`] with the running sums in AVX registers: per lane the same [`madd`] as the portable
+/// loop (a fused multiply-add where the build has FMA, else a multiply then an add).
 #[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
 #[inline(always)]
 unsafe fn sums_avx<const R: usize, const Q: usize>(
@@ -360,8 +360,7 @@ unsafe fn sums_avx<const R: usize, const Q: usize>(
     rc: &[&[[f32; 8]]; R],
     acc: &mut [[[f32; 8]; R]; Q],
 ) {
-    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_loadu_ps, _mm256_mul_ps};
-    use std::arch::x86_64::{_mm256_setzero_ps, _mm256_storeu_ps};
+    use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
     let chunks = qc[0].len();
     debug_assert!(qc.iter().all(|q| q.len() == chunks) && rc.iter().all(|r| r.len() == chunks));
     // SAFETY (whole body): see `sums`; pointers come from slices of `chunks` chunks.
@@ -375,7 +374,7 @@ unsafe fn sums_avx<const R: usize, const Q: usize>(
             for i in 0..Q {
                 let x = _mm256_loadu_ps(qc[i].as_ptr().add(c).cast());
                 for j in 0..R {
-                    a[i][j] = _mm256_add_ps(a[i][j], _mm256_mul_ps(x, y[j]));
+                    a[i][j] = madd_avx(a[i][j], x, y[j]);
                 }
             }
         }
@@ -384,6 +383,42 @@ unsafe fn sums_avx<const R: usize, const Q: usize>(
                 _mm256_storeu_ps(acc[i][j].as_mut_ptr(), a[i][j]);
             }
         }
+    }
+}
+
+/// `acc + x·y` in eight lanes, as [`madd`] does it lane by lane.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx"))]
+#[inline(always)]
+unsafe fn madd_avx(
+    acc: std::arch::x86_64::__m256,
+    x: std::arch::x86_64::__m256,
+    y: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256 {
+    // SAFETY: register arithmetic only; AVX (and FMA where used) are enabled at compile time.
+    unsafe {
+        #[cfg(target_feature = "fma")]
+        {
+            std::arch::x86_64::_mm256_fmadd_ps(x, y, acc)
+        }
+        #[cfg(not(target_feature = "fma"))]
+        {
+            std::arch::x86_64::_mm256_add_ps(acc, std::arch::x86_64::_mm256_mul_ps(x, y))
+        }
+    }
+}
+
+/// `acc + x·y`: one fused multiply-add (one rounding) where the build targets FMA, which
+/// doubles the arithmetic a core does per cycle; otherwise a multiply and an add. Every dense
+/// score goes through it, so the choice is the same for all of them in a build.
+#[inline(always)]
+fn madd(acc: f32, x: f32, y: f32) -> f32 {
+    #[cfg(target_feature = "fma")]
+    {
+        x.mul_add(y, acc)
+    }
+    #[cfg(not(target_feature = "fma"))]
+    {
+        acc + x * y
     }
 }
 
@@ -400,7 +435,8 @@ fn reduce(acc: &[f32; 8]) -> f32 {
 }
 
 /// Inner product with a fixed order of operations: eight running sums (lane `i` takes
-/// elements `i, i+8, …`), the tail into lane 0.. in order, then the lanes added pairwise.
+/// elements `i, i+8, …`, each added with [`madd`]), the tail into lane 0.. in order, then the
+/// lanes added pairwise.
 /// Every score in this module goes through here.
 #[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -410,11 +446,11 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (bc, bt) = b.as_chunks::<8>();
     for (x, y) in ac.iter().zip(bc) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] = madd(acc[i], x[i], y[i]);
         }
     }
     for (i, (x, y)) in at.iter().zip(bt).enumerate() {
-        acc[i] += x * y;
+        acc[i] = madd(acc[i], *x, *y);
     }
     reduce(&acc)
 }

@@ -40,7 +40,7 @@ const VALUES: &str = "values.u32";
 /// Passages fed to the LM in one batched forward.
 const BATCH_PASSAGES: usize = 8;
 /// The relative length of the noise on a padding key (see [`DatastoreManifest::padding`]).
-const PADDING_NOISE: f32 = 0.1;
+const PADDING_NOISE: f32 = 2.0;
 
 /// What a datastore folder says about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +83,9 @@ pub struct BuildOptions {
     pub pad_to: Option<usize>,
     /// Also build an HNSW graph over the keys.
     pub hnsw: Option<HnswParams>,
+    /// An unpadded datastore of the same model, corpus and text whose entries can be copied
+    /// instead of running the LM again (for `pad_to`); ignored unless it matches.
+    pub reuse: Option<PathBuf>,
 }
 
 impl Default for BuildOptions {
@@ -92,6 +95,7 @@ impl Default for BuildOptions {
             held_out_every: DEFAULT_HELD_OUT_EVERY,
             pad_to: None,
             hnsw: None,
+            reuse: None,
         }
     }
 }
@@ -145,6 +149,63 @@ fn texts(
     out
 }
 
+/// The datastore `options.reuse` names, when it holds exactly the real entries this build
+/// would compute.
+fn reusable(
+    options: &BuildOptions,
+    model: &str,
+    corpus: &Corpus,
+    total: usize,
+) -> Option<Datastore> {
+    let store = Datastore::open(options.reuse.as_deref()?, model).ok()?;
+    let m = &store.manifest;
+    (m.padding.is_none()
+        && m.corpus_hash == corpus.hash()
+        && m.real_entries == total
+        && m.held_out_every == options.held_out_every
+        && m.max_tokens == options.max_tokens)
+        .then_some(store)
+}
+
+/// Runs the LM over `passages` (in batches) and returns the keys and values of every position
+/// but each passage's last, with room for `entries`.
+fn encode(
+    lm: &Lm,
+    passages: &[Vec<u32>],
+    entries: usize,
+    progress: &mut dyn FnMut(BuildProgress),
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    let dim = lm.model.config().dim;
+    let total: usize = passages.iter().map(|t| t.len() - 1).sum();
+    let mut keys: Vec<f32> = Vec::with_capacity(entries * dim);
+    let mut values: Vec<u32> = Vec::with_capacity(entries);
+    progress(BuildProgress::Encoding { done: 0, total });
+    for group in passages.chunks(BATCH_PASSAGES) {
+        let mut caches: Vec<_> = group.iter().map(|t| lm.model.new_cache(t.len())).collect();
+        let mut steps: Vec<Step<'_>> = group
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, cache)| Step {
+                tokens: &t[..t.len() - 1],
+                cache,
+                outputs: Outputs::All,
+            })
+            .collect();
+        let outs = lm.model.forward_batch(&mut steps)?;
+        for (t, out) in group.iter().zip(&outs) {
+            for row in 0..out.len() {
+                keys.extend_from_slice(out.hidden(row));
+            }
+            values.extend_from_slice(&t[1..]);
+        }
+        progress(BuildProgress::Encoding {
+            done: values.len(),
+            total,
+        });
+    }
+    Ok((keys, values))
+}
+
 /// True when passage `id` is held out of a datastore built with `every`.
 pub fn is_held_out(id: u32, every: u32) -> bool {
     every > 0 && id % every == every - 1
@@ -177,32 +238,16 @@ impl Datastore {
             )));
         }
         let entries = options.pad_to.unwrap_or(total);
-        let mut keys: Vec<f32> = Vec::with_capacity(entries * dim);
-        let mut values: Vec<u32> = Vec::with_capacity(entries);
-        progress(BuildProgress::Encoding { done: 0, total });
-        for group in passages.chunks(BATCH_PASSAGES) {
-            let mut caches: Vec<_> = group.iter().map(|t| lm.model.new_cache(t.len())).collect();
-            let mut steps: Vec<Step<'_>> = group
-                .iter()
-                .zip(caches.iter_mut())
-                .map(|(t, cache)| Step {
-                    tokens: &t[..t.len() - 1],
-                    cache,
-                    outputs: Outputs::All,
-                })
-                .collect();
-            let outs = lm.model.forward_batch(&mut steps)?;
-            for (t, out) in group.iter().zip(&outs) {
-                for row in 0..out.len() {
-                    keys.extend_from_slice(out.hidden(row));
-                }
-                values.extend_from_slice(&t[1..]);
+        let (mut keys, mut values) = match reusable(options, model, corpus, total) {
+            Some(store) => {
+                let mut keys = Vec::with_capacity(entries * dim);
+                keys.extend_from_slice(store.keys.vectors());
+                let mut values = Vec::with_capacity(entries);
+                values.extend_from_slice(&store.values);
+                (keys, values)
             }
-            progress(BuildProgress::Encoding {
-                done: values.len(),
-                total,
-            });
-        }
+            None => encode(lm, &passages, entries, progress)?,
+        };
         progress(BuildProgress::Writing);
         let padding = (entries > total).then(|| pad(&mut keys, &mut values, dim, entries));
         let index =
@@ -381,38 +426,34 @@ impl KeySearch {
     }
 }
 
-/// Grows `keys`/`values` to `entries` with synthetic entries and describes how. Entry `e`
-/// takes the mean of 3 real keys chosen by a hash of `e` plus seeded uniform noise of relative
-/// length [`PADDING_NOISE`], and the value of the first of them: a pure function of the real
-/// entries and `e`.
+/// Grows `keys`/`values` to `entries` with synthetic entries and describes how. Entry
+/// `real + c·real + j` is a displaced copy of real entry `j`: its key plus seeded uniform noise
+/// of length [`PADDING_NOISE`] × ‖key‖, its value. The displacement is several times the
+/// distance between real neighbours (measured on the knowledge base: ‖key‖ ≈ 45, nearest
+/// neighbour ≈ 21, 256th ≈ 35), so padding costs search time like real entries while the
+/// neighbours that decide tokens stay the real text's (so does the accuracy of speculation);
+/// copies keep corpus order, and each is a pure function of the real entries and `e`.
 fn pad(keys: &mut Vec<f32>, values: &mut Vec<u32>, dim: usize, entries: usize) -> String {
     let real = values.len();
-    let mut row = vec![0f32; dim];
+    let mut noise = vec![0f32; dim];
     for e in real..entries {
+        let j = (e - real) % real;
         let mut state = 0x5eed_4b4e_u64 ^ (e as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let sources: [usize; 3] =
-            std::array::from_fn(|_| (splitmix64(&mut state) % real as u64) as usize);
-        row.fill(0.0);
-        for &s in &sources {
-            for (r, k) in row.iter_mut().zip(&keys[s * dim..(s + 1) * dim]) {
-                *r += k / 3.0;
-            }
+        for n in noise.iter_mut() {
+            *n = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
         }
-        let len = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let noise: Vec<f32> = (0..dim)
-            .map(|_| (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
-            .collect();
+        let key = &keys[j * dim..(j + 1) * dim];
+        let len = key.iter().map(|x| x * x).sum::<f32>().sqrt();
         let noise_len = noise.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        for (r, n) in row.iter_mut().zip(&noise) {
-            *r += n * PADDING_NOISE * len / noise_len;
-        }
+        let scale = PADDING_NOISE * len / noise_len;
+        let row: Vec<f32> = key.iter().zip(&noise).map(|(k, n)| k + n * scale).collect();
         keys.extend_from_slice(&row);
-        values.push(values[sources[0]]);
+        values.push(values[j]);
     }
     format!(
-        "{} synthetic entries after {real} real ones: key = mean of 3 real keys chosen by a hash \
-         of the entry number + uniform noise of relative length {PADDING_NOISE}, value = the \
-         first source's",
+        "{} synthetic entries after {real} real ones: displaced copies of the real entries in \
+         corpus order (key + seeded uniform noise of length {PADDING_NOISE} × its norm, same \
+         value), far enough not to outrank real neighbours",
         entries - real
     )
 }

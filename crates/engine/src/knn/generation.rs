@@ -35,6 +35,9 @@ pub struct KnnStats {
     pub searched: usize,
     /// Steps generated from speculated neighbours.
     pub speculated: usize,
+    /// Speculated steps that were checked (a round's steps up to and including its first
+    /// wrong one).
+    pub verified: usize,
     /// Speculated steps whose token the true neighbours confirmed.
     pub accepted: usize,
     /// Rounds that ended in a rollback.
@@ -44,9 +47,10 @@ pub struct KnnStats {
 }
 
 impl KnnStats {
-    /// Accepted over speculated steps (None when nothing was speculated).
+    /// Accepted over checked speculated steps, the speculation accuracy γ (None when nothing
+    /// was checked).
     pub fn acceptance(&self) -> Option<f64> {
-        (self.speculated > 0).then(|| self.accepted as f64 / self.speculated as f64)
+        (self.verified > 0).then(|| self.accepted as f64 / self.verified as f64)
     }
 
     /// Mean stride over the rounds that speculated.

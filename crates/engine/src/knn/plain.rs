@@ -7,7 +7,7 @@ use crate::error::Result;
 pub(crate) fn run(run: &mut Run<'_>) -> Result<()> {
     loop {
         let state = run.forward()?;
-        let (mut hits, _) = run.search(std::slice::from_ref(&state))?;
+        let (mut hits, _) = run.search(std::slice::from_ref(&state), run.params.k)?;
         let token = run.choose(&state, &hits.swap_remove(0));
         run.stats.strides.push(0);
         if run.commit(token) {

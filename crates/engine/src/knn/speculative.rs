@@ -45,6 +45,7 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
     let mut os3 = Os3::new(spec.async_verify, MAX_STRIDE).without_redo();
     let mut successors = Successors::default();
     let mut round = Round::default();
+    let fetch = run.fetch(spec.prefetch);
     loop {
         let stride = match spec.stride {
             Stride::Fixed(n) => n.max(1),
@@ -52,7 +53,7 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
         }
         .min(run.remaining());
         if round.len() == 0 && (stride == 0 || successors.is_empty()) {
-            if plain_step(run, &mut successors, &mut os3, spec.successors)? {
+            if plain_step(run, &mut successors, &mut os3, spec.successors, fetch)? {
                 return Ok(());
             }
             continue;
@@ -64,7 +65,7 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
         // Verify the round in one search; asynchronously, speculate one more step meanwhile.
         let overlap = spec.async_verify && !round.ended(run) && round.len() < run.remaining();
         let (hits, took, extra) = if overlap {
-            let (retriever, k) = (run.retriever, run.params.k);
+            let (retriever, k) = (run.retriever, fetch);
             let queries: Vec<_> = round.states.iter().map(|s| s.query.clone()).collect();
             let mut extra = Round::default();
             let (verified, speculated) = std::thread::scope(|scope| {
@@ -80,10 +81,10 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
             run.searched(round.len(), took);
             (hits?, took, Some(extra))
         } else {
-            let (hits, took) = run.search(&round.states)?;
+            let (hits, took) = run.search(&round.states, fetch)?;
             (hits, took, None)
         };
-        os3.verification_took(took);
+        os3.verification_took(round.len(), took);
         let (matched, last, done) = commit(run, &round, &hits)?;
         os3.round(round.len(), matched);
         if done {
@@ -104,6 +105,7 @@ fn plain_step(
     successors: &mut Successors,
     os3: &mut Os3,
     n: usize,
+    fetch: usize,
 ) -> Result<bool> {
     let t = Instant::now();
     let state = run.forward()?;
@@ -114,8 +116,8 @@ fn plain_step(
         Some(run.choose(&state, &hits))
     };
     os3.step_took(t.elapsed());
-    let (mut hits, took) = run.search(std::slice::from_ref(&state))?;
-    os3.verification_took(took);
+    let (mut hits, took) = run.search(std::slice::from_ref(&state), fetch)?;
+    os3.verification_took(1, took);
     let hits = hits.swap_remove(0);
     let token = run.choose(&state, &hits);
     if let Some(g) = guess {
@@ -164,6 +166,7 @@ fn commit(run: &mut Run<'_>, round: &Round, hits: &[Vec<Hit>]) -> Result<(usize,
             run.cache.truncate(round.cache_after[i]);
             run.stats.rollbacks += 1;
             run.stats.accepted += matched;
+            run.stats.verified += matched + 1;
             run.feed.clear();
             let done = run.commit(token);
             run.feed.push(token);
@@ -172,9 +175,11 @@ fn commit(run: &mut Run<'_>, round: &Round, hits: &[Vec<Hit>]) -> Result<(usize,
         matched += 1;
         if run.commit(token) {
             run.stats.accepted += matched;
+            run.stats.verified += matched;
             return Ok((matched, i, true));
         }
     }
     run.stats.accepted += matched;
+    run.stats.verified += matched;
     Ok((matched, round.len() - 1, false))
 }
