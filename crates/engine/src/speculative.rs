@@ -98,6 +98,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             let knowledge = request.knowledge;
             let queries = &round.queries;
             let mut extra = Round::default();
+            let overlapped = Instant::now();
             let (verified, speculated) = std::thread::scope(|scope| {
                 let verifier = scope.spawn(move || {
                     let start = Instant::now();
@@ -107,6 +108,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
                 let speculated = speculate(request, &cache, &mut extra, &mut os3);
                 (verifier.join(), speculated)
             });
+            os3.overlap_took(overlapped.elapsed());
             let (hits, took) = verified.map_err(|_| EngineError::Verifier("panicked".into()))?;
             speculated?;
             (hits?, took, Some(extra))

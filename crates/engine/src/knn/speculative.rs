@@ -17,6 +17,10 @@ use crate::os3::Os3;
 
 /// The longest round OS³ may choose.
 const MAX_STRIDE: usize = 32;
+/// In a run of plain steps (OS³ chose s = 0), every this many one checks what the cache would
+/// have guessed, so that OS³ notices when speculating pays again without paying the cache
+/// lookup on every step.
+const OBSERVE_EVERY: usize = 8;
 
 /// The speculated steps awaiting verification.
 #[derive(Default)]
@@ -46,6 +50,7 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
     let mut successors = Successors::default();
     let mut round = Round::default();
     let fetch = run.fetch(spec.prefetch);
+    let mut plain_steps = 0;
     loop {
         let stride = match spec.stride {
             Stride::Fixed(n) => n.max(1),
@@ -53,11 +58,21 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
         }
         .min(run.remaining());
         if round.len() == 0 && (stride == 0 || successors.is_empty()) {
-            if plain_step(run, &mut successors, &mut os3, spec.successors, fetch)? {
+            let observe = plain_steps % OBSERVE_EVERY == 0;
+            plain_steps += 1;
+            if plain_step(
+                run,
+                &mut successors,
+                &mut os3,
+                observe,
+                spec.successors,
+                fetch,
+            )? {
                 return Ok(());
             }
             continue;
         }
+        plain_steps = 0;
         while round.len() < stride && !round.ended(run) {
             speculate(run, &successors, &mut round, &mut os3)?;
         }
@@ -68,6 +83,7 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
             let (retriever, k) = (run.retriever, fetch);
             let queries: Vec<_> = round.states.iter().map(|s| s.query.clone()).collect();
             let mut extra = Round::default();
+            let overlapped = Instant::now();
             let (verified, speculated) = std::thread::scope(|scope| {
                 let verifier = scope.spawn(move || {
                     let start = Instant::now();
@@ -76,6 +92,7 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
                 let speculated = speculate(run, &successors, &mut extra, &mut os3);
                 (verifier.join(), speculated)
             });
+            os3.overlap_took(overlapped.elapsed());
             let (hits, took) = verified.map_err(|_| EngineError::Verifier("panicked".into()))?;
             speculated?;
             run.searched(round.len(), took);
@@ -98,18 +115,19 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
     }
 }
 
-/// A step without speculation: forward, search, commit. It still tells OS³ whether the cache
-/// would have guessed right. Returns true when generation is over.
+/// A step without speculation: forward, search, commit. When `observe`, it also tells OS³
+/// whether the cache would have guessed right. Returns true when generation is over.
 fn plain_step(
     run: &mut Run<'_>,
     successors: &mut Successors,
     os3: &mut Os3,
+    observe: bool,
     n: usize,
     fetch: usize,
 ) -> Result<bool> {
     let t = Instant::now();
     let state = run.forward()?;
-    let guess = if successors.is_empty() {
+    let guess = if !observe || successors.is_empty() {
         None
     } else {
         let hits = successors.speculate(run.retriever, &state.query, run.params.k)?;
