@@ -48,7 +48,7 @@ pub fn speedup_svg(
             H - MARGIN + 18.0
         );
     }
-    for s in 0..=y1.ceil() as usize {
+    for s in 0..=y1.floor() as usize {
         let y = py(s as f64);
         let _ = writeln!(
             svg,
