@@ -4,7 +4,7 @@
 //!
 //! - [`KnnEngine::Plain`]: one datastore search per token.
 //! - [`KnnEngine::Spec`]: speculative kNN-LM. Each step's neighbours are guessed from the
-//!   successors of the last true neighbours ([`successors`]), several steps are generated on
+//!   successors of the last true neighbours (`successors`), several steps are generated on
 //!   those guesses, and their hidden states are searched for real in ONE batched call. A step
 //!   is accepted when its token equals the token its true neighbours give; the first that
 //!   differs is replaced by the true token and the KV cache is rolled back behind it. The

@@ -50,6 +50,9 @@ pub(crate) struct Os3 {
     steps: VecDeque<f64>,
     /// (queries, seconds) of recent verifications.
     verifications: VecDeque<(f64, f64)>,
+    /// Latencies of recent plain steps (s = 0), when the engine times them apart from
+    /// speculation steps.
+    plain_steps: VecDeque<f64>,
     /// Wall times of recent overlapped (verification ‖ one step) pairs.
     overlaps: VecDeque<f64>,
     /// (stride, matched steps) of recent rounds.
@@ -65,6 +68,7 @@ impl Os3 {
             steps: VecDeque::with_capacity(STEP_WINDOW),
             verifications: VecDeque::with_capacity(VERIFY_WINDOW),
             overlaps: VecDeque::with_capacity(WINDOW),
+            plain_steps: VecDeque::with_capacity(STEP_WINDOW),
             rounds: VecDeque::with_capacity(WINDOW),
         }
     }
@@ -87,6 +91,12 @@ impl Os3 {
             (queries as f64, d.as_secs_f64()),
             VERIFY_WINDOW,
         );
+    }
+
+    /// Records the LM latency of one plain step (s = 0), which may cost less than a
+    /// speculation step (no cache lookup); until one is recorded, s = 0 is costed at `a`.
+    pub(crate) fn plain_step_took(&mut self, d: Duration) {
+        push_bounded(&mut self.plain_steps, d.as_secs_f64(), STEP_WINDOW);
     }
 
     /// Records the wall time of one verification overlapped with one speculation step.
@@ -160,7 +170,7 @@ impl Os3 {
     pub(crate) fn objective(&self, s: usize, gamma: f64, a: f64, cost: VerifyCost) -> f64 {
         let b = cost.of(s.max(1));
         if s == 0 {
-            return 1.0 / (a + b);
+            return 1.0 / (mean(&self.plain_steps).unwrap_or(a) + b);
         }
         let gs = gamma.powi(s as i32);
         let steps = (1.0 - gs) / (1.0 - gamma);

@@ -127,13 +127,13 @@ fn plain_step(
 ) -> Result<bool> {
     let t = Instant::now();
     let state = run.forward()?;
+    os3.plain_step_took(t.elapsed());
     let guess = if !observe || successors.is_empty() {
         None
     } else {
         let hits = successors.speculate(run.retriever, &state.query, run.params.k)?;
         Some(run.choose(&state, &hits))
     };
-    os3.step_took(t.elapsed());
     let (mut hits, took) = run.search(std::slice::from_ref(&state), fetch)?;
     os3.verification_took(1, took);
     let hits = hits.swap_remove(0);
