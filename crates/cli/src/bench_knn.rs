@@ -116,7 +116,9 @@ pub fn run(args: Args) -> Result<()> {
             max_tokens: args.max_tokens,
             pad_to: (size > 0).then_some(size),
         };
-        let store = knn_cmd::open_or_build(&lm, &model_path, &source)?;
+        // A graph over a padded datastore takes long; it is built only for the real size.
+        let hnsw = size == 0 && searches.contains(&KeySearch::Approximate);
+        let store = knn_cmd::open_or_build(&lm, &model_path, &source, hnsw)?;
         let m = store.manifest().clone();
         let prompts = prompts(&lm, &corpus, m.held_out_every, args.prompts)?;
         for &search in &searches {

@@ -232,8 +232,14 @@ pub fn build_with_progress(
     Ok(manifest)
 }
 
-/// Opens the datastore `source` names, building the default one on first use.
-pub fn open_or_build(lm: &Lm, model_path: &Path, source: &SourceArgs) -> Result<Datastore> {
+/// Opens the datastore `source` names, building the default one on first use (with an HNSW
+/// graph when `hnsw`).
+pub fn open_or_build(
+    lm: &Lm,
+    model_path: &Path,
+    source: &SourceArgs,
+    hnsw: bool,
+) -> Result<Datastore> {
     let dir = datastore_dir(source)?;
     if !dir.join("datastore.json").exists() {
         if source.datastore.is_some() {
@@ -256,6 +262,7 @@ pub fn open_or_build(lm: &Lm, model_path: &Path, source: &SourceArgs) -> Result<
             max_tokens: (source.max_tokens > 0).then_some(source.max_tokens),
             pad_to: source.pad_to,
             reuse: unpadded_dir(source)?,
+            hnsw: hnsw.then(HnswParams::default),
             ..BuildOptions::default()
         };
         build_with_progress(lm, model_path, &corpus, &dir, &options)?;
@@ -275,8 +282,13 @@ pub fn parse_search(s: &str) -> Result<KeySearch> {
 pub fn generate(args: GenerateArgs) -> Result<()> {
     let model_path = model_arg::resolve(&args.source.model)?;
     let lm = model_arg::open(&model_path, Device::Cpu)?;
-    let store = open_or_build(&lm, &model_path, &args.source)?;
     let search = parse_search(&args.search)?;
+    let store = open_or_build(
+        &lm,
+        &model_path,
+        &args.source,
+        search == KeySearch::Approximate,
+    )?;
     let knn = KnnLm::new(&lm, &store, search, args.knn.params(args.k))?;
     let spec = KnnEngine::Spec(KnnSpec {
         stride: args.stride,
