@@ -185,6 +185,8 @@ pub(crate) struct State {
     query: Query,
     norm2: f32,
     logits: Vec<f32>,
+    /// `mix::log_normalizer(logits)`, computed once.
+    lse: f64,
 }
 
 /// One generation in flight: the KV cache, the tokens waiting to be fed, the committed
@@ -236,6 +238,7 @@ impl<'a> Run<'a> {
         Ok(State {
             query: Query::embedded("", out.hidden),
             norm2,
+            lse: mix::log_normalizer(&out.logits),
             logits: out.logits,
         })
     }
@@ -275,6 +278,7 @@ impl<'a> Run<'a> {
         self.mixer.next_token(
             &self.params,
             &state.logits,
+            state.lse,
             &neighbours[..k],
             state.norm2,
             self.values,

@@ -54,17 +54,18 @@ pub struct Mixer {
 
 impl Mixer {
     /// The greedy kNN-LM token: the arg-max of the mixed distribution (ties: the lower id).
-    /// `query_norm2` is ‖h‖² of the hidden state the neighbours were searched for.
+    /// `lse_lm` is [`log_normalizer`]`(logits)`, `query_norm2` is ‖h‖² of the hidden state the
+    /// neighbours were searched for.
     pub fn next_token(
         &mut self,
         params: &KnnParams,
         logits: &[f32],
+        lse_lm: f64,
         neighbours: &[Hit],
         query_norm2: f32,
         values: &[u32],
     ) -> u32 {
         let lm_best = argmax(logits);
-        let lse_lm = log_sum_exp_f32(logits);
         let (ln_l, ln_1l) = weights(params);
         let mut best = (
             lm_best,
@@ -92,7 +93,7 @@ impl Mixer {
         values: &[u32],
         target: u32,
     ) -> (f64, f64) {
-        let lm = f64::from(logits[target as usize]) - log_sum_exp_f32(logits);
+        let lm = f64::from(logits[target as usize]) - log_normalizer(logits);
         let (ln_l, ln_1l) = weights(params);
         self.group(params, neighbours, query_norm2, values);
         let lse_knn = log_sum_exp(self.scratch.iter().map(|g| g.1));
@@ -145,8 +146,10 @@ fn log_sum_exp(xs: impl Iterator<Item = f64> + Clone) -> f64 {
     max + xs.map(|x| (x - max).exp()).sum::<f64>().ln()
 }
 
-fn log_sum_exp_f32(xs: &[f32]) -> f64 {
-    log_sum_exp(xs.iter().map(|&x| f64::from(x)))
+/// log Σ exp(logits): the LM's log-softmax normaliser, computed once per step by the callers
+/// of [`Mixer::next_token`] (a pass over the whole vocabulary).
+pub fn log_normalizer(logits: &[f32]) -> f64 {
+    log_sum_exp(logits.iter().map(|&x| f64::from(x)))
 }
 
 fn log_add_exp(a: f64, b: f64) -> f64 {
@@ -181,11 +184,41 @@ mod tests {
             lambda,
             temperature: 1.0,
         };
-        assert_eq!(m.next_token(&p(0.0), &logits, &near, qn, &values), 1);
+        assert_eq!(
+            m.next_token(
+                &p(0.0),
+                &logits,
+                log_normalizer(&logits),
+                &near,
+                qn,
+                &values
+            ),
+            1
+        );
         // Token 3 gets exp(−1) + exp(−1.2) > exp(−0.5) for token 2.
-        assert_eq!(m.next_token(&p(1.0), &logits, &near, qn, &values), 3);
+        assert_eq!(
+            m.next_token(
+                &p(1.0),
+                &logits,
+                log_normalizer(&logits),
+                &near,
+                qn,
+                &values
+            ),
+            3
+        );
         // λ = 0.25: 0.75·p_LM(1) ≈ 0.44 beats 0.25·p_kNN(3) + 0.75·p_LM(3) ≈ 0.39.
-        assert_eq!(m.next_token(&p(0.25), &logits, &near, qn, &values), 1);
+        assert_eq!(
+            m.next_token(
+                &p(0.25),
+                &logits,
+                log_normalizer(&logits),
+                &near,
+                qn,
+                &values
+            ),
+            1
+        );
     }
 
     #[test]
@@ -210,6 +243,16 @@ mod tests {
         let best = (0..50u32)
             .max_by(|&a, &b| all[a as usize].total_cmp(&all[b as usize]).then(b.cmp(&a)))
             .unwrap();
-        assert_eq!(m.next_token(&params, &logits, &near, qn, &values), best);
+        assert_eq!(
+            m.next_token(
+                &params,
+                &logits,
+                log_normalizer(&logits),
+                &near,
+                qn,
+                &values
+            ),
+            best
+        );
     }
 }
