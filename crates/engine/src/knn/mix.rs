@@ -179,46 +179,19 @@ mod tests {
         let qn = 10.0;
         let near = [hit(0, 0.5, qn), hit(1, 1.0, qn), hit(2, 1.2, qn)];
         let mut m = Mixer::default();
-        let p = |lambda| KnnParams {
-            k: 3,
-            lambda,
-            temperature: 1.0,
+        let mut token = |lambda| {
+            let p = KnnParams {
+                k: 3,
+                lambda,
+                temperature: 1.0,
+            };
+            m.next_token(&p, &logits, log_normalizer(&logits), &near, qn, &values)
         };
-        assert_eq!(
-            m.next_token(
-                &p(0.0),
-                &logits,
-                log_normalizer(&logits),
-                &near,
-                qn,
-                &values
-            ),
-            1
-        );
+        assert_eq!(token(0.0), 1);
         // Token 3 gets exp(−1) + exp(−1.2) > exp(−0.5) for token 2.
-        assert_eq!(
-            m.next_token(
-                &p(1.0),
-                &logits,
-                log_normalizer(&logits),
-                &near,
-                qn,
-                &values
-            ),
-            3
-        );
+        assert_eq!(token(1.0), 3);
         // λ = 0.25: 0.75·p_LM(1) ≈ 0.44 beats 0.25·p_kNN(3) + 0.75·p_LM(3) ≈ 0.39.
-        assert_eq!(
-            m.next_token(
-                &p(0.25),
-                &logits,
-                log_normalizer(&logits),
-                &near,
-                qn,
-                &values
-            ),
-            1
-        );
+        assert_eq!(token(0.25), 1);
     }
 
     #[test]
