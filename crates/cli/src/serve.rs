@@ -50,8 +50,10 @@ pub struct Args {
     /// Requests waiting for a worker; beyond it, 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     queue: usize,
-    /// Generation threads (each runs one request at a time).
-    #[arg(long, default_value_t = 1)]
+    /// Generation threads, each running one request at a time. Requests on different threads
+    /// interleave at every LM step and speculation round, and searches that coincide
+    /// (verifications, mostly) are sent to the retriever as one batch.
+    #[arg(long, default_value_t = 4)]
     workers: usize,
     /// Seconds to let in-flight requests finish after a shutdown signal.
     #[arg(long, default_value_t = 30)]
