@@ -38,6 +38,10 @@ pub struct Args {
     /// index takes minutes to build once).
     #[arg(long)]
     passages: Option<usize>,
+    /// Grow the built-in knowledge base to N passages with synthetic ones (a scale experiment,
+    /// as `ralmspec index build --pad-to`; the padded index is built once in the asset store).
+    #[arg(long, conflicts_with_all = ["index", "passages"])]
+    pad_to: Option<usize>,
     /// Default engine of requests that do not choose one.
     #[command(flatten)]
     engine: EngineFlags,
@@ -50,8 +54,10 @@ pub struct Args {
     /// Requests waiting for a worker; beyond it, 503 with Retry-After.
     #[arg(long, default_value_t = 64)]
     queue: usize,
-    /// Generation threads (each runs one request at a time).
-    #[arg(long, default_value_t = 1)]
+    /// Generation threads, each running one request at a time. Requests on different threads
+    /// interleave at every LM step and speculation round, and searches that coincide
+    /// (verifications, mostly) are sent to the retriever as one batch.
+    #[arg(long, default_value_t = 4)]
     workers: usize,
     /// Seconds to let in-flight requests finish after a shutdown signal.
     #[arg(long, default_value_t = 30)]
@@ -120,7 +126,7 @@ fn served_name(model: &str) -> String {
 /// The knowledge base: the built-in default, or a slice of it and/or an index elsewhere.
 fn open_knowledge(args: &Args) -> Result<Knowledge> {
     if args.index.is_none() && args.passages.is_none() {
-        return knowledge_arg::open(args.retriever, None);
+        return knowledge_arg::open(args.retriever, args.pad_to);
     }
     let mut corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
     if let Some(n) = args.passages {

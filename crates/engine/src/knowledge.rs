@@ -37,6 +37,21 @@ impl Knowledge {
         }
     }
 
+    /// The same knowledge base through another retriever over the same documents (one that
+    /// wraps [`Knowledge::retriever`], say): the encoder, the passages and the padding are
+    /// shared.
+    pub fn with_retriever(&self, retriever: Arc<dyn Retriever>) -> Knowledge {
+        Knowledge {
+            retriever,
+            ..self.clone()
+        }
+    }
+
+    /// The retriever.
+    pub fn retriever(&self) -> &Arc<dyn Retriever> {
+        &self.retriever
+    }
+
     /// The name given at construction (e.g. `flat`, `bm25`).
     pub fn name(&self) -> &str {
         &self.name

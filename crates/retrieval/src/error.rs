@@ -104,6 +104,14 @@ pub enum RetrievalError {
         /// What the library said.
         reason: String,
     },
+
+    /// A search shared with other callers failed (a server combines concurrent searches into
+    /// one call): the first caller gets the original error, the others its message in this.
+    #[error("{reason}")]
+    Shared {
+        /// The original error's message.
+        reason: String,
+    },
 }
 
 impl RetrievalError {

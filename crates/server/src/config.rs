@@ -24,7 +24,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Requests admitted but not yet started; one more is refused with 503.
     pub queue_capacity: usize,
-    /// Threads running generations (each with its own shared-document KV).
+    /// Threads running generations, one request each (each with its own shared-document KV);
+    /// their concurrent searches are combined into one retriever call.
     pub workers: usize,
     /// The `Retry-After` a refused request is told, in seconds.
     pub retry_after_secs: u32,
@@ -44,7 +45,7 @@ impl Default for ServerConfig {
             max_prompt_tokens: 1024,
             max_body_bytes: 1 << 20,
             queue_capacity: 64,
-            workers: 1,
+            workers: 4,
             retry_after_secs: 1,
         }
     }

@@ -12,16 +12,19 @@
 //! worker thread that owns generation runs the engine and sends each commit back over the
 //! request's channel → `response` (whole) or `stream` (SSE). A streamed token is always final.
 //!
-//! Concurrency (details in `worker`): requests are served concurrently by `workers` threads,
-//! each running one request at a time to its end; every response equals what the request gets
-//! alone (the engine is deterministic and batch-invariant). Not implemented: interleaving
-//! requests between speculation rounds and batching several requests' verification queries
-//! into one retriever call; the worker module says what that needs from the engine.
+//! Concurrency (details in `worker`): requests are served concurrently by `workers` threads
+//! (4 by default), each running one request at a time to its end, so requests interleave at
+//! every LM step and speculation round. Searches that reach a knowledge base at the same time
+//! (the verifications of several requests, typically) are combined into one retriever call by
+//! [`batcher`]'s combining retriever, which every worker shares. Every response equals what the
+//! request gets alone (the engine is deterministic and batch-invariant).
 //!
 //! Modules: [`config`] (what the server is started with), [`error`] (the one error → HTTP
-//! mapping), [`wire`] (OpenAI's JSON), [`metrics`], and privately `validation`, `worker`,
+//! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), and
+//! privately `validation`, `worker`,
 //! `handlers`, `response`, `stream`, `router`, `state`.
 
+pub mod batcher;
 pub mod config;
 pub mod error;
 mod handlers;
@@ -42,6 +45,7 @@ use ralmspec_engine::Knowledge;
 use ralmspec_lm::Lm;
 use tokio::net::TcpListener;
 
+pub use batcher::CombiningRetriever;
 pub use config::ServerConfig;
 pub use error::{ApiError, ServerError};
 pub use metrics::Metrics;
@@ -57,7 +61,8 @@ pub struct Server {
 
 impl Server {
     /// Checks `config` against the model and starts the workers. `knowledge` lists the served
-    /// knowledge bases by retriever name; the first is the default.
+    /// knowledge bases by retriever name; the first is the default. Each is served through one
+    /// [`CombiningRetriever`] shared by all workers.
     pub fn start(
         lm: Arc<Lm>,
         knowledge: Vec<Arc<Knowledge>>,
@@ -76,6 +81,13 @@ impl Server {
             }
         }
         let metrics = Arc::new(Metrics::default());
+        let knowledge: Vec<Arc<Knowledge>> = knowledge
+            .iter()
+            .map(|k| {
+                let combined = CombiningRetriever::new(k.retriever().clone(), metrics.clone());
+                Arc::new(k.with_retriever(Arc::new(combined)))
+            })
+            .collect();
         let (workers, queue) = Workers::start(
             lm.clone(),
             knowledge.clone(),

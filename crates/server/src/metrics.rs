@@ -1,6 +1,7 @@
 //! Server metrics and their Prometheus text exposition (`GET /metrics`): request latency,
-//! generation speed, retrieval calls, verification batch sizes, speculation accuracy, queue
-//! depth, and what was refused or cancelled. Counters are atomics; histograms take a short
+//! generation speed, retrieval calls, verification batch sizes, how many searches each call
+//! to a retriever combined across requests, speculation accuracy, queue depth, and what was
+//! refused or cancelled. Counters are atomics; histograms take a short
 //! lock of their own (never the model's).
 
 use std::fmt::Write;
@@ -68,6 +69,8 @@ pub struct Metrics {
     queue_wait: Histogram,
     tokens_per_second: Histogram,
     verification_batch: Histogram,
+    /// Searches (of different requests) served by each call to a retriever.
+    combined_searches: Histogram,
     /// Finished requests by outcome.
     ok: AtomicU64,
     failed: AtomicU64,
@@ -77,6 +80,7 @@ pub struct Metrics {
     tokens: AtomicU64,
     retrieval_calls: AtomicU64,
     retrieval_queries: AtomicU64,
+    retriever_calls: AtomicU64,
     speculated: AtomicU64,
     matched: AtomicU64,
     /// Admitted requests no worker has picked up yet.
@@ -96,6 +100,7 @@ impl Default for Metrics {
             queue_wait: Histogram::new(LATENCY_BOUNDS),
             tokens_per_second: Histogram::new(RATE_BOUNDS),
             verification_batch: Histogram::new(BATCH_BOUNDS),
+            combined_searches: Histogram::new(BATCH_BOUNDS),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
@@ -104,6 +109,7 @@ impl Default for Metrics {
             tokens: AtomicU64::new(0),
             retrieval_calls: AtomicU64::new(0),
             retrieval_queries: AtomicU64::new(0),
+            retriever_calls: AtomicU64::new(0),
             speculated: AtomicU64::new(0),
             matched: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
@@ -155,6 +161,12 @@ impl Metrics {
         for &batch in &stats.strides {
             self.verification_batch.observe(batch as f64);
         }
+    }
+
+    /// One call to a retriever served `searches` searches, combined from concurrent requests.
+    pub fn combined(&self, searches: usize) {
+        add(&self.retriever_calls, 1);
+        self.combined_searches.observe(searches as f64);
     }
 
     /// A generation failed.
@@ -210,6 +222,11 @@ impl Metrics {
             "ralmspec_verification_batch_size",
             "Queries per batched verification call of the speculative engine.",
         );
+        self.combined_searches.render(
+            &mut out,
+            "ralmspec_combined_searches",
+            "Searches, from requests in flight at once, served by each call to a retriever.",
+        );
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(
             out,
@@ -236,13 +253,18 @@ impl Metrics {
             ),
             (
                 "ralmspec_retrieval_calls_total",
-                "Calls to the real retriever.",
+                "Searches the requests asked of the real retriever (before combining).",
                 &self.retrieval_calls,
             ),
             (
                 "ralmspec_retrieval_queries_total",
                 "Queries sent to the real retriever.",
                 &self.retrieval_queries,
+            ),
+            (
+                "ralmspec_retriever_calls_total",
+                "Calls to the retrievers themselves, each serving one or more combined searches.",
+                &self.retriever_calls,
             ),
             (
                 "ralmspec_speculated_total",

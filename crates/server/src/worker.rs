@@ -14,15 +14,16 @@
 //! its turn comes is skipped; one already running stops at its next step, because the commit
 //! callback reports the closed channel to the engine ([`Ralm::generate_cancellable`]).
 //!
-//! What is not batched (yet): requests do not share forward passes or retriever calls. Within
-//! one request, RaLMSpec verifies its speculated steps with ONE batched retriever call; across
-//! requests, interleaving at speculation-round boundaries and sending the verification queries
-//! of several requests as one batch needs the engine to expose a round-by-round state machine
-//! (`Request` + the speculative loop as a resumable step). This module is the place for it: a
-//! worker would hold several requests in flight, advance each by one round, gather the
-//! queries of those waiting for verification into one `Knowledge::search`, and hand each its
-//! hits. Outputs stay identical either way, since the forward pass and the retriever are
-//! batch-invariant.
+//! Batching across requests: within one request, RaLMSpec verifies its speculated steps with
+//! ONE batched retriever call. Across requests, the `workers` threads interleave at every LM
+//! step and speculation round (the OS schedules them; none holds a lock while generating), and
+//! the knowledge bases they share search through a [`CombiningRetriever`]: verifications of
+//! several requests that reach the retriever at the same time go to it as one batch, one call
+//! per distinct `k`, with no timer waiting for more. Each request still gets exactly its own
+//! hits, so its output is what it gets alone (the forward pass and the retrievers are
+//! batch-invariant). Forward passes are not shared: each request runs its own.
+//!
+//! [`CombiningRetriever`]: crate::batcher::CombiningRetriever
 
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;

@@ -132,6 +132,8 @@ async fn models_health_and_metrics() {
         "ralmspec_generation_tokens_per_second",
         "ralmspec_retrieval_calls_total",
         "ralmspec_verification_batch_size",
+        "ralmspec_combined_searches_bucket",
+        "ralmspec_retriever_calls_total",
         "ralmspec_speculation_accuracy",
         "ralmspec_queue_depth",
     ] {
@@ -336,11 +338,12 @@ fn answer_of(response: &Value) -> (Value, Value) {
     (text, response["sources"].clone())
 }
 
-/// Many requests at once, on two workers: every answer equals the same request served alone.
+/// Many requests at once, on two and on four workers (whose concurrent searches are combined
+/// into shared retriever calls): every answer equals the same request served alone.
 #[tokio::test]
 async fn concurrent_answers_equal_single_answers() {
     let server = common::server(ServerConfig {
-        workers: 2,
+        workers: 1,
         ..common::config()
     });
     let questions = [
@@ -373,20 +376,44 @@ async fn concurrent_answers_equal_single_answers() {
     for chunk in alone.chunks(engines.len()) {
         assert!(chunk.iter().all(|a| *a == chunk[0]), "{chunk:?}");
     }
-    let tasks: Vec<_> = requests
-        .iter()
-        .chain(requests.iter())
-        .map(|r| {
-            tokio::spawn(send_json(
-                server.router(),
-                post("/v1/completions", r.to_string()),
-            ))
-        })
-        .collect();
-    for (i, task) in tasks.into_iter().enumerate() {
-        let (status, got) = task.await.unwrap();
-        assert_eq!(status, StatusCode::OK, "{got}");
-        assert_eq!(answer_of(&got), alone[i % requests.len()], "request {i}");
+    for workers in [2, 4] {
+        let server = common::server(ServerConfig {
+            workers,
+            ..common::config()
+        });
+        let tasks: Vec<_> = requests
+            .iter()
+            .chain(requests.iter())
+            .map(|r| {
+                tokio::spawn(send_json(
+                    server.router(),
+                    post("/v1/completions", r.to_string()),
+                ))
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let (status, got) = task.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{got}");
+            assert_eq!(
+                answer_of(&got),
+                alone[i % requests.len()],
+                "request {i}, {workers} workers"
+            );
+        }
+        // Every search of every request went through the combiner, once.
+        let text = server.metrics().render();
+        let value = |name: &str| -> f64 {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line[name.len()..].trim().parse().unwrap()
+        };
+        let searches = value("ralmspec_combined_searches_sum ");
+        let calls = value("ralmspec_retriever_calls_total ");
+        assert_eq!(searches, value("ralmspec_retrieval_calls_total "), "{text}");
+        assert!(
+            calls > 0.0 && calls <= searches,
+            "{calls} calls, {searches} searches"
+        );
+        eprintln!("{workers} workers: {searches} searches in {calls} retriever calls");
     }
 }
 
