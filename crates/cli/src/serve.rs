@@ -56,8 +56,9 @@ pub struct Args {
     queue: usize,
     /// Generation threads, each running one request at a time. Requests on different threads
     /// interleave at every LM step and speculation round, and searches that coincide
-    /// (verifications, mostly) are sent to the retriever as one batch.
-    #[arg(long, default_value_t = 4)]
+    /// (verifications, mostly) are sent to the retriever as one batch. Default: half the
+    /// logical CPUs, 1 to 4.
+    #[arg(long, default_value_t = ralmspec_server::config::default_workers())]
     workers: usize,
     /// Seconds to let in-flight requests finish after a shutdown signal.
     #[arg(long, default_value_t = 30)]

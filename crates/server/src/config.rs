@@ -31,6 +31,14 @@ pub struct ServerConfig {
     pub retry_after_secs: u32,
 }
 
+/// Half the logical CPUs, 1 to 4: one generation keeps about two cores busy (measured on a
+/// 2-vCPU machine, 4 workers served 32 clients 13% slower than 1), so more workers only pay
+/// where there are cores for them.
+pub fn default_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus / 2).clamp(1, 4)
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
@@ -45,7 +53,7 @@ impl Default for ServerConfig {
             max_prompt_tokens: 1024,
             max_body_bytes: 1 << 20,
             queue_capacity: 64,
-            workers: 4,
+            workers: default_workers(),
             retry_after_secs: 1,
         }
     }
