@@ -7,7 +7,6 @@
 //! and searches per token, plus perplexity on held-out text, as JSON, Markdown and an SVG plot.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use ralmspec_engine::Stride;
@@ -20,6 +19,7 @@ use serde_json::json;
 use crate::engine_arg::parse_stride;
 use crate::knn_cmd::{self, KnnArgs, SourceArgs, parse_search};
 use crate::model_arg::{self, Device};
+use crate::report::ReportArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,15 +55,8 @@ pub struct Args {
     perplexity_tokens: usize,
     #[command(flatten)]
     knn: KnnArgs,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write the Markdown tables here.
-    #[arg(long)]
-    markdown: Option<PathBuf>,
-    /// Write an SVG plot of speed-up against k here.
-    #[arg(long)]
-    svg: Option<PathBuf>,
+    #[command(flatten)]
+    report: ReportArgs,
 }
 
 /// One (datastore, search, k, setting) measurement, totals over the prompts.
@@ -169,15 +162,7 @@ pub fn run(args: Args) -> Result<()> {
     });
     let md = markdown(&report, &rows, &perplexity);
     print!("{md}");
-    if let Some(path) = &args.json {
-        write(path, &serde_json::to_string_pretty(&report)?)?;
-    }
-    if let Some(path) = &args.markdown {
-        write(path, &md)?;
-    }
-    if let Some(path) = &args.svg {
-        write(path, &svg(&rows))?;
-    }
+    args.report.write(&report, &md, || svg(&rows))?;
     if mismatches > 0 {
         bail!("{mismatches} speculative continuations differed from plain kNN-LM");
     }
@@ -377,8 +362,4 @@ fn svg(rows: &[Row]) -> String {
         "neighbours k (log scale)",
         &lines,
     )
-}
-
-fn write(path: &PathBuf, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

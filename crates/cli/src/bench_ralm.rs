@@ -9,15 +9,14 @@
 mod plot;
 mod summary;
 
-use std::path::PathBuf;
-
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ralmspec_engine::{Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use serde_json::json;
 
 use crate::knowledge_arg::{self, RetrieverKind};
 use crate::model_arg::{self, Device};
+use crate::report::ReportArgs;
 use summary::Runs;
 
 #[derive(clap::Args)]
@@ -40,15 +39,8 @@ pub struct Args {
     /// New tokens per answer.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
-    /// Write the report as JSON here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Write the Markdown table here.
-    #[arg(long)]
-    markdown: Option<PathBuf>,
-    /// Write an SVG plot of speed-up against knowledge-base size here.
-    #[arg(long)]
-    svg: Option<PathBuf>,
+    #[command(flatten)]
+    report: ReportArgs,
 }
 
 /// The variants of the paper's ablation (Table 1 and 4): cache only, then each component.
@@ -138,15 +130,10 @@ pub fn run(args: Args) -> Result<()> {
         "mismatches": mismatches,
     });
     print!("{}", summary::markdown(&report, &rows));
-    if let Some(path) = &args.json {
-        write(path, &serde_json::to_string_pretty(&report)?)?;
-    }
-    if let Some(path) = &args.markdown {
-        write(path, &summary::markdown(&report, &rows))?;
-    }
-    if let Some(path) = &args.svg {
-        write(path, &plot::speedup_svg(&rows))?;
-    }
+    args.report
+        .write(&report, &summary::markdown(&report, &rows), || {
+            plot::speedup_svg(&rows)
+        })?;
     if mismatches > 0 {
         bail!("{mismatches} speculative answers differed from the baseline's");
     }
@@ -155,8 +142,4 @@ pub fn run(args: Args) -> Result<()> {
 
 fn same(a: &Generation, b: &Generation) -> bool {
     a.tokens == b.tokens && a.spans == b.spans && a.stop == b.stop
-}
-
-fn write(path: &PathBuf, text: &str) -> Result<()> {
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

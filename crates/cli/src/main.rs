@@ -13,6 +13,7 @@ mod knowledge_arg;
 mod machine;
 mod model_arg;
 mod plot;
+mod report;
 mod serve;
 
 use clap::{Parser, Subcommand};
