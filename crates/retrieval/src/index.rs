@@ -406,7 +406,8 @@ fn map_checked<T: Plain>(path: &Path, len: usize, sha: &str, verify: Verify) -> 
     Ok(slab)
 }
 
-pub(crate) fn sha256(bytes: &[u8]) -> String {
+/// sha256 of `bytes` as lower-case hex (the checksums of every index and datastore manifest).
+pub fn sha256(bytes: &[u8]) -> String {
     crate::hex(&Sha256::digest(bytes))
 }
 

@@ -17,13 +17,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use ralmspec_lm::{Lm, Outputs, Step};
-use ralmspec_retrieval::index::{Expect, Verify, build_dir_atomically};
+use ralmspec_retrieval::index::{Expect, Verify, build_dir_atomically, sha256};
 use ralmspec_retrieval::padding::splitmix64;
 use ralmspec_retrieval::{
     Corpus, FlatIndex, HnswIndex, HnswParams, Metric, RetrievalError, Retriever,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{EngineError, Result};
 
@@ -264,7 +263,7 @@ impl Datastore {
             held_out_every: options.held_out_every,
             max_tokens: options.max_tokens,
             padding,
-            values_sha256: hex(&Sha256::digest(&value_bytes)),
+            values_sha256: sha256(&value_bytes),
             hnsw: options.hnsw.is_some(),
         };
         build_dir_atomically(dir, |tmp| {
@@ -339,7 +338,7 @@ impl Datastore {
                 ),
             ));
         }
-        if hex(&Sha256::digest(&bytes)) != manifest.values_sha256 {
+        if sha256(&bytes) != manifest.values_sha256 {
             return Err(bad(&values_path, "checksum mismatch (corrupt)".into()));
         }
         let values = bytes
@@ -468,8 +467,4 @@ fn io_reason(e: &std::io::Error) -> String {
     } else {
         e.to_string()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
