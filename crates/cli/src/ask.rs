@@ -141,12 +141,13 @@ fn summary(engine: &Engine, knowledge: &Knowledge, g: &Generation) -> String {
     if let Some(accuracy) = s.accuracy() {
         let strides: Vec<String> = s.strides.iter().map(|s| s.to_string()).collect();
         line.push_str(&format!(
-            "; speculation {}/{} right ({:.0}%), {} rollbacks, strides [{}]",
+            "; speculation {}/{} right ({:.0}%), {} rollbacks, strides [{}], {} verified asynchronously",
             s.matched,
             s.speculated,
             accuracy * 100.0,
             s.rollbacks,
-            strides.join(",")
+            strides.join(","),
+            s.overlapped
         ));
     }
     line

@@ -352,10 +352,11 @@ fn summary(g: &KnnGeneration, engine: KnnEngine, store: &Datastore) -> String {
     );
     if let Some(a) = s.acceptance() {
         line.push_str(&format!(
-            ", {:.0}% of {} speculated steps accepted, mean stride {:.1}",
+            ", {:.0}% of {} speculated steps accepted, mean stride {:.1}, {} rounds verified asynchronously",
             a * 100.0,
             s.speculated,
-            s.mean_stride().unwrap_or(0.0)
+            s.mean_stride().unwrap_or(0.0),
+            s.overlapped
         ));
     }
     line

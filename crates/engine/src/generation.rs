@@ -59,6 +59,8 @@ pub struct Stats {
     pub rollbacks: usize,
     /// Stride of each verification round, in order.
     pub strides: Vec<usize>,
+    /// Rounds verified asynchronously, overlapped with a speculation step.
+    pub overlapped: usize,
 }
 
 impl Stats {

@@ -44,7 +44,7 @@ use crate::error::{EngineError, Result};
 pub const DEFAULT_SUCCESSORS: usize = 10;
 /// Neighbours a verification fetches for the cache by default (measured on the real datastore,
 /// k = 16: 79% of speculated steps accepted with the top-1's successors, 86% with the top-16's,
-/// 90% with the top-64's, 93% with the top-256's).
+/// 90% with the top-64's, 93% with the top-256's; `bench knn --prefetch 16,64,256` measures it).
 pub const DEFAULT_PREFETCH: usize = 256;
 
 /// How speculative kNN-LM runs.
@@ -74,17 +74,20 @@ impl Default for KnnSpec {
 }
 
 impl KnnSpec {
-    /// A short name (`s=4`, `os3`) for tables.
+    /// A short name (`s=4`, `os3+async`, `os3+P64` for a prefetch other than the default) for
+    /// tables.
     pub fn label(&self) -> String {
-        let stride = match self.stride {
+        let mut label = match self.stride {
             Stride::Fixed(n) => format!("s={n}"),
             Stride::Os3 => "os3".into(),
         };
-        if self.async_verify {
-            format!("{stride}+async")
-        } else {
-            stride
+        if self.prefetch != DEFAULT_PREFETCH {
+            label.push_str(&format!("+P{}", self.prefetch));
         }
+        if self.async_verify {
+            label.push_str("+async");
+        }
+        label
     }
 }
 

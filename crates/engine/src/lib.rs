@@ -13,8 +13,8 @@
 //! [`generation`] (what comes back), and privately: `prompt` (LM input and queries),
 //! `session` (the shared LM execution policy and KV reuse), `doc_kv` (documents' KV
 //! shared across requests), `request` (one request in
-//! flight), `baseline`, `speculative`, `replay` (the oracle floor), `doc_cache` (the speculation cache) and `os3` (the
-//! stride scheduler).
+//! flight), `baseline`, `speculative`, `replay` (the oracle floor), `doc_cache` (the speculation cache), `os3` (the
+//! stride scheduler) and `verifier` (asynchronous verification on its own thread pool).
 //!
 //! [`knn`] serves the other retrieval-augmented LM of the paper, kNN-LM (a datastore search at
 //! every token), plain and speculative, with the same guarantee.
@@ -33,6 +33,7 @@ mod replay;
 mod request;
 mod session;
 mod speculative;
+mod verifier;
 
 pub use config::{Engine, RalmConfig, SpecConfig, Stride};
 pub use error::{EngineError, Result};

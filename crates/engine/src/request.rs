@@ -3,7 +3,7 @@
 //! the retriever and extends the answer in exactly the same way.
 
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Hit, Query};
@@ -103,6 +103,11 @@ impl<'a> Request<'a> {
         let (document, question) = self.prompt.input(doc)?;
         self.session
             .extend(doc, document, question, &mut self.answer, n)
+    }
+
+    /// Time in single-token forwards so far, and their number.
+    pub(crate) fn decode_clock(&self) -> (Duration, usize) {
+        (self.session.decode_time, self.session.decoded)
     }
 
     /// New tokens still allowed.

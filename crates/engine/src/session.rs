@@ -26,6 +26,10 @@ pub(crate) struct Session<'a> {
     pub(crate) lm_time: Duration,
     /// Tokens fed through the model.
     pub(crate) tokens_fed: usize,
+    /// Time in single-token forwards (decoding), and their number: the LM's latency per token
+    /// whatever else a step feeds.
+    pub(crate) decode_time: Duration,
+    pub(crate) decoded: usize,
 }
 
 impl<'a> Session<'a> {
@@ -37,6 +41,8 @@ impl<'a> Session<'a> {
             doc: None,
             lm_time: Duration::ZERO,
             tokens_fed: 0,
+            decode_time: Duration::ZERO,
+            decoded: 0,
         }
     }
 
@@ -91,8 +97,13 @@ impl<'a> Session<'a> {
             .lm
             .model
             .forward(tokens, &mut self.cache, Outputs::Last)?;
-        self.lm_time += start.elapsed();
+        let took = start.elapsed();
+        self.lm_time += took;
         self.tokens_fed += tokens.len();
+        if tokens.len() == 1 {
+            self.decode_time += took;
+            self.decoded += 1;
+        }
         Ok(argmax(out.last_logits().unwrap_or(&[])))
     }
 

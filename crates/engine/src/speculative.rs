@@ -10,10 +10,11 @@
 //! only on (document, prefix): the answer is the baseline's, token for token.
 //!
 //! Options ([`SpecConfig`]): prefetching inserts the top-k of every real retrieval into the
-//! cache; OS³ picks `s` before each round (0: a plain retrieval step, when speculating cannot
-//! pay); asynchronous verification runs the batched
-//! retrieval on another thread while the LM speculates one more step, kept when every step
-//! of the round was right and discarded otherwise.
+//! cache; OS³ plans `s` before each round (0: a plain retrieval step, when speculating cannot
+//! pay); asynchronous verification runs the batched retrieval on another thread while the LM
+//! speculates one more step, kept when every step of the round was right and discarded
+//! otherwise. With a fixed stride it overlaps every round; with OS³ only the rounds where the
+//! measured overlap pays.
 
 use std::time::Instant;
 
@@ -21,10 +22,11 @@ use ralmspec_retrieval::{Hit, Query};
 
 use crate::config::{SpecConfig, Stride};
 use crate::doc_cache::DocCache;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::generation::Stop;
-use crate::os3::Os3;
+use crate::os3::{Os3, Plan, StepTime};
 use crate::request::Request;
+use crate::verifier;
 
 /// The longest stride OS³ may choose.
 const MAX_STRIDE: usize = 16;
@@ -76,11 +78,14 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
 
     let mut round = Round::default();
     loop {
-        let stride = match spec.stride {
-            Stride::Fixed(n) => n.max(1),
-            Stride::Os3 => os3.stride(),
+        let plan = match spec.stride {
+            Stride::Fixed(n) => Plan {
+                stride: n.max(1),
+                overlap: spec.async_verify,
+            },
+            Stride::Os3 => os3.plan(),
         };
-        if stride == 0 && round.len() == 0 {
+        if plan.stride == 0 && round.len() == 0 {
             // OS³ found speculation not worth it now: retrieve, then generate.
             request.stats.strides.push(0);
             if let Some(stop) = direct_step(request, &mut cache, &mut os3, spec.prefetch)? {
@@ -88,37 +93,30 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             }
             continue;
         }
-        while round.len() < stride && !round.ended(request) {
-            speculate(request, &cache, &mut round, &mut os3)?;
+        while round.len() < plan.stride && !round.ended(request) {
+            os3.step_took(speculate(request, &cache, &mut round)?);
         }
 
-        // Verify the round in one call, overlapped with one more step when asynchronous.
-        let overlap = spec.async_verify && !round.ended(request);
+        // Verify the round in one call, overlapped with one more step when planned.
+        let overlap = plan.overlap && !round.ended(request);
         let (hits, took, extra) = if overlap {
-            let knowledge = request.knowledge;
-            let queries = &round.queries;
+            let (knowledge, queries) = (request.knowledge, &round.queries);
             let mut extra = Round::default();
-            let overlapped = Instant::now();
-            let (verified, speculated) = std::thread::scope(|scope| {
-                let verifier = scope.spawn(move || {
-                    let start = Instant::now();
-                    let hits = knowledge.search(queries, fetch);
-                    (hits, start.elapsed())
-                });
-                let speculated = speculate(request, &cache, &mut extra, &mut os3);
-                (verifier.join(), speculated)
-            });
-            os3.overlap_took(overlapped.elapsed());
-            let (hits, took) = verified.map_err(|_| EngineError::Verifier("panicked".into()))?;
-            speculated?;
+            let (hits, took, step) = verifier::overlap(
+                || knowledge.search(queries, fetch),
+                || speculate(request, &cache, &mut extra),
+            )?;
+            request.stats.overlapped += 1;
+            os3.overlap_took(round.len(), step?, took);
             (hits?, took, Some(extra))
         } else {
             let start = Instant::now();
             let hits = request.knowledge.search(&round.queries, fetch)?;
-            (hits, start.elapsed(), None)
+            let took = start.elapsed();
+            os3.verification_took(round.len(), took);
+            (hits, took, None)
         };
         request.retrieved(round.len(), took);
-        os3.verification_took(round.len(), took);
         request.stats.strides.push(round.len());
 
         let (matched, stop) = commit(request, &mut cache, &round, &hits, spec.prefetch)?;
@@ -158,28 +156,23 @@ fn direct_step(
         os3.round(1, usize::from(guess == doc));
     }
     let before = request.answer.len();
-    let start = Instant::now();
-    let eos = request.step(doc)?;
-    os3.step_took(start.elapsed());
+    let (step, eos) = timed_step(request, doc)?;
+    os3.step_took(step);
     request.commit(doc, before, request.answer.len());
     Ok(request.stop_after(eos))
 }
 
 /// Speculates one step: the cache's best document for the current query, then one stride.
-fn speculate(
-    request: &mut Request<'_>,
-    cache: &DocCache,
-    round: &mut Round,
-    os3: &mut Os3,
-) -> Result<()> {
+/// Returns how long it took.
+fn speculate(request: &mut Request<'_>, cache: &DocCache, round: &mut Round) -> Result<StepTime> {
     let start = Instant::now();
     let query = request.query()?;
     let doc = cache
         .top1(request.knowledge, &query)?
         .expect("the cache holds the first retrieval's documents");
     let before = request.answer.len();
-    let eos = request.step(doc)?;
-    os3.step_took(start.elapsed());
+    let (mut took, eos) = timed_step(request, doc)?;
+    took.took = start.elapsed();
     round.queries.push(query);
     round.guesses.push(Guess {
         doc,
@@ -187,7 +180,20 @@ fn speculate(
         end: request.answer.len(),
         eos,
     });
-    Ok(())
+    Ok(took)
+}
+
+/// One stride with `doc` in front, timed; true when the model ended the answer.
+fn timed_step(request: &mut Request<'_>, doc: u32) -> Result<(StepTime, bool)> {
+    let start = Instant::now();
+    let (decode_time, decoded) = request.decode_clock();
+    let eos = request.step(doc)?;
+    let (time, n) = request.decode_clock();
+    let step = StepTime {
+        took: start.elapsed(),
+        per_token: (n > decoded).then(|| (time - decode_time) / (n - decoded) as u32),
+    };
+    Ok((step, eos))
 }
 
 /// Checks the round's guesses against the true top-1s, in order: commits the right ones,

@@ -83,6 +83,7 @@ pub struct Metrics {
     retriever_calls: AtomicU64,
     speculated: AtomicU64,
     matched: AtomicU64,
+    overlapped: AtomicU64,
     /// Admitted requests no worker has picked up yet.
     queue_depth: AtomicUsize,
     /// Requests a worker is generating.
@@ -112,6 +113,7 @@ impl Default for Metrics {
             retriever_calls: AtomicU64::new(0),
             speculated: AtomicU64::new(0),
             matched: AtomicU64::new(0),
+            overlapped: AtomicU64::new(0),
             queue_depth: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
         }
@@ -158,6 +160,7 @@ impl Metrics {
         add(&self.retrieval_queries, stats.retrieval_queries);
         add(&self.speculated, stats.speculated);
         add(&self.matched, stats.matched);
+        add(&self.overlapped, stats.overlapped);
         for &batch in &stats.strides {
             self.verification_batch.observe(batch as f64);
         }
@@ -276,6 +279,11 @@ impl Metrics {
                 "Speculated steps the retriever confirmed.",
                 &self.matched,
             ),
+            (
+                "ralmspec_async_verifications_total",
+                "Verifications run beside a speculation step (planned by OS³ where they pay).",
+                &self.overlapped,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(
@@ -347,6 +355,7 @@ mod tests {
             speculated: 4,
             matched: 3,
             strides: vec![1, 4],
+            overlapped: 1,
             ..Stats::default()
         };
         m.finished(Duration::from_secs(1), 16, &stats);
@@ -357,6 +366,7 @@ mod tests {
             "ralmspec_generated_tokens_total 16",
             "ralmspec_retrieval_queries_total 5",
             "ralmspec_speculation_accuracy 0.75",
+            "ralmspec_async_verifications_total 1",
             "ralmspec_verification_batch_size_count 2",
             "ralmspec_queue_depth 0",
             "ralmspec_request_duration_seconds_count 1",

@@ -29,6 +29,8 @@ pub struct Row {
     pub gamma: Option<f64>,
     /// Mean speculation stride.
     pub mean_stride: Option<f64>,
+    /// Fraction of verification rounds that ran asynchronously.
+    pub overlapped: Option<f64>,
     /// Retriever calls per request.
     pub retrieval_calls: f64,
 }
@@ -75,6 +77,8 @@ impl Runs {
             let speculated: usize = runs.iter().map(|g| g.stats.speculated).sum();
             let matched: usize = runs.iter().map(|g| g.stats.matched).sum();
             let strides: Vec<usize> = runs.iter().flat_map(|g| g.stats.strides.clone()).collect();
+            let rounds = strides.iter().filter(|&&s| s > 0).count();
+            let overlapped: usize = runs.iter().map(|g| g.stats.overlapped).sum();
             Row {
                 retriever: retriever.to_string(),
                 passages,
@@ -88,6 +92,7 @@ impl Runs {
                 gamma: (speculated > 0).then(|| matched as f64 / speculated as f64),
                 mean_stride: (!strides.is_empty())
                     .then(|| strides.iter().sum::<usize>() as f64 / strides.len() as f64),
+                overlapped: (rounds > 0).then(|| overlapped as f64 / rounds as f64),
                 retrieval_calls: runs.iter().map(|g| g.stats.retrieval_calls).sum::<usize>() as f64
                     / runs.len().max(1) as f64,
             }
@@ -128,14 +133,14 @@ pub fn markdown(report: &Value, rows: &[Row]) -> String {
         "RaLM latency per request: {} questions, model {}, {} (config {})\n\n",
         report["questions"], report["model"], report["machine"], report["config"]
     );
-    out.push_str("| retriever | passages | engine | mean s | p50 s | p95 s | speed-up | b/a | γ | mean stride | retriever calls |\n");
-    out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| retriever | passages | engine | mean s | p50 s | p95 s | speed-up | b/a | γ | mean stride | async rounds | retriever calls |\n");
+    out.push_str("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let opt = |v: Option<f64>, digits: usize| {
             v.map_or("–".to_string(), |v| format!("{v:.digits$}"))
         };
         out.push_str(&format!(
-            "| {} | {}{} | {} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2} | {} | {} | {:.1} |\n",
+            "| {} | {}{} | {} | {:.2} | {:.2} | {:.2} | {:.2}× | {:.2} | {} | {} | {} | {:.1} |\n",
             r.retriever,
             r.passages,
             if r.padding.is_some() { " (padded)" } else { "" },
@@ -147,6 +152,8 @@ pub fn markdown(report: &Value, rows: &[Row]) -> String {
             r.b_over_a,
             opt(r.gamma, 2),
             opt(r.mean_stride, 1),
+            r.overlapped
+                .map_or("–".to_string(), |o| format!("{:.0}%", o * 100.0)),
             r.retrieval_calls
         ));
     }

@@ -44,6 +44,8 @@ pub struct KnnStats {
     pub rollbacks: usize,
     /// The stride of every round, in order (0: a plain step).
     pub strides: Vec<usize>,
+    /// Rounds verified asynchronously, overlapped with a speculation step.
+    pub overlapped: usize,
 }
 
 impl KnnStats {

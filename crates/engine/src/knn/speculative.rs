@@ -1,9 +1,10 @@
 //! Speculative kNN-LM: rounds of `s` steps generated on neighbours guessed from the successor
 //! cache, then one batched search of the `s` hidden states, acceptance of the steps whose token
 //! the true neighbours confirm, and a rollback (KV truncation) behind the first that differs,
-//! whose true token is committed in its place. OS³ picks `s` (0: a plain step) unless it is
+//! whose true token is committed in its place. OS³ plans `s` (0: a plain step) unless it is
 //! fixed. With asynchronous verification the search runs on another thread while the LM
-//! speculates one more step, which is kept when the whole round is confirmed.
+//! speculates one more step, which is kept when the whole round is confirmed; OS³ overlaps only
+//! the rounds where the measured overlap pays, a fixed stride every round.
 
 use std::time::Instant;
 
@@ -12,8 +13,9 @@ use ralmspec_retrieval::Hit;
 use super::successors::Successors;
 use super::{KnnSpec, Run, State};
 use crate::config::Stride;
-use crate::error::{EngineError, Result};
-use crate::os3::Os3;
+use crate::error::Result;
+use crate::os3::{Os3, Plan, StepTime};
+use crate::verifier;
 
 /// The longest round OS³ may choose.
 const MAX_STRIDE: usize = 32;
@@ -52,11 +54,14 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
     let fetch = run.fetch(spec.prefetch);
     let mut plain_steps = 0;
     loop {
-        let stride = match spec.stride {
-            Stride::Fixed(n) => n.max(1),
-            Stride::Os3 => os3.stride(),
-        }
-        .min(run.remaining());
+        let plan = match spec.stride {
+            Stride::Fixed(n) => Plan {
+                stride: n.max(1),
+                overlap: spec.async_verify,
+            },
+            Stride::Os3 => os3.plan(),
+        };
+        let stride = plan.stride.min(run.remaining());
         if round.len() == 0 && (stride == 0 || successors.is_empty()) {
             let observe = plain_steps % OBSERVE_EVERY == 0;
             plain_steps += 1;
@@ -74,34 +79,28 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
         }
         plain_steps = 0;
         while round.len() < stride && !round.ended(run) {
-            speculate(run, &successors, &mut round, &mut os3)?;
+            os3.step_took(speculate(run, &successors, &mut round)?);
         }
 
-        // Verify the round in one search; asynchronously, speculate one more step meanwhile.
-        let overlap = spec.async_verify && !round.ended(run) && round.len() < run.remaining();
-        let (hits, took, extra) = if overlap {
-            let (retriever, k) = (run.retriever, fetch);
+        // Verify the round in one search; when planned, speculate one more step meanwhile.
+        let overlap = plan.overlap && !round.ended(run) && round.len() < run.remaining();
+        let (hits, extra) = if overlap {
+            let retriever = run.retriever;
             let queries: Vec<_> = round.states.iter().map(|s| s.query.clone()).collect();
             let mut extra = Round::default();
-            let overlapped = Instant::now();
-            let (verified, speculated) = std::thread::scope(|scope| {
-                let verifier = scope.spawn(move || {
-                    let start = Instant::now();
-                    (retriever.search(&queries, k), start.elapsed())
-                });
-                let speculated = speculate(run, &successors, &mut extra, &mut os3);
-                (verifier.join(), speculated)
-            });
-            os3.overlap_took(overlapped.elapsed());
-            let (hits, took) = verified.map_err(|_| EngineError::Verifier("panicked".into()))?;
-            speculated?;
+            let (hits, took, step) = verifier::overlap(
+                || retriever.search(&queries, fetch),
+                || speculate(run, &successors, &mut extra),
+            )?;
+            run.stats.overlapped += 1;
+            os3.overlap_took(round.len(), step?, took);
             run.searched(round.len(), took);
-            (hits?, took, Some(extra))
+            (hits?, Some(extra))
         } else {
             let (hits, took) = run.search(&round.states, fetch)?;
-            (hits, took, None)
+            os3.verification_took(round.len(), took);
+            (hits, None)
         };
-        os3.verification_took(round.len(), took);
         let (matched, last, done) = commit(run, &round, &hits)?;
         os3.round(round.len(), matched);
         if done {
@@ -126,8 +125,9 @@ fn plain_step(
     fetch: usize,
 ) -> Result<bool> {
     let t = Instant::now();
+    // The first step reads the whole prompt: not what a plain step costs.
+    let decoding = run.feed.len() == 1;
     let state = run.forward()?;
-    os3.plain_step_took(t.elapsed());
     let guess = if !observe || successors.is_empty() {
         None
     } else {
@@ -142,6 +142,9 @@ fn plain_step(
         os3.round(1, usize::from(g == token));
     }
     successors.refill(&hits, n, run.len);
+    if decoding {
+        os3.plain_step_took(t.elapsed().saturating_sub(took));
+    }
     run.stats.strides.push(0);
     if run.commit(token) {
         return Ok(true);
@@ -151,22 +154,22 @@ fn plain_step(
 }
 
 /// One speculated step: forward, the cache's top-k as neighbours, the guessed token (fed next).
-fn speculate(
-    run: &mut Run<'_>,
-    successors: &Successors,
-    round: &mut Round,
-    os3: &mut Os3,
-) -> Result<()> {
+/// Returns how long it took.
+fn speculate(run: &mut Run<'_>, successors: &Successors, round: &mut Round) -> Result<StepTime> {
     let t = Instant::now();
     let state = run.forward()?;
+    let forward = t.elapsed();
     round.cache_after.push(run.cache.len());
     let hits = successors.speculate(run.retriever, &state.query, run.params.k)?;
     let guess = run.choose(&state, &hits);
-    os3.step_took(t.elapsed());
+    let took = StepTime {
+        took: t.elapsed(),
+        per_token: Some(forward),
+    };
     round.states.push(state);
     round.guesses.push(guess);
     run.feed.push(guess);
-    Ok(())
+    Ok(took)
 }
 
 /// Checks the round's guesses against the tokens of their true neighbours, in order: commits
