@@ -41,7 +41,11 @@ pub struct Args {
     /// Speculative settings (comma-separated strides: os3 or a number).
     #[arg(long, default_value = "os3", value_delimiter = ',', value_parser = parse_stride)]
     strides: Vec<Stride>,
-    /// Also measure each stride with asynchronous verification.
+    /// Neighbours each real search fetches for the successor cache (comma-separated: one
+    /// setting per value and stride; the default is the engine's `DEFAULT_PREFETCH`).
+    #[arg(long, default_value = "256", value_delimiter = ',')]
+    prefetch: Vec<usize>,
+    /// Also measure each setting with asynchronous verification (planned by OS³ where it pays).
     #[arg(long = "async")]
     async_verify: bool,
     /// Prompts: the openings (16 tokens) of this many held-out knowledge-base passages.
@@ -75,6 +79,8 @@ struct Row {
     b_over_a: f64,
     acceptance: Option<f64>,
     mean_stride: Option<f64>,
+    /// Fraction of speculating rounds verified asynchronously.
+    overlapped: Option<f64>,
     searches_per_token: f64,
     mismatches: usize,
 }
@@ -88,8 +94,13 @@ struct PerplexityRow {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    if args.sizes.is_empty() || args.k.is_empty() || args.strides.is_empty() || args.prompts == 0 {
-        bail!("--sizes, --k, --strides and --prompts must be non-empty");
+    if args.sizes.is_empty()
+        || args.k.is_empty()
+        || args.strides.is_empty()
+        || args.prefetch.is_empty()
+        || args.prompts == 0
+    {
+        bail!("--sizes, --k, --strides, --prefetch and --prompts must be non-empty");
     }
     let searches: Vec<KeySearch> = args
         .search
@@ -199,22 +210,24 @@ fn measure(
     prompts: &[String],
     args: &Args,
 ) -> Result<Vec<Row>> {
-    let settings: Vec<KnnSpec> = args
-        .strides
-        .iter()
-        .flat_map(|&stride| {
-            let asyncs: &[bool] = if args.async_verify {
-                &[false, true]
-            } else {
-                &[false]
-            };
-            asyncs.iter().map(move |&async_verify| KnnSpec {
-                stride,
-                async_verify,
-                ..KnnSpec::default()
-            })
-        })
-        .collect();
+    let asyncs: &[bool] = if args.async_verify {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let mut settings = Vec::new();
+    for &stride in &args.strides {
+        for &prefetch in &args.prefetch {
+            for &async_verify in asyncs {
+                settings.push(KnnSpec {
+                    stride,
+                    prefetch,
+                    async_verify,
+                    ..KnnSpec::default()
+                });
+            }
+        }
+    }
     let mut plain = Totals::default();
     let mut spec: Vec<Totals> = settings.iter().map(|_| Totals::default()).collect();
     let mut mismatches = vec![0; settings.len()];
@@ -264,6 +277,7 @@ fn measure(
                 b_over_a: (plain.search / plain.calls as f64) / (plain.lm / plain.steps as f64),
                 acceptance: (s.verified > 0).then(|| s.accepted as f64 / s.verified as f64),
                 mean_stride: (s.rounds > 0).then(|| s.speculated as f64 / s.rounds as f64),
+                overlapped: (s.rounds > 0).then(|| s.overlapped as f64 / s.rounds as f64),
                 searches_per_token: s.calls as f64 / s.tokens.max(1) as f64,
                 mismatches,
             }
@@ -284,6 +298,7 @@ struct Totals {
     verified: usize,
     accepted: usize,
     rounds: usize,
+    overlapped: usize,
 }
 
 impl Totals {
@@ -298,6 +313,7 @@ impl Totals {
         self.accepted += s.accepted;
         self.verified += s.verified;
         self.rounds += s.strides.iter().filter(|&&n| n > 0).count();
+        self.overlapped += s.overlapped;
     }
 
     fn ms_per_token(&self) -> f64 {
@@ -315,11 +331,11 @@ fn markdown(report: &serde_json::Value, rows: &[Row], ppl: &[PerplexityRow]) -> 
         report["lambda"],
         report["temperature"],
     );
-    md.push_str("| entries | search | k | setting | b/a | plain ms/token | spec ms/token | speed-up | accepted | mean stride | searches/token | identical |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| entries | search | k | setting | b/a | plain ms/token | spec ms/token | speed-up | accepted | mean stride | async rounds | searches/token | identical |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&format!(
-            "| {}{} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2}× | {} | {} | {:.2} | {} |\n",
+            "| {}{} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2}× | {} | {} | {} | {:.2} | {} |\n",
             r.entries,
             if r.padded { " (padded)" } else { "" },
             r.search,
@@ -332,6 +348,8 @@ fn markdown(report: &serde_json::Value, rows: &[Row], ppl: &[PerplexityRow]) -> 
             r.acceptance
                 .map_or("–".into(), |a| format!("{:.0}%", a * 100.0)),
             r.mean_stride.map_or("–".into(), |s| format!("{s:.1}")),
+            r.overlapped
+                .map_or("–".into(), |o| format!("{:.0}%", o * 100.0)),
             r.searches_per_token,
             if r.mismatches == 0 { "yes" } else { "NO" },
         ));
