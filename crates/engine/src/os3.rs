@@ -250,12 +250,13 @@ impl Os3 {
             overlap: false,
         };
         let mut chosen = (plain, rate(plain));
-        for (candidate, allowed) in [
-            (false, true),
-            (true, self.asynchronous && self.since_sync < PROBE_EVERY),
-        ] {
-            let next = best(candidate);
-            if allowed && next.1 > chosen.1 * (1.0 + MARGIN) {
+        let may_overlap = self.asynchronous && self.since_sync < PROBE_EVERY;
+        for overlap in [false, true] {
+            if overlap && !may_overlap {
+                break;
+            }
+            let next = best(overlap);
+            if next.1 > chosen.1 * (1.0 + MARGIN) {
                 chosen = next;
             }
         }
