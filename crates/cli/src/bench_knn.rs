@@ -26,6 +26,9 @@ pub struct Args {
     /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
     model: String,
+    /// Where the LM computes (the searches always run on the CPU cores).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     /// Real entries of the datastore (tokens of knowledge-base text); 0 for all.
     #[arg(long, default_value_t = knn_cmd::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
@@ -107,8 +110,8 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|s| parse_search(s))
         .collect::<Result<_>>()?;
+    let lm = model_arg::load(&args.model, args.device)?;
     let model_path = model_arg::resolve(&args.model)?;
-    let lm = model_arg::open(&model_path, Device::Cpu)?;
     let corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
     let mut rows = Vec::new();
     let mut perplexity = Vec::new();
@@ -116,6 +119,7 @@ pub fn run(args: Args) -> Result<()> {
     for &size in &args.sizes {
         let source = SourceArgs {
             model: args.model.clone(),
+            device: args.device,
             datastore: None,
             max_tokens: args.max_tokens,
             pad_to: (size > 0).then_some(size),
@@ -124,6 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         let hnsw = size == 0 && searches.contains(&KeySearch::Approximate);
         let store = knn_cmd::open_or_build(&lm, &model_path, &source, hnsw)?;
         let m = store.manifest().clone();
+        manifests.push(m.clone());
         let prompts = prompts(&lm, &corpus, m.held_out_every, args.prompts)?;
         for &search in &searches {
             if search == KeySearch::Approximate && !m.hnsw {
@@ -150,14 +155,32 @@ pub fn run(args: Args) -> Result<()> {
                         knn: p.knn,
                     });
                 }
+                // Rewritten after every k, so that an interrupted run keeps what it measured.
+                report(&args, &rows, &perplexity, &manifests)?;
             }
         }
-        manifests.push(m);
     }
+    let (md, mismatches) = report(&args, &rows, &perplexity, &manifests)?;
+    print!("{md}");
+    if mismatches > 0 {
+        bail!("{mismatches} speculative continuations differed from plain kNN-LM");
+    }
+    Ok(())
+}
+
+/// Writes the report files for what has been measured so far; returns the Markdown and the
+/// number of mismatched continuations.
+fn report(
+    args: &Args,
+    rows: &[Row],
+    perplexity: &[PerplexityRow],
+    manifests: &[ralmspec_engine::knn::DatastoreManifest],
+) -> Result<(String, usize)> {
     let mismatches: usize = rows.iter().map(|r| r.mismatches).sum();
     let report = json!({
         "machine": crate::machine::describe(),
         "model": args.model,
+        "device": format!("{:?}", args.device).to_lowercase(),
         "datastores": manifests,
         "prompts": args.prompts,
         "tokens": args.tokens,
@@ -165,19 +188,16 @@ pub fn run(args: Args) -> Result<()> {
         "temperature": args.knn.temperature,
         "method": "each prompt (the first 16 tokens of a held-out knowledge-base passage) is \
                    continued by plain kNN-LM and by each speculative setting, one after the \
-                   other, on the CPU; latency per token is total wall clock over total tokens; \
-                   b/a is the plain runs' mean search over their mean LM step",
+                   other, the LM on the given device and every search on the CPU cores; \
+                   latency per token is total wall clock over total tokens; b/a is the plain \
+                   runs' mean search over their mean LM step",
         "rows": rows,
         "perplexity": perplexity,
         "mismatches": mismatches,
     });
-    let md = markdown(&report, &rows, &perplexity);
-    print!("{md}");
-    args.report.write(&report, &md, || svg(&rows))?;
-    if mismatches > 0 {
-        bail!("{mismatches} speculative continuations differed from plain kNN-LM");
-    }
-    Ok(())
+    let md = markdown(&report, rows, perplexity);
+    args.report.write(&report, &md, || svg(rows))?;
+    Ok((md, mismatches))
 }
 
 /// The first 16 tokens of the first `n` held-out passages.
@@ -323,9 +343,10 @@ impl Totals {
 
 fn markdown(report: &serde_json::Value, rows: &[Row], ppl: &[PerplexityRow]) -> String {
     let mut md = format!(
-        "## kNN-LM: speculative vs plain\n\nMachine: {}. Model: {}. {} prompts × {} tokens, λ = {}, T = {}.\n\n",
+        "## kNN-LM: speculative vs plain\n\nMachine: {}. Model: {} on the {}. {} prompts × {} tokens, λ = {}, T = {}.\n\n",
         report["machine"].as_str().unwrap_or(""),
         report["model"].as_str().unwrap_or(""),
+        report["device"].as_str().unwrap_or("cpu"),
         report["prompts"],
         report["tokens"],
         report["lambda"],

@@ -28,6 +28,10 @@ pub struct SourceArgs {
     /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
     pub model: String,
+    /// Where the LM computes. The GPU's hidden states differ from the CPU's (within 1e-4), so
+    /// a datastore belongs to the device that built it: GPU ones get their own folder.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
     /// The datastore folder (default: one per model and size under $RALMSPEC_HOME/datastores).
     #[arg(long)]
     pub datastore: Option<PathBuf>,
@@ -120,9 +124,8 @@ pub struct GenerateArgs {
 }
 
 pub fn build(args: BuildArgs) -> Result<()> {
+    let (lm, model_path) = load_model(&args.source)?;
     let (corpus, _) = load_source(args.corpus.as_deref(), args.format.as_deref())?;
-    let model_path = model_arg::resolve(&args.source.model)?;
-    let lm = model_arg::open(&model_path, Device::Cpu)?;
     let dir = datastore_dir(&args.source)?;
     let options = BuildOptions {
         max_tokens: (args.source.max_tokens > 0).then_some(args.source.max_tokens),
@@ -131,7 +134,13 @@ pub fn build(args: BuildArgs) -> Result<()> {
         hnsw: args.hnsw.then(HnswParams::default),
         reuse: unpadded_dir(&args.source)?,
     };
-    let m = build_with_progress(&lm, &model_path, &corpus, &dir, &options)?;
+    let m = build_with_progress(
+        &lm,
+        &model_id(&model_path, args.source.device),
+        &corpus,
+        &dir,
+        &options,
+    )?;
     println!(
         "datastore {}: {} entries ({} real, from {} passages), keys of width {}{}",
         dir.display(),
@@ -168,10 +177,14 @@ pub fn datastore_dir(source: &SourceArgs) -> Result<PathBuf> {
         .pad_to
         .map(|n| format!("-pad{n}"))
         .unwrap_or_default();
+    let device = match source.device {
+        Device::Cpu => "",
+        Device::Cuda => "-cuda",
+    };
     Ok(Store::from_env()?
         .root()
         .join("datastores")
-        .join(format!("{name}-{size}{pad}")))
+        .join(format!("{name}-{size}{pad}{device}")))
 }
 
 /// For a padded datastore, the default folder of its unpadded twin, whose entries the build
@@ -188,17 +201,29 @@ fn unpadded_dir(source: &SourceArgs) -> Result<Option<PathBuf>> {
     datastore_dir(&twin).map(Some)
 }
 
-/// The model's identity in a datastore manifest: its GGUF file name.
-pub fn model_id(path: &Path) -> String {
-    path.file_name()
+/// The model's identity in a datastore manifest: its GGUF file name, with `@cuda` for keys
+/// computed on the GPU (which a CPU model must not search, nor the other way round).
+pub fn model_id(path: &Path, device: Device) -> String {
+    let file = path
+        .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path.display().to_string())
+        .unwrap_or_else(|| path.display().to_string());
+    match device {
+        Device::Cpu => file,
+        Device::Cuda => format!("{file}@cuda"),
+    }
+}
+
+/// Loads `source`'s model on its device; returns it with the GGUF path.
+pub fn load_model(source: &SourceArgs) -> Result<(Lm, PathBuf)> {
+    let lm = model_arg::load(&source.model, source.device)?;
+    Ok((lm, model_arg::resolve(&source.model)?))
 }
 
 /// Builds a datastore with progress bars (tokens/s while the LM runs).
 pub fn build_with_progress(
     lm: &Lm,
-    model_path: &Path,
+    model_id: &str,
     corpus: &Corpus,
     dir: &Path,
     options: &BuildOptions,
@@ -209,25 +234,17 @@ pub fn build_with_progress(
             .expect("a valid template"),
     );
     bar.set_message("datastore");
-    let manifest =
-        Datastore::build(
-            lm,
-            &model_id(model_path),
-            corpus,
-            dir,
-            options,
-            &mut |p| match p {
-                BuildProgress::Encoding { done, total } => {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                }
-                BuildProgress::Writing => bar.set_message("writing"),
-                BuildProgress::Graph { entries } => {
-                    bar.set_message(format!("HNSW graph over {entries} keys"))
-                }
-            },
-        )
-        .with_context(|| format!("building the datastore in {}", dir.display()))?;
+    let manifest = Datastore::build(lm, model_id, corpus, dir, options, &mut |p| match p {
+        BuildProgress::Encoding { done, total } => {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+        BuildProgress::Writing => bar.set_message("writing"),
+        BuildProgress::Graph { entries } => {
+            bar.set_message(format!("HNSW graph over {entries} keys"))
+        }
+    })
+    .with_context(|| format!("building the datastore in {}", dir.display()))?;
     bar.finish_and_clear();
     Ok(manifest)
 }
@@ -241,6 +258,7 @@ pub fn open_or_build(
     hnsw: bool,
 ) -> Result<Datastore> {
     let dir = datastore_dir(source)?;
+    let model = model_id(model_path, source.device);
     if !dir.join("datastore.json").exists() {
         if source.datastore.is_some() {
             bail!(
@@ -265,9 +283,9 @@ pub fn open_or_build(
             hnsw: hnsw.then(HnswParams::default),
             ..BuildOptions::default()
         };
-        build_with_progress(lm, model_path, &corpus, &dir, &options)?;
+        build_with_progress(lm, &model, &corpus, &dir, &options)?;
     }
-    Datastore::open(&dir, &model_id(model_path))
+    Datastore::open(&dir, &model)
         .with_context(|| format!("opening the datastore in {}", dir.display()))
 }
 
@@ -280,9 +298,8 @@ pub fn parse_search(s: &str) -> Result<KeySearch> {
 }
 
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let model_path = model_arg::resolve(&args.source.model)?;
-    let lm = model_arg::open(&model_path, Device::Cpu)?;
     let search = parse_search(&args.search)?;
+    let (lm, model_path) = load_model(&args.source)?;
     let store = open_or_build(
         &lm,
         &model_path,

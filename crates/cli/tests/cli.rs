@@ -64,8 +64,14 @@ fn a_prompt_longer_than_the_context_is_refused() {
 
 #[test]
 fn cuda_request_on_a_cpu_build_is_a_clear_error() {
-    let out = ralmspec(&["generate", "--device", "cuda", "hi"]);
-    assert_clean_failure(&out, "--device cuda");
+    for args in [
+        &["generate", "--device", "cuda", "hi"][..],
+        &["knn", "build", "--device", "cuda"],
+        &["knn", "generate", "--device", "cuda", "hi"],
+        &["bench", "knn", "--device", "cuda"],
+    ] {
+        assert_clean_failure(&ralmspec(args), "--device cuda");
+    }
 }
 
 #[test]
