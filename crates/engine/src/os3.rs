@@ -8,7 +8,9 @@
 //! - synchronous verification costs s·a + b per round;
 //! - asynchronous verification overlaps the next step with verification: on a full match the
 //!   round costs (s−1)·a + o, otherwise s·a + b, where o is the wall time of the overlapped
-//!   pair. The paper assumes o = max(a, b), which holds only where the two do not slow each
+//!   pair. An engine that keeps speculating until the verification is done (kNN-LM) makes
+//!   n = ⌈b/a⌉ steps beside it (slowed as below; 1 ≤ n ≤ s), and a full match costs
+//!   (s−n)·a + o. The paper assumes o = max(a, b), which holds only where the two do not slow each
 //!   other down. Here o = max(a/σ_a, b/σ_b) with measured slowdowns: σ_b, the verifier's
 //!   latency alone `b(s)` over its latency beside a step, and σ_a, the LM's latency per
 //!   decoded token alone over beside the verifier (per token, because a step's latency varies
@@ -84,6 +86,9 @@ pub(crate) struct Os3 {
     /// Whether a mismatch costs a stride to regenerate the corrected step (RaLM: yes; kNN-LM:
     /// no, verification yields the corrected token itself).
     redo: bool,
+    /// Whether an overlapped verification is beside as many steps as fit in it, up to a
+    /// stride (kNN-LM), rather than one (RaLM).
+    lookahead: bool,
     max_stride: usize,
     steps: VecDeque<f64>,
     /// (queries, seconds) of recent synchronous verifications.
@@ -110,6 +115,7 @@ impl Os3 {
         Os3 {
             asynchronous,
             redo: true,
+            lookahead: false,
             max_stride: max_stride.max(1),
             steps: VecDeque::with_capacity(STEP_WINDOW),
             verifications: VecDeque::with_capacity(VERIFY_WINDOW),
@@ -125,6 +131,13 @@ impl Os3 {
     /// This scheduler for an engine whose mismatches cost no regeneration.
     pub(crate) fn without_redo(mut self) -> Os3 {
         self.redo = false;
+        self
+    }
+
+    /// This scheduler for an engine that, beside an overlapped verification, speculates the
+    /// next round's steps until the verification is done (at most a stride of them).
+    pub(crate) fn speculating_until_verified(mut self) -> Os3 {
+        self.lookahead = true;
         self
     }
 
@@ -166,12 +179,15 @@ impl Os3 {
         }
     }
 
-    /// Wall time of a step of latency `a` alone overlapped with a verification of latency `b`
-    /// alone, each slowed as measured (not at all, the paper's assumption, until measured).
-    fn overlapped(&self, a: f64, b: f64) -> f64 {
-        let lm = mean(&self.lm_speeds).unwrap_or(1.0);
-        let verifier = mean(&self.verifier_speeds).unwrap_or(1.0);
-        (a / lm).max(b / verifier)
+    /// An overlapped verification of latency `b` alone beside steps of latency `a` alone, each
+    /// slowed as measured (not at all, the paper's assumption, until measured): the steps made
+    /// beside it (as many as fit, at least one and at most `max_steps`) and the wall time until
+    /// both are done.
+    fn overlapped(&self, a: f64, b: f64, max_steps: usize) -> (f64, f64) {
+        let step = a / mean(&self.lm_speeds).unwrap_or(1.0);
+        let verify = b / mean(&self.verifier_speeds).unwrap_or(1.0);
+        let steps = (verify / step).ceil().clamp(1.0, max_steps.max(1) as f64);
+        (steps, (steps * step).max(verify))
     }
 
     /// `a`: the mean speculation step, or before one was timed, the mean plain step.
@@ -274,7 +290,10 @@ impl Os3 {
         let s = plan.stride as f64;
         let redo = if self.redo { (1.0 - gs) * a } else { 0.0 };
         let time = if plan.overlap {
-            gs * ((s - 1.0) * a + self.overlapped(a, b)) + (1.0 - gs) * (s * a + b) + redo
+            // On a full match the steps made beside the verification start the next round.
+            let beside = if self.lookahead { plan.stride } else { 1 };
+            let (n, o) = self.overlapped(a, b, beside);
+            gs * ((s - n) * a + o) + (1.0 - gs) * (s * a + b) + redo
         } else {
             s * a + b + redo
         };
@@ -445,8 +464,8 @@ mod tests {
         }
         assert_eq!(mean(&none.lm_speeds), Some(0.5));
         assert_eq!(mean(&none.verifier_speeds), Some(0.75));
-        assert!((none.overlapped(1.0, 3.0) - 4.0).abs() < 1e-12);
-        assert!((perfect.overlapped(1.0, 3.0) - 3.0).abs() < 1e-12);
+        assert_eq!(none.overlapped(1.0, 3.0, 1), (1.0, 4.0));
+        assert_eq!(perfect.overlapped(1.0, 3.0, 1), (1.0, 3.0));
         assert!(!none.plan().overlap, "no overlap: synchronous");
         assert!(none.plan().stride > 0);
         assert!(perfect.plan().overlap);
@@ -461,9 +480,31 @@ mod tests {
         // The verifier (0.5 alone) ran at full speed; the step (1 alone) took 1.4 beside it.
         os3.overlap_took(4, step(1.4, 0.35), secs(0.5));
         assert_eq!(mean(&os3.verifier_speeds), Some(1.0));
-        assert!((os3.overlapped(1.0, 0.5) - 1.4).abs() < 1e-12);
+        let (steps, o) = os3.overlapped(1.0, 0.5, 1);
+        assert!(steps == 1.0 && (o - 1.4).abs() < 1e-12);
         // Which is slower than no overlap at all (1 + 0.5 = 1.5, less the 2% margin).
         assert!(!os3.plan().overlap);
+    }
+
+    #[test]
+    fn speculating_until_verified_hides_the_steps_that_fit() {
+        let rounds = [(4, 4), (4, 4), (4, 4)];
+        let one = scheduler(true, 1.0, 3.0, &rounds);
+        let mut until = scheduler(true, 1.0, 3.0, &rounds).speculating_until_verified();
+        // Three steps of 1 fit in a verification of 3, none slowed; at most a stride of them.
+        assert_eq!(until.overlapped(1.0, 3.0, 8), (3.0, 3.0));
+        assert_eq!(until.overlapped(1.0, 3.0, 2), (2.0, 3.0));
+        assert_eq!(until.overlapped(1.0, 2.5, 8), (3.0, 3.0));
+        let plan = Plan {
+            stride: 4,
+            overlap: true,
+        };
+        let (gamma, cost) = (until.gamma().unwrap(), VerifyCost::flat(3.0));
+        assert!(until.objective(plan, gamma, 1.0, cost) > one.objective(plan, gamma, 1.0, cost));
+        assert!(until.plan().overlap);
+        // Beside a verifier that halves the LM's speed, only half as many steps fit.
+        until.overlap_took(4, step(2.0, 0.5), secs(3.0));
+        assert_eq!(until.overlapped(1.0, 3.0, 8), (2.0, 4.0));
     }
 
     #[test]

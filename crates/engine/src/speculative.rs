@@ -104,7 +104,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             let mut extra = Round::default();
             let (hits, took, step) = verifier::overlap(
                 || knowledge.search(queries, fetch),
-                || speculate(request, &cache, &mut extra),
+                |_| speculate(request, &cache, &mut extra),
             )?;
             request.stats.overlapped += 1;
             os3.overlap_took(round.len(), step?, took);

@@ -1,5 +1,5 @@
 //! Asynchronous verification: a round's batched retrieval on another thread while the LM
-//! speculates one more step.
+//! speculates on (one more step for RaLM; for kNN-LM, steps until the verification is done).
 //!
 //! The retrieval runs on a thread pool of its own. On the process-wide pool, which the LM's
 //! forward pass and the query encoder use, it would hold every worker for its whole scan and the
@@ -8,6 +8,7 @@
 //! operating system shares the cores between them, and OS³ measures how well that works.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::error::{EngineError, Result};
@@ -25,21 +26,25 @@ fn pool() -> &'static rayon::ThreadPool {
 }
 
 /// Runs `verify` on the verification pool while `step` runs on this thread; returns what
-/// each returned and how long `verify` took.
+/// each returned and how long `verify` took. `step` is given a flag that turns true when
+/// `verify` is done, so that it can stop speculating then.
 pub(crate) fn overlap<V, S>(
     verify: impl FnOnce() -> V + Send,
-    step: impl FnOnce() -> S,
+    step: impl FnOnce(&AtomicBool) -> S,
 ) -> Result<(V, Duration, S)>
 where
     V: Send,
 {
+    let done = AtomicBool::new(false);
     let (verified, stepped) = std::thread::scope(|scope| {
         let verifier = scope.spawn(|| {
             let start = Instant::now();
             let v = pool().install(verify);
-            (v, start.elapsed())
+            let took = start.elapsed();
+            done.store(true, Ordering::Release);
+            (v, took)
         });
-        let stepped = step();
+        let stepped = step(&done);
         (verifier.join(), stepped)
     });
     let (v, took) = verified.map_err(|_| EngineError::Verifier("panicked".into()))?;

@@ -3,10 +3,12 @@
 //! the true neighbours confirm, and a rollback (KV truncation) behind the first that differs,
 //! whose true token is committed in its place. OS³ plans `s` (0: a plain step) unless it is
 //! fixed. With asynchronous verification the search runs on another thread while the LM
-//! speculates one more step, which is kept when the whole round is confirmed; OS³ overlaps only
-//! the rounds where the measured overlap pays, a fixed stride every round.
+//! speculates the next round's steps on (until the search is done, at most `s` of them), which
+//! are kept when the whole round is confirmed; OS³ overlaps only the rounds where the measured
+//! overlap pays, a fixed stride every round.
 
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use ralmspec_retrieval::Hit;
 
@@ -48,7 +50,9 @@ impl Round {
 
 /// Generates until the run stops.
 pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
-    let mut os3 = Os3::new(spec.async_verify, MAX_STRIDE).without_redo();
+    let mut os3 = Os3::new(spec.async_verify, MAX_STRIDE)
+        .without_redo()
+        .speculating_until_verified();
     let mut successors = Successors::default();
     let mut round = Round::default();
     let fetch = run.fetch(spec.prefetch);
@@ -82,15 +86,16 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
             os3.step_took(speculate(run, &successors, &mut round)?);
         }
 
-        // Verify the round in one search; when planned, speculate one more step meanwhile.
+        // Verify the round in one search; when planned, speculate the next round meanwhile.
         let overlap = plan.overlap && !round.ended(run) && round.len() < run.remaining();
         let (hits, extra) = if overlap {
             let retriever = run.retriever;
             let queries: Vec<_> = round.states.iter().map(|s| s.query.clone()).collect();
+            let limit = stride.max(1).min(run.remaining() - round.len());
             let mut extra = Round::default();
             let (hits, took, step) = verifier::overlap(
                 || retriever.search(&queries, fetch),
-                || speculate(run, &successors, &mut extra),
+                |done| speculate_until(run, &successors, &mut extra, done, limit),
             )?;
             run.stats.overlapped += 1;
             os3.overlap_took(round.len(), step?, took);
@@ -170,6 +175,33 @@ fn speculate(run: &mut Run<'_>, successors: &Successors, round: &mut Round) -> R
     round.guesses.push(guess);
     run.feed.push(guess);
     Ok(took)
+}
+
+/// Steps speculated beside a verification: one, then more until `done` turns true, `limit`
+/// steps are made or the text ends. Returns their time together (per token: their mean).
+fn speculate_until(
+    run: &mut Run<'_>,
+    successors: &Successors,
+    round: &mut Round,
+    done: &AtomicBool,
+    limit: usize,
+) -> Result<StepTime> {
+    let (mut took, mut forward, mut forwards) = (Duration::ZERO, Duration::ZERO, 0u32);
+    loop {
+        let step = speculate(run, successors, round)?;
+        took += step.took;
+        if let Some(f) = step.per_token {
+            forward += f;
+            forwards += 1;
+        }
+        if done.load(Ordering::Acquire) || round.len() >= limit || round.ended(run) {
+            break;
+        }
+    }
+    Ok(StepTime {
+        took,
+        per_token: (forwards > 0).then(|| forward / forwards),
+    })
 }
 
 /// Checks the round's guesses against the tokens of their true neighbours, in order: commits
