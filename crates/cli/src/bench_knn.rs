@@ -343,10 +343,13 @@ impl Totals {
 
 fn markdown(report: &serde_json::Value, rows: &[Row], ppl: &[PerplexityRow]) -> String {
     let mut md = format!(
-        "## kNN-LM: speculative vs plain\n\nMachine: {}. Model: {} on the {}. {} prompts × {} tokens, λ = {}, T = {}.\n\n",
+        "## kNN-LM: speculative vs plain\n\nMachine: {}. Model: {}, on the {}. {} prompts × {} tokens, λ = {}, T = {}.\n\n",
         report["machine"].as_str().unwrap_or(""),
         report["model"].as_str().unwrap_or(""),
-        report["device"].as_str().unwrap_or("cpu"),
+        match report["device"].as_str() {
+            Some("cuda") => "GPU (searches on the CPU)",
+            _ => "CPU",
+        },
         report["prompts"],
         report["tokens"],
         report["lambda"],

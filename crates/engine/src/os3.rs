@@ -26,9 +26,9 @@
 //!   win, and RaLMSpec then runs at the baseline's speed instead of below it;
 //! - the verification cost grows with the batch, `b(s) = b₀ + c·s`, fitted by least squares to
 //!   the recent verifications (constant until two batch sizes have been seen). An exact search
-//!   is memory-bound for one query but compute-bound for many on a small machine (measured on
-//!   2 vCPUs over 2M kNN-LM keys: ~200 ms for one query, +27 ms for each more), so a constant
-//!   `b` overestimates what long strides save;
+//!   is memory-bound for one query but compute-bound for many (`examples/flat_batch.rs` over
+//!   2M × 576 keys: ~200 ms for one query and +17 ms for each more on 2 vCPUs; 45 ms and +9 ms
+//!   on a 16-core Xeon), so a constant `b` overestimates what long strides save;
 //! - asynchronous verification is a choice too, made per round when the engine allows it: it
 //!   is planned only where the model expects it to beat the best synchronous plan, so a
 //!   machine without spare cores runs synchronously instead of paying for a useless overlap;
