@@ -8,15 +8,15 @@
 //! - synchronous verification costs s·a + b per round;
 //! - asynchronous verification overlaps the next step with verification: on a full match the
 //!   round costs (s−1)·a + o, otherwise s·a + b, where o is the wall time of the overlapped
-//!   pair. An engine that keeps speculating until the verification is done (kNN-LM) makes
-//!   n = ⌈b/a⌉ steps beside it (slowed as below; 1 ≤ n ≤ s), and a full match costs
-//!   (s−n)·a + o. The paper assumes o = max(a, b), which holds only where the two do not slow each
+//!   pair. The paper assumes o = max(a, b), which holds only where the two do not slow each
 //!   other down. Here o = max(a/σ_a, b/σ_b) with measured slowdowns: σ_b, the verifier's
 //!   latency alone `b(s)` over its latency beside a step, and σ_a, the LM's latency per
 //!   decoded token alone over beside the verifier (per token, because a step's latency varies
 //!   with what it feeds: a document switch or not). Two jobs that share the cores evenly come
 //!   out at o = a + b, no gain; whatever else the overlap costs (a thread, a pool's workers
-//!   spinning down) shows up in the same two numbers.
+//!   spinning down) shows up in the same two numbers. An engine that keeps speculating until
+//!   the verification is done (kNN-LM) makes n = ⌈(b/σ_b)/(a/σ_a)⌉ steps beside it
+//!   (1 ≤ n ≤ s), o = max(n·a/σ_a, b/σ_b), and a full match costs (s−n)·a + o.
 //!
 //! Refinements over the paper's model, each measured to matter:
 //! - a mismatch costs one more stride, `a`, to generate the corrected step again (probability
