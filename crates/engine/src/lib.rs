@@ -11,10 +11,10 @@
 //! Both produce the same tokens for the same question, always. Modules:
 //! [`config`] (what a request asks), [`knowledge`] (the retriever seen from here),
 //! [`generation`] (what comes back), and privately: `prompt` (LM input and queries),
-//! `session` (the shared LM execution policy and KV reuse), `doc_kv` (documents' KV
-//! shared across requests), `request` (one request in
-//! flight), `baseline`, `speculative`, `replay` (the oracle floor), `doc_cache` (the speculation cache), `os3` (the
-//! stride scheduler) and `verifier` (asynchronous verification on its own thread pool).
+//! `session` (the shared LM execution policy and KV reuse), `doc_kv` (documents' KV shared
+//! across requests), `request` (one request in flight), `baseline`, `speculative`, `replay`
+//! (the oracle floor), `doc_cache` (the speculation cache), `os3` (the stride scheduler) and
+//! `verifier` (asynchronous verification on its own thread pool).
 //!
 //! [`knn`] serves the other retrieval-augmented LM of the paper, kNN-LM (a datastore search at
 //! every token), plain and speculative, with the same guarantee.

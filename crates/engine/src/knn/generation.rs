@@ -44,7 +44,7 @@ pub struct KnnStats {
     pub rollbacks: usize,
     /// The stride of every round, in order (0: a plain step).
     pub strides: Vec<usize>,
-    /// Rounds verified asynchronously, overlapped with a speculation step.
+    /// Rounds verified asynchronously, beside the speculation of the next round.
     pub overlapped: usize,
 }
 
