@@ -4,11 +4,12 @@
 
 use std::io::Write;
 
+use ralmspec_retrieval::Kind;
 use anyhow::{Result, bail};
 use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
 
 use crate::engine_arg::EngineFlags;
-use crate::knowledge_arg::{self, RetrieverKind};
+use crate::knowledge_arg::{self, kind_parser};
 use crate::model_arg::{self, Device};
 
 #[derive(clap::Args)]
@@ -22,11 +23,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// The retriever over the knowledge base.
-    #[arg(long, value_enum, default_value_t = RetrieverKind::Bm25)]
-    retriever: RetrieverKind,
+    #[arg(long, value_parser = kind_parser(), default_value = "bm25")]
+    retriever: Kind,
     /// Serve this index set (made by `ralmspec index build`) instead of the built-in one.
     #[arg(long)]
     index: Option<std::path::PathBuf>,
+    /// The encoder folder of a dense index set's queries (default: the one the set records).
+    #[arg(long, requires = "index")]
+    encoder: Option<std::path::PathBuf>,
     #[command(flatten)]
     engine: EngineFlags,
     /// Also run the baseline, then print the speed-up and check that the answers are identical.
@@ -43,7 +47,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let lm = model_arg::load(&args.model, args.device)?;
     let knowledge = match &args.index {
-        Some(dir) => crate::index_cmd::open_set(dir, args.retriever)?,
+        Some(dir) => crate::index_cmd::open_set(dir, args.retriever, args.encoder.as_deref())?,
         None => knowledge_arg::open(args.retriever, None)?,
     };
     let config = RalmConfig {
@@ -116,7 +120,7 @@ fn print_sources(
             "  tokens {:>3}–{:<3} {:<40} {:?}",
             span.start,
             span.end,
-            format!("[{}] {}", span.doc, passage.title),
+            format!("[{}] {}", passage.id, passage.title),
             text
         )?;
     }

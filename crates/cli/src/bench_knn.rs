@@ -203,9 +203,8 @@ fn report(
 /// The first 16 tokens of the first `n` held-out passages.
 fn prompts(lm: &ralmspec_lm::Lm, corpus: &Corpus, every: u32, n: usize) -> Result<Vec<String>> {
     let out: Vec<String> = corpus
-        .passages()
         .iter()
-        .filter(|p| is_held_out(p.id, every))
+        .filter(|p| is_held_out(p.doc, every))
         .take(n)
         .map(|p| {
             let ids = lm.tokenizer.encode(&p.prompt_text());

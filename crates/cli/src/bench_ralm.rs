@@ -9,12 +9,13 @@
 mod plot;
 mod summary;
 
+use ralmspec_retrieval::Kind;
 use anyhow::{Result, bail};
 use ralmspec_engine::{Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use serde_json::json;
 
-use crate::knowledge_arg::{self, RetrieverKind};
+use crate::knowledge_arg::{self, kind_parser};
 use crate::model_arg::{self, Device};
 use crate::report::ReportArgs;
 use summary::Runs;
@@ -25,8 +26,8 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     questions: usize,
     /// Retrievers to measure (comma-separated).
-    #[arg(long, value_enum, default_value = "flat", value_delimiter = ',')]
-    retrievers: Vec<RetrieverKind>,
+    #[arg(long, value_parser = kind_parser(), default_value = "flat", value_delimiter = ',')]
+    retrievers: Vec<Kind>,
     /// Knowledge-base sizes (comma-separated): 0 is the real 10,033 passages, N pads to N.
     #[arg(long, default_value = "0", value_delimiter = ',')]
     sizes: Vec<usize>,

@@ -16,7 +16,7 @@ use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, HnswParams};
 
 use crate::engine_arg::parse_stride;
-use crate::index_cmd::load_source;
+use crate::index_cmd::load_corpus;
 use crate::model_arg::{self, Device};
 
 /// Real entries of the default datastore: about 5 minutes of LM time on 2 cores.
@@ -49,13 +49,13 @@ pub struct SourceArgs {
 pub struct BuildArgs {
     #[command(flatten)]
     source: SourceArgs,
-    /// Corpus file (JSONL `{"id","title","text"}` or DPR TSV); default: the built-in knowledge
-    /// base.
+    /// Corpus file (any format `ralmspec index build --corpus` reads); default: the built-in
+    /// knowledge base.
     #[arg(long)]
     corpus: Option<PathBuf>,
-    /// Corpus format; default: from the file extension.
-    #[arg(long, value_parser = ["jsonl", "tsv"])]
-    format: Option<String>,
+    /// Corpus format; default: from the file.
+    #[arg(long, value_parser = crate::knowledge_arg::format_parser())]
+    format: Option<ralmspec_retrieval::Format>,
     /// Also build an HNSW graph over the keys (for `--search hnsw`).
     #[arg(long)]
     hnsw: bool,
@@ -125,7 +125,7 @@ pub struct GenerateArgs {
 
 pub fn build(args: BuildArgs) -> Result<()> {
     let (lm, model_path) = load_model(&args.source)?;
-    let (corpus, _) = load_source(args.corpus.as_deref(), args.format.as_deref())?;
+    let corpus = load_corpus(args.corpus.as_deref(), args.format)?;
     let dir = datastore_dir(&args.source)?;
     let options = BuildOptions {
         max_tokens: (args.source.max_tokens > 0).then_some(args.source.max_tokens),

@@ -1,250 +1,205 @@
-//! The `--retriever` flag: opens the knowledge base with the chosen retriever, building its
-//! index under the asset store on first use (`$RALMSPEC_HOME/indexes/wiki-kb/<kind>[-pad<N>]`),
-//! with a progress bar.
+//! The `--retriever` / `--index` flags: the knowledge base a command answers from, as an index
+//! set ([`IndexSet`]). The built-in knowledge base's sets live in the asset store
+//! (`$RALMSPEC_HOME/indexes/wiki-kb[-pad<N>]`) and each retriever kind is built into them on
+//! first use, with a progress bar; a padded set takes its real vectors from the unpadded one.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use clap::builder::TypedValueParser as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use ralmspec_assets::Store;
 use ralmspec_engine::Knowledge;
-use ralmspec_retrieval::bm25::{BuildProgress, PaddingRecord};
-use ralmspec_retrieval::dense_padding::DEFAULT_NOISE;
-use ralmspec_retrieval::hnsw::{HnswIndex, HnswParams};
-use ralmspec_retrieval::index::{Expect, Verify};
-use ralmspec_retrieval::padding::DEFAULT_SEED;
-use ralmspec_retrieval::{Bm25Index, Corpus, ENCODER_NAME, Encoder, FlatIndex, Padding, Retriever};
+use ralmspec_retrieval::index::Verify;
+use ralmspec_retrieval::set::{Build, Progress, Source, Vectors};
+use ralmspec_retrieval::{Corpus, Encoder, IndexSet, Kind};
 
-/// Which retriever serves the knowledge base.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RetrieverKind {
-    /// Exact dense: inner product with every MiniLM vector.
-    Flat,
-    /// Approximate dense: HNSW over the same vectors, scored exactly like flat.
-    Hnsw,
-    /// Sparse: BM25 on tantivy.
-    Bm25,
+/// `--retriever flat|hnsw|bm25`, `--kind ...`: a [`Kind`] with its names listed in `--help`.
+pub fn kind_parser() -> impl clap::builder::TypedValueParser<Value = Kind> {
+    clap::builder::PossibleValuesParser::new(Kind::ALL.map(Kind::name))
+        .map(|s| s.parse::<Kind>().expect("one of the possible values"))
 }
 
-impl RetrieverKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            RetrieverKind::Flat => "flat",
-            RetrieverKind::Hnsw => "hnsw",
-            RetrieverKind::Bm25 => "bm25",
-        }
-    }
+/// `--format`: a corpus format by name.
+pub fn format_parser() -> impl clap::builder::TypedValueParser<Value = ralmspec_retrieval::Format>
+{
+    use ralmspec_retrieval::Format;
+    clap::builder::PossibleValuesParser::new(Format::ALL.map(Format::name))
+        .map(|s| s.parse::<Format>().expect("one of the possible values"))
 }
 
-/// Where the index of `kind`, padded to `pad_to` passages, lives.
-pub fn index_dir(store: &Store, kind: RetrieverKind, pad_to: Option<usize>) -> PathBuf {
-    let name = match pad_to {
-        Some(n) => format!("{}-pad{n}", kind.name()),
-        None => kind.name().to_string(),
+/// The retriever of `kind` in `set`, with the encoder its queries need.
+pub fn knowledge(set: &IndexSet, kind: Kind, encoder: Option<&Path>) -> Result<Knowledge> {
+    let context = || format!("opening the {kind} index in {}", set.dir().display());
+    let retriever = set.retriever(kind).with_context(context)?;
+    let encoder = match kind.is_dense() {
+        true => set.encoder(encoder).with_context(context)?.map(Arc::new),
+        false => None,
     };
-    store.root().join("indexes").join("wiki-kb").join(name)
+    Ok(Knowledge::new(
+        kind.name(),
+        retriever,
+        encoder,
+        set.corpus().clone(),
+        set.padding(),
+    ))
 }
 
 /// The built-in knowledge base (10,033 Wikipedia lead sections) behind `kind`, padded to
 /// `pad_to` passages for scale experiments when given.
-pub fn open(kind: RetrieverKind, pad_to: Option<usize>) -> Result<Knowledge> {
-    let store = Store::from_env()?;
-    let corpus = Arc::new(Corpus::wiki_kb().context("loading the knowledge base")?);
-    let padding = pad_to
-        .map(|n| Padding::new(&corpus, n, DEFAULT_SEED))
-        .transpose()?;
-    if kind == RetrieverKind::Bm25 {
-        let index = bm25_index(&index_dir(&store, kind, pad_to), &corpus, padding)?;
-        return Ok(Knowledge::new(
-            "bm25",
-            Arc::new(index),
-            None,
-            corpus,
-            padding,
-        ));
-    }
-    // Dense: the real vectors, grown by padding vectors, then (for HNSW) the graph over them.
-    let encoder = Arc::new(Encoder::minilm().context("loading the MiniLM encoder")?);
-    let mut flat = flat_index(
-        &index_dir(&store, RetrieverKind::Flat, None),
-        &encoder,
-        &corpus,
-    )?;
-    if let Some(padding) = &padding {
-        let dir = index_dir(&store, RetrieverKind::Flat, pad_to);
-        let hash = corpus.hash();
-        let expect = Expect {
-            corpus_hash: &hash,
-            encoder: ENCODER_NAME,
-        };
-        flat = if dir.join("manifest.json").exists() {
-            FlatIndex::open(&dir, &expect, Verify::Sizes)
-                .with_context(|| format!("opening the padded flat index in {}", dir.display()))?
-                .0
-        } else {
-            eprintln!(
-                "Padding the flat index to {} vectors in {}…",
-                padding.total(),
-                dir.display()
-            );
-            let padded = flat.pad(padding, DEFAULT_NOISE)?;
-            padded.save(&dir, &hash, ENCODER_NAME)?;
-            padded
-        };
-    }
-    match kind {
-        RetrieverKind::Flat => Ok(Knowledge::new(
-            "flat",
-            Arc::new(flat),
-            Some(encoder),
-            corpus,
-            padding,
-        )),
-        _ => {
-            let dir = index_dir(&store, RetrieverKind::Hnsw, pad_to);
-            let hnsw = hnsw_index(&dir, &corpus, &flat)?;
-            Ok(Knowledge::new(
-                "hnsw",
-                Arc::new(hnsw),
-                Some(encoder),
-                corpus,
-                padding,
-            ))
-        }
-    }
+pub fn open(kind: Kind, pad_to: Option<usize>) -> Result<Knowledge> {
+    let root = Store::from_env()?.root().join("indexes");
+    let set = lazy_set(&root, "wiki-kb", &|| Ok(Corpus::wiki_kb()?), kind, pad_to)?;
+    knowledge(&set, kind, None)
 }
 
-/// The flat index of `corpus` in `dir`, built (and saved) on first use.
-pub fn flat_index(dir: &Path, encoder: &Encoder, corpus: &Corpus) -> Result<FlatIndex> {
-    if !dir.join("manifest.json").exists() {
-        eprintln!(
-            "Building the flat index of {} passages in {} (first use only; about 9 minutes per 10,000 passages on 2 cores)…",
-            corpus.len(),
-            dir.display()
-        );
-    }
-    if dir.join("manifest.json").exists() {
-        let hash = corpus.hash();
-        let expect = Expect {
-            corpus_hash: &hash,
-            encoder: ENCODER_NAME,
-        };
-        let (flat, _) = FlatIndex::open(dir, &expect, Verify::Sizes)
-            .with_context(|| format!("opening the flat index in {}", dir.display()))?;
-        return Ok(flat);
-    }
-    let flat = encode_with_progress(encoder, corpus)?;
-    flat.save(dir, &corpus.hash(), ENCODER_NAME)
-        .with_context(|| format!("writing the flat index in {}", dir.display()))?;
-    Ok(flat)
-}
-
-/// The flat index of `corpus`, encoded in chunks with a progress bar.
-pub fn encode_with_progress(encoder: &Encoder, corpus: &Corpus) -> Result<FlatIndex> {
-    let bar = ProgressBar::new(corpus.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("encoding {bar:40} {pos}/{len} passages {per_sec} {eta}")
-            .expect("a valid template"),
-    );
-    let mut vectors = Vec::with_capacity(corpus.len() * encoder.dim());
-    for chunk in corpus.passages().chunks(32) {
-        let texts: Vec<String> = chunk.iter().map(|p| p.prompt_text()).collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        vectors.extend(encoder.encode_flat(&refs)?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(FlatIndex::new(encoder.dim(), vectors, corpus.ids())?)
-}
-
-/// The HNSW graph (default parameters) over `flat` in `dir`, built (and saved) on first use.
-pub fn hnsw_index(dir: &Path, corpus: &Corpus, flat: &FlatIndex) -> Result<HnswIndex> {
-    if !dir.join("manifest.json").exists() {
-        eprintln!(
-            "Building the HNSW graph over {} vectors in {} (first use only; about 15 s per 10,000 on 2 cores)…",
-            flat.len(),
-            dir.display()
-        );
-    }
-    let hash = corpus.hash();
-    let expect = Expect {
-        corpus_hash: &hash,
-        encoder: ENCODER_NAME,
+/// The set of `corpus` (named `name`, padded to `pad_to`) in `root/<name>[-pad<N>]`, holding
+/// `kind`: opened, or built or extended on first use.
+pub fn lazy_set(
+    root: &Path,
+    name: &str,
+    corpus: &dyn Fn() -> Result<Corpus>,
+    kind: Kind,
+    pad_to: Option<usize>,
+) -> Result<IndexSet> {
+    let dir = match pad_to {
+        Some(n) => root.join(format!("{name}-pad{n}")),
+        None => root.join(name),
     };
-    HnswIndex::open_or_build(dir, &expect, flat, HnswParams::default())
-        .with_context(|| format!("opening the HNSW index in {}", dir.display()))
+    let base = || lazy_set(root, name, corpus, Kind::Flat, None);
+    ensure(&dir, name, corpus, kind, pad_to, &base)
 }
 
-/// `corpus` behind `kind`, with its indexes in the index set `dir` (`dir/<kind>`, as
-/// `ralmspec index build --out DIR` writes them; HNSW also uses `dir/flat`): opened when they
-/// are there (and then they must match), else built there.
-pub fn open_in(kind: RetrieverKind, corpus: Arc<Corpus>, dir: &Path) -> Result<Knowledge> {
-    match kind {
-        RetrieverKind::Bm25 => {
-            let index = bm25_index(&dir.join("bm25"), &corpus, None)?;
-            Ok(Knowledge::new("bm25", Arc::new(index), None, corpus, None))
+/// The unpadded set of `corpus` (named `name`) at `dir` holding `kind`: opened, or built or
+/// extended on first use.
+pub fn lazy_set_at(
+    dir: &Path,
+    name: &str,
+    corpus: &dyn Fn() -> Result<Corpus>,
+    kind: Kind,
+) -> Result<IndexSet> {
+    ensure(dir, name, corpus, kind, None, &|| unreachable!("an unpadded set"))
+}
+
+/// The set at `dir` holding `kind`, built from `corpus` (padded to `pad_to`, with the real
+/// vectors of `base`) or extended on first use.
+fn ensure(
+    dir: &Path,
+    name: &str,
+    corpus: &dyn Fn() -> Result<Corpus>,
+    kind: Kind,
+    pad_to: Option<usize>,
+    base: &dyn Fn() -> Result<IndexSet>,
+) -> Result<IndexSet> {
+    let mut set = match dir.join("set.json").exists() {
+        true => Some(IndexSet::open(&dir).with_context(|| format!("opening {}", dir.display()))?),
+        false => None,
+    };
+    if let Some(set) = set.as_ref().filter(|s| s.has(kind)) {
+        return Ok(set.clone());
+    }
+    // What a dense build needs: MiniLM for the real passages, or the unpadded set's vectors.
+    let reuses_flat = kind == Kind::Hnsw && set.as_ref().is_some_and(|s| s.has(Kind::Flat));
+    let (encoder, base) = match (kind.is_dense() && !reuses_flat, pad_to) {
+        (false, _) => (None, None),
+        (true, None) => (
+            Some(Encoder::minilm().context("loading the MiniLM encoder")?),
+            None,
+        ),
+        (true, Some(_)) => {
+            let base = base()?;
+            let flat = base.flat(Verify::Sizes)?;
+            let record = base.manifest().encoder.clone().expect("a flat set has an encoder");
+            (None, Some((flat, record)))
         }
-        RetrieverKind::Flat | RetrieverKind::Hnsw => {
-            let encoder = Arc::new(Encoder::minilm().context("loading the MiniLM encoder")?);
-            let flat = flat_index(&dir.join("flat"), &encoder, &corpus)?;
-            if kind == RetrieverKind::Flat {
-                return Ok(Knowledge::new(
-                    "flat",
-                    Arc::new(flat),
-                    Some(encoder),
-                    corpus,
-                    None,
-                ));
-            }
-            let hnsw = hnsw_index(&dir.join("hnsw"), &corpus, &flat)?;
-            Ok(Knowledge::new(
-                "hnsw",
-                Arc::new(hnsw),
-                Some(encoder),
-                corpus,
-                None,
-            ))
+    };
+    let vectors = match (&encoder, &base) {
+        (Some(e), _) => Some(Vectors::Encode(e)),
+        (_, Some((flat, record))) => Some(Vectors::Index(flat, record)),
+        _ => None,
+    };
+    eprintln!("Building the {kind} index of {} in {} (first use only{})…", name, dir.display(),
+        match (kind, &encoder) {
+            (_, Some(_)) => "; MiniLM encodes about 19 passages/s on 2 cores",
+            (Kind::Hnsw, _) => "; about 15 s per 10,000 vectors on 2 cores",
+            _ => "",
+        });
+    let mut bars = Bars::default();
+    let set = match set.as_mut() {
+        Some(set) => {
+            set.add(kind, vectors, &mut bars)?;
+            set.clone()
+        }
+        None => {
+            let corpus = corpus().context("loading the knowledge base")?;
+            let build = Build {
+                source: Source::Corpus {
+                    corpus: &corpus,
+                    name,
+                },
+                kinds: &[kind],
+                pad_to,
+                vectors,
+            };
+            IndexSet::build(dir, &build, &mut bars)?
+        }
+    };
+    bars.finish();
+    Ok(set)
+}
+
+/// Progress bars on stderr, one per stage of a build.
+#[derive(Default)]
+pub struct Bars {
+    bar: Option<ProgressBar>,
+}
+
+impl Bars {
+    /// Clears the last bar.
+    pub fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
         }
     }
 }
 
-/// The BM25 index of `corpus` (grown by `padding`) in `dir`, built with a progress bar on
-/// first use.
-pub fn bm25_index(dir: &Path, corpus: &Corpus, padding: Option<Padding>) -> Result<Bm25Index> {
-    if dir.join("manifest.json").exists() {
-        let index = Bm25Index::open(dir, &corpus.hash())
-            .with_context(|| format!("opening the BM25 index in {}", dir.display()))?;
-        let want = padding.map(|p| PaddingRecord::of(&p));
-        if index.manifest().padding != want {
-            bail!(
-                "the BM25 index in {} was built with other padding; remove it to rebuild",
-                dir.display()
-            );
-        }
-        return Ok(index);
+impl Progress for Bars {
+    fn stage(&mut self, what: &str, total: Option<u64>) {
+        self.finish();
+        let bar = match total {
+            Some(n) => ProgressBar::new(n).with_style(
+                ProgressStyle::with_template(
+                    "{msg:>24} {bar:40} {human_pos}/{human_len} {per_sec} ETA {eta}",
+                )
+                .expect("a valid template"),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{msg:>24} {spinner} {human_pos} {per_sec} {elapsed}")
+                    .expect("a valid template"),
+            ),
+        };
+        bar.set_message(what.to_string());
+        self.bar = Some(bar);
     }
-    let total = padding.map_or(corpus.len(), |p| p.total());
-    eprintln!(
-        "Building the BM25 index of {total} passages in {}…",
-        dir.display()
-    );
-    let bar = bar(total as u64);
-    let index = Bm25Index::build(corpus, padding, dir, &mut |p| match p {
-        BuildProgress::Indexed { done, .. } => bar.set_position(done as u64),
-        BuildProgress::Merging { .. } => bar.set_message("merging"),
-        BuildProgress::Checksumming => bar.set_message("checksumming"),
+
+    fn advance(&mut self, done: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(done);
+        }
+    }
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// `dir/…` as given, or under the asset store's `indexes/`.
+pub fn indexes_root(dir: Option<&PathBuf>) -> Result<PathBuf> {
+    Ok(match dir {
+        Some(d) => d.clone(),
+        None => Store::from_env()?.root().join("indexes"),
     })
-    .with_context(|| format!("building the BM25 index in {}", dir.display()))?;
-    bar.finish_and_clear();
-    Ok(index)
-}
-
-fn bar(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} passages {per_sec} {eta} {msg}")
-            .expect("a valid template"),
-    );
-    bar
 }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ralmspec_assets::Store;
 use ralmspec_engine::{Knowledge, RalmConfig};
-use ralmspec_retrieval::Corpus;
+use ralmspec_retrieval::{Corpus, Kind};
 use ralmspec_server::{Server, ServerConfig};
 
 use crate::engine_arg::EngineFlags;
-use crate::knowledge_arg::{self, RetrieverKind};
+use crate::knowledge_arg::{self, kind_parser};
 use crate::model_arg::{self, Device};
 
 #[derive(clap::Args)]
@@ -28,8 +27,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// The retriever over the knowledge base (requests name it in `retrieval.retriever`).
-    #[arg(long, value_enum, default_value_t = RetrieverKind::Bm25)]
-    retriever: RetrieverKind,
+    #[arg(long, value_parser = kind_parser(), default_value = "bm25")]
+    retriever: Kind,
     /// An index set made by `ralmspec index build`, or a folder where the knowledge base's index
     /// is built on first use; default: the asset store.
     #[arg(long)]
@@ -124,31 +123,39 @@ fn served_name(model: &str) -> String {
     model.to_string()
 }
 
-/// The knowledge base: the built-in default, or a slice of it and/or an index elsewhere.
+/// The knowledge base: the built-in default, an index set, or a slice of the built-in one
+/// built into a set on first use (in `--index DIR`, or the asset store).
 fn open_knowledge(args: &Args) -> Result<Knowledge> {
+    if let Some(dir) = &args.index
+        && dir.join("set.json").exists()
+    {
+        return crate::index_cmd::open_set(dir, args.retriever, None);
+    }
     if args.index.is_none() && args.passages.is_none() {
         return knowledge_arg::open(args.retriever, args.pad_to);
     }
-    let mut corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
-    if let Some(n) = args.passages {
-        if n == 0 {
-            bail!("--passages must be at least 1");
-        }
-        corpus = corpus.head(n);
-    }
-    if let Some(dir) = &args.index
-        && dir.join("source.json").exists()
-    {
-        return crate::index_cmd::open_set(dir, args.retriever);
-    }
-    let dir = match &args.index {
-        Some(dir) => dir.clone(),
-        None => Store::from_env()?
-            .root()
-            .join("indexes")
-            .join(format!("wiki-kb-head-{}", corpus.len())),
+    let name = match args.passages {
+        Some(0) => bail!("--passages must be at least 1"),
+        Some(n) => format!("wiki-kb-head-{n}"),
+        None => "wiki-kb".to_string(),
     };
-    knowledge_arg::open_in(args.retriever, Arc::new(corpus), &dir)
+    let corpus = || {
+        let kb = Corpus::wiki_kb()?;
+        Ok(match args.passages {
+            Some(n) => kb.head(n),
+            None => kb,
+        })
+    };
+    let root = match &args.index {
+        // `--index DIR` names the set itself.
+        Some(dir) => {
+            let set = knowledge_arg::lazy_set_at(dir, &name, &corpus, args.retriever)?;
+            return knowledge_arg::knowledge(&set, args.retriever, None);
+        }
+        None => knowledge_arg::indexes_root(None)?,
+    };
+    let set = knowledge_arg::lazy_set(&root, &name, &corpus, args.retriever, None)?;
+    knowledge_arg::knowledge(&set, args.retriever, None)
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

@@ -101,7 +101,7 @@ impl Knowledge {
     /// The passage with this id, real or padding.
     pub fn passage(&self, id: u32) -> Result<Passage> {
         if let Some(p) = self.corpus.get(id) {
-            return Ok(p.clone());
+            return Ok(p);
         }
         match &self.padding {
             Some(padding) if padding.contains(id) => Ok(padding.passage(&self.corpus, id)),

@@ -1,24 +1,36 @@
-//! The passages retrieval serves: `Passage`, the `Corpus` that holds them, and its loaders
-//! (the asset knowledge base, JSONL, DPR TSV). A malformed input is an error naming the file
-//! and line; nothing is skipped silently. The corpus hash ties index files to their corpus.
+//! The passages retrieval serves: [`Passage`], the [`Corpus`] that holds them, the readers of
+//! corpus files as users have them ([`format`]) and the on-disk passage store of an index set
+//! ([`store`]).
+//!
+//! A passage has two names: `doc`, its position in the corpus (0, 1, 2, …), which is what every
+//! retriever answers with ([`crate::Hit::doc`]), and `id`, the corpus file's own id (a string:
+//! BEIR's `_id`, DPR's first column), which is what people see. A corpus lives in memory
+//! (small ones: the built-in knowledge base, tests) or is memory-mapped from a passage store
+//! written by [`Corpus::import`], which streams the file and never holds it whole.
+//!
+//! The corpus hash ties index files to their corpus: it changes when any id, title or text
+//! changes, and is the same for the same passages in memory or on disk.
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
+pub mod format;
+pub(crate) mod store;
+
 use std::path::Path;
+use std::sync::Arc;
 
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::{IoContext, Result, RetrievalError};
-use crate::ids::IdMap;
+pub use format::Format;
+
+use crate::error::{Result, RetrievalError};
 
 /// One passage of the knowledge base.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Passage {
-    /// The document id every retriever answers with.
-    pub id: u32,
-    /// Article title.
+    /// Position in the corpus: the document number retrievers answer with.
+    pub doc: u32,
+    /// The corpus file's own id for it, shown wherever the passage is named.
+    pub id: String,
+    /// Article title (may be empty: Pyserini corpora have none).
     pub title: String,
     /// Passage text.
     pub text: String,
@@ -26,247 +38,212 @@ pub struct Passage {
 
 impl Passage {
     /// The text placed in front of the prompt (and encoded for dense retrieval):
-    /// `title + "\n" + text`.
+    /// `title + "\n" + text`, or the text alone when there is no title.
     pub fn prompt_text(&self) -> String {
+        if self.title.is_empty() {
+            return self.text.clone();
+        }
         format!("{}\n{}", self.title, self.text)
     }
 }
 
-/// Passages in a fixed order with distinct ids.
+/// Passages numbered 0..n with distinct ids, in memory or memory-mapped from a store.
 #[derive(Clone, Debug)]
 pub struct Corpus {
-    passages: Vec<Passage>,
-    rows: IdMap,
+    inner: Inner,
 }
 
-/// One entry of the knowledge base JSON (`summaries_en-us.json`).
-#[derive(Deserialize)]
-struct KbEntry {
-    title: String,
-    extract: String,
-}
-
-/// One line of a JSONL corpus.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JsonlLine {
-    id: u32,
-    title: String,
-    text: String,
+#[derive(Clone, Debug)]
+enum Inner {
+    Memory(Arc<[Passage]>),
+    Mapped(store::Store),
 }
 
 impl Corpus {
-    /// A corpus of these passages, in this order; ids must be distinct.
+    /// A corpus of these passages, in this order: `passages[i].doc` must be `i` and ids must
+    /// be distinct.
     pub fn new(passages: Vec<Passage>) -> Result<Corpus> {
-        let ids: Vec<u32> = passages.iter().map(|p| p.id).collect();
-        let rows = IdMap::new(&ids).map_err(|id| RetrievalError::BadIndexData {
-            reason: format!("passage id {id} appears twice"),
-        })?;
-        Ok(Corpus { passages, rows })
+        let mut seen = std::collections::HashMap::with_capacity(passages.len());
+        for (i, p) in passages.iter().enumerate() {
+            if p.doc as usize != i {
+                return Err(RetrievalError::BadIndexData {
+                    reason: format!("passage {i} is numbered {}", p.doc),
+                });
+            }
+            if let Some(first) = seen.insert(p.id.as_str(), p.doc) {
+                return Err(RetrievalError::DuplicateId {
+                    id: p.id.clone(),
+                    first,
+                    again: p.doc,
+                });
+            }
+        }
+        Ok(Corpus {
+            inner: Inner::Memory(passages.into()),
+        })
     }
 
-    /// The knowledge base asset (10,033 Wikipedia lead sections), fetched into the store given
-    /// by the environment if needed.
-    pub fn wiki_kb() -> Result<Corpus> {
-        let store = ralmspec_assets::Store::from_env()?;
-        Corpus::from_wiki_kb(&store.fetch(ralmspec_assets::Asset::WikiKb)?)
-    }
-
-    /// Loads the knowledge base JSON: an object keyed by title whose values carry `title` and
-    /// `extract`. Ids are 0..n in byte order of the titles (stable across runs and machines).
-    pub fn from_wiki_kb(path: &Path) -> Result<Corpus> {
-        let file = File::open(path).at(path)?;
-        let bad = |reason: String| RetrievalError::BadCorpus {
-            path: path.to_owned(),
-            reason,
-        };
-        let map: HashMap<String, serde_json::Value> = serde_json::from_reader(BufReader::new(file))
-            .map_err(|e| {
-                bad(format!(
-                    "not a JSON object of passages (line {}, column {}): {e}",
-                    e.line(),
-                    e.column()
-                ))
-            })?;
-        let mut entries = Vec::with_capacity(map.len());
-        for (key, value) in map {
-            let entry: KbEntry =
-                serde_json::from_value(value).map_err(|e| bad(format!("entry {key:?}: {e}")))?;
-            entries.push(entry);
-        }
-        entries.sort_by(|a, b| a.title.cmp(&b.title));
-        if let Some(w) = entries.windows(2).find(|w| w[0].title == w[1].title) {
-            return Err(bad(format!("title {:?} appears twice", w[0].title)));
-        }
-        let passages = entries
+    /// Passages made from `(id, title, text)`, numbered in order.
+    pub fn from_parts<I, S>(parts: I) -> Result<Corpus>
+    where
+        I: IntoIterator<Item = (S, S, S)>,
+        S: Into<String>,
+    {
+        let passages = parts
             .into_iter()
             .enumerate()
-            .map(|(i, e)| Passage {
-                id: i as u32,
-                title: e.title,
-                text: e.extract,
+            .map(|(i, (id, title, text))| Passage {
+                doc: i as u32,
+                id: id.into(),
+                title: title.into(),
+                text: text.into(),
             })
             .collect();
         Corpus::new(passages)
     }
 
-    /// Loads a JSONL corpus: one `{"id": u32, "title": "...", "text": "..."}` per line, in the
-    /// corpus order. Blank lines are allowed; any other bad line is an error with its number.
-    pub fn from_jsonl(path: &Path) -> Result<Corpus> {
-        let mut passages = Vec::new();
-        let mut seen = HashMap::new();
-        for_each_line(path, |line_no, line| {
-            if line.trim().is_empty() {
-                return Ok(());
-            }
-            let p: JsonlLine =
-                serde_json::from_str(line).map_err(|e| bad_line(path, line_no, e))?;
-            check_new_id(path, line_no, p.id, &mut seen)?;
-            passages.push(Passage {
-                id: p.id,
-                title: p.title,
-                text: p.text,
-            });
-            Ok(())
-        })?;
-        Corpus::new(passages)
+    /// The knowledge base asset (10,033 Wikipedia lead sections), fetched into the store given
+    /// by the environment if needed, in memory.
+    pub fn wiki_kb() -> Result<Corpus> {
+        let store = ralmspec_assets::Store::from_env()?;
+        Corpus::load(&store.fetch(ralmspec_assets::Asset::WikiKb)?, Format::WikiKb)
     }
 
-    /// Loads a DPR passage file: `id<TAB>text<TAB>title` per line (a header line
-    /// `id\ttext\ttitle` is allowed first; fields may be CSV-quoted as in DPR's
-    /// `psgs_w100.tsv`).
-    pub fn from_dpr_tsv(path: &Path) -> Result<Corpus> {
+    /// Reads the corpus file `path` into memory (for small corpora; see [`Corpus::import`]).
+    pub fn load(path: &Path, format: Format) -> Result<Corpus> {
         let mut passages = Vec::new();
-        let mut seen = HashMap::new();
-        for_each_line(path, |line_no, line| {
-            if line_no == 1 && line == "id\ttext\ttitle" {
-                return Ok(());
-            }
-            let fields: Vec<&str> = line.split('\t').collect();
-            if fields.len() != 3 {
-                return Err(bad_line(
-                    path,
-                    line_no,
-                    format!(
-                        "expected 3 tab-separated fields (id, text, title), found {}",
-                        fields.len()
-                    ),
-                ));
-            }
-            let id: u32 = fields[0]
-                .trim()
-                .parse()
-                .map_err(|_| bad_line(path, line_no, format!("id {:?} is not a u32", fields[0])))?;
-            check_new_id(path, line_no, id, &mut seen)?;
-            passages.push(Passage {
-                id,
-                text: unquote(fields[1]).map_err(|r| bad_line(path, line_no, r))?,
-                title: unquote(fields[2]).map_err(|r| bad_line(path, line_no, r))?,
-            });
+        format::read(path, format, &mut |p| {
+            passages.push(p);
             Ok(())
         })?;
-        Corpus::new(passages)
+        Corpus::new(passages).map_err(|e| match e {
+            RetrievalError::DuplicateId { .. } => RetrievalError::BadCorpus {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            },
+            e => e,
+        })
+    }
+
+    /// Streams the corpus file `path` into a passage store at `dir` (replacing any there
+    /// once complete) and opens it. `progress(passages read)` is called every 10,000 passages.
+    pub fn import(
+        path: &Path,
+        format: Format,
+        dir: &Path,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Corpus> {
+        let mut writer = store::Writer::create(dir)?;
+        format::read(path, format, &mut |p| {
+            writer.push(&p).map_err(|e| match e {
+                RetrievalError::DuplicateId { .. } => RetrievalError::BadCorpus {
+                    path: path.to_owned(),
+                    reason: e.to_string(),
+                },
+                e => e,
+            })?;
+            if writer.len() % 10_000 == 0 {
+                progress(writer.len());
+            }
+            Ok(())
+        })?;
+        progress(writer.len());
+        writer.finish()?;
+        Corpus::open(dir)
+    }
+
+    /// Writes these passages as a passage store at `dir` and opens it there.
+    pub fn save(&self, dir: &Path) -> Result<Corpus> {
+        let mut writer = store::Writer::create(dir)?;
+        for p in self.iter() {
+            writer.push(&p)?;
+        }
+        writer.finish()?;
+        Corpus::open(dir)
+    }
+
+    /// The passage store in `dir`, memory-mapped.
+    pub fn open(dir: &Path) -> Result<Corpus> {
+        Ok(Corpus {
+            inner: Inner::Mapped(store::Store::open(dir)?),
+        })
     }
 
     /// Number of passages.
     pub fn len(&self) -> usize {
-        self.passages.len()
+        match &self.inner {
+            Inner::Memory(p) => p.len(),
+            Inner::Mapped(s) => s.len(),
+        }
     }
 
     /// True when there are no passages.
     pub fn is_empty(&self) -> bool {
-        self.passages.is_empty()
+        self.len() == 0
     }
 
-    /// The passages in corpus order.
-    pub fn passages(&self) -> &[Passage] {
-        &self.passages
+    /// Passage `doc`.
+    pub fn get(&self, doc: u32) -> Option<Passage> {
+        match &self.inner {
+            Inner::Memory(p) => p.get(doc as usize).cloned(),
+            Inner::Mapped(s) => s.get(doc),
+        }
     }
 
-    /// The passage with this id.
-    pub fn get(&self, id: u32) -> Option<&Passage> {
-        self.rows.row(id).map(|r| &self.passages[r])
+    /// Every passage, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Passage> + '_ {
+        (0..self.len() as u32).map(|doc| self.get(doc).expect("doc < len"))
     }
 
-    /// The ids in corpus order.
-    pub fn ids(&self) -> Vec<u32> {
-        self.passages.iter().map(|p| p.id).collect()
+    /// The document numbers, `0..len`.
+    pub fn docs(&self) -> Vec<u32> {
+        (0..self.len() as u32).collect()
     }
 
-    /// The first `n` passages (all of them if there are fewer), as a corpus of its own.
+    /// The first `n` passages (all of them if there are fewer), as a corpus in memory.
     pub fn head(&self, n: usize) -> Corpus {
-        let passages = self.passages[..n.min(self.len())].to_vec();
-        Corpus::new(passages).expect("a prefix of distinct ids is distinct")
+        let passages = self.iter().take(n).collect();
+        Corpus::new(passages).expect("a prefix of a corpus is a corpus")
     }
 
-    /// sha256 (hex) over the count and every passage's id, title and text in order, each
-    /// length-prefixed: it changes when anything an index was built from changes.
+    /// sha256 (hex) over every passage's id, title and text in order, each length-prefixed,
+    /// then the count: it changes when anything an index was built from changes.
     pub fn hash(&self) -> String {
-        let mut h = Sha256::new();
-        h.update(b"ralmspec-corpus-v1");
-        h.update((self.passages.len() as u64).to_le_bytes());
-        for p in &self.passages {
-            h.update(p.id.to_le_bytes());
-            for field in [&p.title, &p.text] {
-                h.update((field.len() as u64).to_le_bytes());
-                h.update(field.as_bytes());
+        match &self.inner {
+            Inner::Mapped(s) => s.manifest().corpus_hash.clone(),
+            Inner::Memory(passages) => {
+                let mut h = PassageHasher::new();
+                passages.iter().for_each(|p| h.push(p));
+                h.finish()
             }
         }
-        crate::hex(&h.finalize())
     }
 }
 
-fn bad_line(path: &Path, line: usize, reason: impl ToString) -> RetrievalError {
-    RetrievalError::BadLine {
-        path: path.to_owned(),
-        line,
-        reason: reason.to_string(),
-    }
+/// The running [`Corpus::hash`] of passages pushed in order.
+pub(crate) struct PassageHasher {
+    sha: Sha256,
+    count: u64,
 }
 
-fn check_new_id(path: &Path, line: usize, id: u32, seen: &mut HashMap<u32, usize>) -> Result<()> {
-    if let Some(first) = seen.insert(id, line) {
-        return Err(bad_line(
-            path,
-            line,
-            format!("id {id} already used on line {first}"),
-        ));
+impl PassageHasher {
+    pub(crate) fn new() -> PassageHasher {
+        let mut sha = Sha256::new();
+        sha.update(b"ralmspec-corpus-v2");
+        PassageHasher { sha, count: 0 }
     }
-    Ok(())
-}
 
-/// Calls `f(line_number, line)` for every line (1-based, without the line ending); invalid
-/// UTF-8 is an error naming the line.
-fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<()> {
-    let mut reader = BufReader::new(File::open(path).at(path)?);
-    let mut buf = Vec::new();
-    let mut line_no = 0;
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).at(path)? == 0 {
-            return Ok(());
+    pub(crate) fn push(&mut self, p: &Passage) {
+        for field in [&p.id, &p.title, &p.text] {
+            self.sha.update((field.len() as u64).to_le_bytes());
+            self.sha.update(field.as_bytes());
         }
-        line_no += 1;
-        let mut bytes = &buf[..];
-        if let Some(b) = bytes.strip_suffix(b"\n") {
-            bytes = b.strip_suffix(b"\r").unwrap_or(b);
-        }
-        let line = std::str::from_utf8(bytes)
-            .map_err(|e| bad_line(path, line_no, format!("not UTF-8: {e}")))?;
-        f(line_no, line)?;
+        self.count += 1;
     }
-}
 
-/// Removes CSV quoting (`"a ""b"" c"` → `a "b" c`); unquoted fields pass unchanged.
-fn unquote(field: &str) -> std::result::Result<String, String> {
-    match field.strip_prefix('"') {
-        None => Ok(field.to_owned()),
-        Some(rest) => {
-            let inner = rest
-                .strip_suffix('"')
-                .ok_or_else(|| format!("unterminated quoted field {field:?}"))?;
-            Ok(inner.replace("\"\"", "\""))
-        }
+    pub(crate) fn finish(mut self) -> String {
+        self.sha.update(self.count.to_le_bytes());
+        crate::hex(&self.sha.finalize())
     }
 }
 
@@ -275,21 +252,55 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn file(contents: &str) -> tempfile::NamedTempFile {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(contents.as_bytes()).unwrap();
-        f
+    fn file(name: &str, contents: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(contents)
+            .unwrap();
+        (dir, path)
+    }
+
+    fn load(name: &str, contents: &str) -> Result<Corpus> {
+        let (_dir, path) = file(name, contents.as_bytes());
+        Corpus::load(&path, Format::detect(&path)?)
+    }
+
+    fn ids(c: &Corpus) -> Vec<String> {
+        c.iter().map(|p| p.id).collect()
     }
 
     #[test]
-    fn jsonl_loads_in_order() {
-        let f = file(
-            "{\"id\": 3, \"title\": \"B\", \"text\": \"two\"}\n\n{\"id\":1,\"title\":\"A\",\"text\":\"one\"}\n",
-        );
-        let c = Corpus::from_jsonl(f.path()).unwrap();
-        assert_eq!(c.ids(), vec![3, 1]);
+    fn jsonl_loads_in_order_with_string_or_number_ids() {
+        let c = load(
+            "c.jsonl",
+            "{\"id\": 3, \"title\": \"B\", \"text\": \"two\"}\n\n{\"id\":\"a-1\",\"title\":\"A\",\"text\":\"one\"}\n",
+        )
+        .unwrap();
+        assert_eq!(ids(&c), ["3", "a-1"]);
         assert_eq!(c.get(1).unwrap().prompt_text(), "A\none");
+        assert_eq!(c.get(1).unwrap().doc, 1);
         assert_eq!(c.get(2), None);
+    }
+
+    #[test]
+    fn beir_and_pyserini_are_detected_and_read() {
+        let beir = load(
+            "corpus.jsonl",
+            "\u{feff}{\"_id\": \"doc0\", \"title\": \"T\", \"text\": \"x\", \"metadata\": {\"url\": \"u\"}}\n{\"_id\": \"doc1\", \"text\": \"y\"}\n",
+        )
+        .unwrap();
+        assert_eq!(ids(&beir), ["doc0", "doc1"]);
+        assert_eq!(beir.get(0).unwrap().prompt_text(), "T\nx");
+        assert_eq!(beir.get(1).unwrap().prompt_text(), "y");
+        let pyserini = load(
+            "p.jsonl",
+            "{\"id\": \"p7\", \"contents\": \"Some text\"}\n{\"id\": 8, \"contents\": \"More\", \"extra\": 1}\n",
+        )
+        .unwrap();
+        assert_eq!(ids(&pyserini), ["p7", "8"]);
+        assert_eq!(pyserini.get(0).unwrap().prompt_text(), "Some text");
     }
 
     #[test]
@@ -304,85 +315,147 @@ mod tests {
                 "expected",
             ),
             (
-                "{\"id\":1,\"title\":\"A\",\"text\":\"x\"}\n{\"id\":1,\"title\":\"B\",\"text\":\"y\"}\n",
-                "already used on line 1",
-            ),
-            (
-                "{\"id\":1,\"title\":\"A\",\"text\":\"x\"}\n{\"id\":-2,\"title\":\"B\",\"text\":\"y\"}\n",
-                "invalid value",
+                "{\"id\":1,\"title\":\"A\",\"text\":\"x\"}\n{\"id\":[2],\"title\":\"B\",\"text\":\"y\"}\n",
+                "did not match",
             ),
         ] {
-            let f = file(text);
-            let err = Corpus::from_jsonl(f.path()).unwrap_err();
+            let (_d, path) = file("c.jsonl", text.as_bytes());
+            let err = Corpus::load(&path, Format::Jsonl).unwrap_err();
             let msg = err.to_string();
             assert!(
                 matches!(err, RetrievalError::BadLine { line: 2, .. }),
                 "{msg}"
             );
-            assert!(msg.contains(&format!("{}:2:", f.path().display())), "{msg}");
+            assert!(msg.contains(&format!("{}:2:", path.display())), "{msg}");
             assert!(msg.contains(want), "{msg}");
         }
+        let err = load(
+            "c.jsonl",
+            "{\"id\":1,\"title\":\"A\",\"text\":\"x\"}\n{\"id\":\"1\",\"title\":\"B\",\"text\":\"y\"}\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("id \"1\" of passage 1 was already used by passage 0"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn dpr_tsv_with_header_and_quotes() {
-        let f =
-            file("id\ttext\ttitle\n1\t\"Aaron (\"\"Ahärôn\"\") was\"\tAaron\n2\tplain text\tB\r\n");
-        let c = Corpus::from_dpr_tsv(f.path()).unwrap();
-        assert_eq!(c.len(), 2);
-        assert_eq!(c.get(1).unwrap().text, "Aaron (\"Ahärôn\") was");
-        assert_eq!(c.get(2).unwrap().title, "B");
-        assert_eq!(c.get(2).unwrap().text, "plain text");
+    fn dpr_tsv_with_header_quotes_tabs_and_newlines() {
+        let c = load(
+            "psgs.tsv",
+            "\u{feff}id\ttext\ttitle\n1\t\"Aaron (\"\"Ahärôn\"\") was\"\tAaron\n2\tplain text\tB\r\n3\t\"a\ttab and a\nnewline\"\t\"T\tab\"\n",
+        )
+        .unwrap();
+        assert_eq!(ids(&c), ["1", "2", "3"]);
+        assert_eq!(c.get(0).unwrap().text, "Aaron (\"Ahärôn\") was");
+        assert_eq!(c.get(1).unwrap().title, "B");
+        assert_eq!(c.get(1).unwrap().text, "plain text");
+        assert_eq!(c.get(2).unwrap().text, "a\ttab and a\nnewline");
+        assert_eq!(c.get(2).unwrap().title, "T\tab");
     }
 
     #[test]
     fn dpr_tsv_bad_lines() {
         for (text, line, want) in [
             ("1\ta\tA\n2\tb\n", 2, "found 2"),
-            ("1\ta\tA\nx\tb\tB\n", 2, "not a u32"),
-            (
-                "id\ttext\ttitle\n1\ta\tA\n1\tb\tB\n",
-                3,
-                "already used on line 2",
-            ),
-            ("1\t\"open\tA\n", 1, "unterminated"),
+            ("id\ttext\ttitle\n1\ta\tA\n1\tb\tB\n", 3, "already used"),
+            ("1\ta\tA\n\tb\tB\n", 2, "empty id"),
         ] {
-            let f = file(text);
-            let err = Corpus::from_dpr_tsv(f.path()).unwrap_err();
-            assert!(
-                matches!(err, RetrievalError::BadLine { line: l, .. } if l == line),
-                "{err}"
-            );
-            assert!(err.to_string().contains(want), "{err}");
+            let (_d, path) = file("c.tsv", text.as_bytes());
+            let err = Corpus::load(&path, Format::DprTsv).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(want), "{msg}");
+            if !want.contains("already") {
+                assert!(
+                    matches!(err, RetrievalError::BadLine { line: l, .. } if l == line),
+                    "{msg}"
+                );
+            }
         }
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(b"1\ta\tA\n2\t\xff\tB\n").unwrap();
-        let err = Corpus::from_dpr_tsv(f.path()).unwrap_err();
+        let (_d, path) = file("c.tsv", b"1\ta\tA\n2\t\xff\tB\n");
+        let err = Corpus::load(&path, Format::DprTsv).unwrap_err();
         assert!(err.to_string().contains(":2: not UTF-8"), "{err}");
     }
 
     #[test]
+    fn unknown_extension_and_format_names() {
+        let (_d, path) = file("c.txt", b"x");
+        let err = Format::detect(&path).unwrap_err();
+        assert!(err.to_string().contains("--format"), "{err}");
+        assert_eq!("beir".parse::<Format>().unwrap(), Format::Beir);
+        assert!("csv".parse::<Format>().unwrap_err().contains("known: jsonl"));
+    }
+
+    #[test]
     fn kb_sorted_by_title_and_hash_stable() {
-        let f = file(
+        let c = load(
+            "kb.json",
             r#"{"b": {"title": "b", "extract": "B text", "topic": "x"},
                 "A": {"title": "A", "extract": "A text"}}"#,
-        );
-        let c = Corpus::from_wiki_kb(f.path()).unwrap();
+        )
+        .unwrap();
         assert_eq!(c.get(0).unwrap().title, "A");
+        assert_eq!(c.get(0).unwrap().id, "0");
         assert_eq!(c.get(1).unwrap().text, "B text");
-        let again = Corpus::from_wiki_kb(f.path()).unwrap();
-        assert_eq!(c.hash(), again.hash());
+        assert_eq!(c.hash(), c.clone().hash());
         assert_eq!(c.hash().len(), 64);
         assert_ne!(c.hash(), c.head(1).hash());
-        let bad = file(r#"{"b": {"title": "b"}}"#);
-        let err = Corpus::from_wiki_kb(bad.path()).unwrap_err();
+        let err = load("kb.json", r#"{"b": {"title": "b"}}"#).unwrap_err();
         assert!(err.to_string().contains("entry \"b\""), "{err}");
         assert!(err.to_string().contains("extract"), "{err}");
     }
 
     #[test]
+    fn store_round_trip_streams_and_keeps_the_hash() {
+        let text = "{\"_id\": \"x9\", \"title\": \"T\", \"text\": \"héllo\"}\n{\"_id\": \"x2\", \"title\": \"\", \"text\": \"\"}\n{\"_id\": \"x3\", \"title\": \"U\", \"text\": \"w\"}\n";
+        let (dir, path) = file("corpus.jsonl", text.as_bytes());
+        let memory = Corpus::load(&path, Format::Beir).unwrap();
+        let store = dir.path().join("passages");
+        let mut seen = Vec::new();
+        let mapped = Corpus::import(&path, Format::Beir, &store, &mut |n| seen.push(n)).unwrap();
+        assert_eq!(seen.last(), Some(&3));
+        assert_eq!(mapped.len(), 3);
+        assert_eq!(mapped.hash(), memory.hash());
+        assert_eq!(mapped.iter().collect::<Vec<_>>(), memory.iter().collect::<Vec<_>>());
+        assert_eq!(Corpus::open(&store).unwrap().get(0).unwrap().text, "héllo");
+        assert_eq!(mapped.get(3), None);
+        // A truncated records file is refused when opened.
+        let records = store.join("records.bin");
+        let bytes = std::fs::read(&records).unwrap();
+        std::fs::write(&records, &bytes[..bytes.len() - 1]).unwrap();
+        let err = Corpus::open(&store).unwrap_err();
+        assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn import_of_a_duplicate_id_fails_and_leaves_the_old_store() {
+        let (dir, good) = file("a.jsonl", b"{\"_id\": \"1\", \"title\": \"A\", \"text\": \"a\"}\n");
+        let store = dir.path().join("passages");
+        Corpus::import(&good, Format::Beir, &store, &mut |_| {}).unwrap();
+        let bad = dir.path().join("b.jsonl");
+        std::fs::write(
+            &bad,
+            "{\"_id\": \"7\", \"title\": \"A\", \"text\": \"a\"}\n{\"_id\": \"8\", \"title\": \"B\", \"text\": \"b\"}\n{\"_id\": \"7\", \"title\": \"C\", \"text\": \"c\"}\n",
+        )
+        .unwrap();
+        let err = Corpus::import(&bad, Format::Beir, &store, &mut |_| {}).unwrap_err();
+        assert!(err.to_string().contains("\"7\""), "{err}");
+        assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
+        let kept = Corpus::open(&store).unwrap();
+        assert_eq!(kept.get(0).unwrap().id, "1");
+        // No temporary folder is left beside the store.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
+    }
+
+    #[test]
     fn missing_file_is_io_error_naming_it() {
-        let err = Corpus::from_jsonl(Path::new("/nonexistent/corpus.jsonl")).unwrap_err();
+        let err =
+            Corpus::load(Path::new("/nonexistent/corpus.jsonl"), Format::Jsonl).unwrap_err();
         assert!(matches!(err, RetrievalError::Io { .. }));
         assert!(err.to_string().contains("/nonexistent/corpus.jsonl"));
     }

@@ -126,17 +126,11 @@ fn padding_vector(sources: &[&[f32]], seed: u64, id: u32, noise: f32, out: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corpus::{Corpus, Passage};
+    use crate::corpus::Corpus;
 
     fn corpus(n: u32) -> Corpus {
-        Corpus::new(
-            (0..n)
-                .map(|i| Passage {
-                    id: i,
-                    title: format!("T{i}"),
-                    text: format!("One {i}. Two {i}."),
-                })
-                .collect(),
+        Corpus::from_parts(
+            (0..n).map(|i| (format!("{i}"), format!("T{i}"), format!("One {i}. Two {i}."))),
         )
         .unwrap()
     }

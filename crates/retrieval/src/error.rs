@@ -40,6 +40,26 @@ pub enum RetrievalError {
         reason: String,
     },
 
+    /// Two passages of a corpus have the same id.
+    #[error("id {id:?} of passage {again} was already used by passage {first}")]
+    DuplicateId {
+        /// The repeated id.
+        id: String,
+        /// The first passage with it (0-based position in the corpus).
+        first: u32,
+        /// The passage that repeats it.
+        again: u32,
+    },
+
+    /// Vectors made by one encoder met queries (or vectors) of another.
+    #[error("the index was built with encoder {index:?}, but the queries use {query:?}; pass the index's encoder (--encoder) or rebuild the index")]
+    EncoderMismatch {
+        /// The encoder recorded in the index.
+        index: String,
+        /// The encoder in use.
+        query: String,
+    },
+
     /// The asset store could not provide a model or the knowledge base.
     #[error(transparent)]
     Asset(#[from] ralmspec_assets::AssetError),

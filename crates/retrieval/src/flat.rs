@@ -116,9 +116,9 @@ impl FlatIndex {
 
     /// Encodes every passage's [`Passage::prompt_text`](crate::Passage::prompt_text).
     pub fn build(encoder: &Encoder, corpus: &Corpus) -> Result<FlatIndex> {
-        let texts: Vec<String> = corpus.passages().iter().map(|p| p.prompt_text()).collect();
+        let texts: Vec<String> = corpus.iter().map(|p| p.prompt_text()).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        FlatIndex::new(encoder.dim(), encoder.encode_flat(&refs)?, corpus.ids())
+        FlatIndex::new(encoder.dim(), encoder.encode_flat(&refs)?, corpus.docs())
     }
 
     /// Length of each vector.

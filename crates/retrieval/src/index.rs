@@ -28,7 +28,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -465,56 +465,13 @@ fn write_dir_atomically(dir: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     })
 }
 
-/// Lets `fill` write a fresh hidden sibling folder of `dir` (`.<name>.tmp-<pid>`), syncs every
-/// file in it, then renames it to `dir`; an existing `dir` is moved aside first and removed
-/// after. When `fill` fails the temporary folder is removed and `dir` is left as it was.
+/// Lets `fill` write a fresh hidden sibling folder of `dir`, then swaps it into place whole
+/// ([`crate::atomic`]); when `fill` fails `dir` is left as it was.
 pub fn build_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = dir
-        .file_name()
-        .ok_or_else(|| RetrievalError::bad_index(dir, "not a folder name"))?
-        .to_string_lossy()
-        .into_owned();
-    fs::create_dir_all(&parent).at(&parent)?;
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
-    let old = parent.join(format!(".{name}.old-{pid}"));
-    for stale in [&tmp, &old] {
-        if stale.exists() {
-            fs::remove_dir_all(stale).at(stale)?;
-        }
-    }
-    fs::create_dir(&tmp).at(&tmp)?;
-    let filled = fill(&tmp).and_then(|()| sync_folder(&tmp));
-    if let Err(e) = filled {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let had_old = dir.exists();
-    if had_old {
-        fs::rename(dir, &old).at(dir)?;
-    }
-    fs::rename(&tmp, dir).at(dir)?;
-    if had_old {
-        fs::remove_dir_all(&old).at(&old)?;
-    }
-    Ok(())
+    crate::atomic::build_dir(dir, fill)
 }
 
 /// fsyncs every file directly in `dir`, then `dir` itself.
-fn sync_folder(dir: &Path) -> Result<()> {
-    for entry in fs::read_dir(dir).at(dir)? {
-        let path = entry.at(dir)?.path();
-        if path.is_file() {
-            fs::File::open(&path).and_then(|f| f.sync_all()).at(&path)?;
-        }
-    }
-    fs::File::open(dir).and_then(|f| f.sync_all()).at(dir)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@
 //!   [`dense_padding`]: their vectors.
 //! - [`questions`]: evaluation questions (FanOutQA's single-hop questions).
 
+mod atomic;
 pub mod bm25;
 pub mod corpus;
 pub mod dense_padding;
@@ -28,10 +29,11 @@ pub mod metric;
 pub mod padding;
 pub mod questions;
 pub mod retriever;
+pub mod set;
 mod slab;
 
 pub use bm25::Bm25Index;
-pub use corpus::{Corpus, Passage};
+pub use corpus::{Corpus, Format, Passage};
 pub use dense_padding::PaddingRecord;
 pub use encoder::{ENCODER_NAME, Encoder};
 pub use error::{Result, RetrievalError};
@@ -41,6 +43,7 @@ pub use index::Manifest;
 pub use metric::Metric;
 pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
+pub use set::{IndexSet, Kind};
 
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {

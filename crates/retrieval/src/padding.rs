@@ -29,8 +29,8 @@ pub struct Padding {
 }
 
 impl Padding {
-    /// Padding of `corpus` up to `total` passages. Padding ids start after the corpus's
-    /// largest id. `total` below the corpus size is an error.
+    /// Padding of `corpus` up to `total` passages, numbered after the real ones. `total`
+    /// below the corpus size is an error.
     pub fn new(corpus: &Corpus, total: usize, seed: u64) -> Result<Padding> {
         let real = corpus.len();
         if real == 0 || total < real {
@@ -38,12 +38,7 @@ impl Padding {
                 reason: format!("cannot pad a corpus of {real} passages to {total}"),
             });
         }
-        let first = corpus
-            .passages()
-            .iter()
-            .map(|p| p.id)
-            .max()
-            .map_or(0, |m| m + 1);
+        let first = real as u32;
         if (first as u64) + ((total - real) as u64) > u64::from(u32::MAX) {
             return Err(RetrievalError::BadIndexData {
                 reason: format!("padding to {total} passages overflows 32-bit ids"),
@@ -90,13 +85,15 @@ impl Padding {
         std::array::from_fn(|_| (splitmix64(&mut state) % self.real as u64) as usize)
     }
 
-    /// Padding passage `id`: titled after its first source, one sentence from each source.
+    /// Padding passage `id` (its corpus id is `pad-<id>`): titled after its first source,
+    /// one sentence from each source.
     pub fn passage(&self, corpus: &Corpus, id: u32) -> Passage {
-        let sources = self.sources(id);
+        let sources = self.sources(id).map(|row| corpus.get(row as u32).unwrap_or_else(|| {
+            panic!("padding source {row} is outside the corpus it was made for")
+        }));
         let mut state = self.seed.rotate_left(17) ^ u64::from(id);
         let mut text = String::new();
-        for &row in &sources {
-            let source = &corpus.passages()[row];
+        for source in &sources {
             let sentences: Vec<&str> = sentences(&source.text).collect();
             let pick = (splitmix64(&mut state) % sentences.len().max(1) as u64) as usize;
             if let Some(sentence) = sentences.get(pick) {
@@ -106,9 +103,11 @@ impl Padding {
                 text.push_str(sentence);
             }
         }
+        let [first, ..] = sources;
         Passage {
-            id,
-            title: corpus.passages()[sources[0]].title.clone(),
+            doc: id,
+            id: format!("pad-{id}"),
+            title: first.title,
             text,
         }
     }
@@ -160,15 +159,13 @@ mod tests {
     use super::*;
 
     fn corpus() -> Corpus {
-        Corpus::new(
-            (0..5)
-                .map(|i| Passage {
-                    id: i * 2,
-                    title: format!("T{i}"),
-                    text: format!("First of {i}. Second of {i}! Third of {i}? Dr.Who"),
-                })
-                .collect(),
-        )
+        Corpus::from_parts((0..5).map(|i| {
+            (
+                format!("p{i}"),
+                format!("T{i}"),
+                format!("First of {i}. Second of {i}! Third of {i}? Dr.Who"),
+            )
+        }))
         .unwrap()
     }
 
@@ -183,12 +180,13 @@ mod tests {
     fn padding_is_deterministic_and_after_real_ids() {
         let c = corpus();
         let p = Padding::new(&c, 25, 7).unwrap();
-        assert_eq!(p.ids(), 9..29);
+        assert_eq!(p.ids(), 5..25);
         assert_eq!(p.count(), 20);
         for id in p.ids() {
             let a = p.passage(&c, id);
             assert_eq!(a, p.passage(&c, id));
-            assert_eq!(a.id, id);
+            assert_eq!(a.doc, id);
+            assert_eq!(a.id, format!("pad-{id}"));
             assert!(!a.text.is_empty());
             assert!(a.text.contains(" of "), "{a:?}");
         }

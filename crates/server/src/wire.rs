@@ -87,6 +87,7 @@ pub struct RetrievalOptions {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Source {
     pub doc: u32,
+    pub id: String,
     pub title: String,
     pub start: usize,
     pub end: usize,

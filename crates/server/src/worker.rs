@@ -251,14 +251,17 @@ impl Context {
     }
 }
 
-/// The wire form of a span: the document's id and title, and the answer tokens it informed.
+/// The wire form of a span: the document's number, its corpus id and title, and the answer
+/// tokens it informed.
 fn source(knowledge: &Knowledge, span: Span) -> Source {
+    let (id, title) = knowledge
+        .passage(span.doc)
+        .map(|p| (p.id, p.title))
+        .unwrap_or_default();
     Source {
         doc: span.doc,
-        title: knowledge
-            .passage(span.doc)
-            .map(|p| p.title)
-            .unwrap_or_default(),
+        id,
+        title,
         start: span.start,
         end: span.end,
     }

@@ -128,8 +128,8 @@ fn texts(
 ) -> Vec<Vec<u32>> {
     let mut out = Vec::new();
     let mut entries = 0usize;
-    for p in corpus.passages() {
-        if is_held_out(p.id, held_out_every) {
+    for p in corpus.iter() {
+        if is_held_out(p.doc, held_out_every) {
             continue;
         }
         if max_tokens.is_some_and(|m| entries >= m) {

@@ -41,11 +41,11 @@ impl KnnLm<'_> {
         let values = self.store().values();
         let mut mixer = Mixer::default();
         let (mut passages, mut tokens, mut nll_knn, mut nll_lm) = (0, 0, 0.0, 0.0);
-        for p in corpus.passages() {
+        for p in corpus.iter() {
             if tokens >= max_tokens {
                 break;
             }
-            if !is_held_out(p.id, m.held_out_every) {
+            if !is_held_out(p.doc, m.held_out_every) {
                 continue;
             }
             let mut ids = self.lm.tokenizer.encode(&p.prompt_text());

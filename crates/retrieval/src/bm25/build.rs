@@ -97,7 +97,7 @@ fn write_index(
         .iter()
         .flat_map(|p| p.ids().map(move |pid| p.passage(corpus, pid)));
     let mut done = 0;
-    for passage in corpus.passages().iter().cloned().chain(padded) {
+    for passage in corpus.iter().chain(padded) {
         writer
             .add_document(document(text, id, &passage))
             .map_err(err)?;
@@ -140,7 +140,7 @@ fn write_index(
     Ok(manifest)
 }
 
-/// The tantivy document of one passage: what the LM sees, and the passage id.
+/// The tantivy document of one passage: what the LM sees, and its document number.
 fn document(
     text: tantivy::schema::Field,
     id: tantivy::schema::Field,
@@ -148,6 +148,6 @@ fn document(
 ) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_text(text, p.prompt_text());
-    doc.add_u64(id, u64::from(p.id));
+    doc.add_u64(id, u64::from(p.doc));
     doc
 }

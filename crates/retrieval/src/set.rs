@@ -1,0 +1,549 @@
+//! Index sets: one folder holding a corpus's passages and any of its indexes, opened and built
+//! here so that the command line only maps flags and draws progress bars.
+//!
+//! ```text
+//! set.json     {format_version, source, format, corpus_hash, passages, padding, encoder, kinds}
+//! passages/    the passages, memory-mapped (corpus::store)
+//! flat/        exact dense index (index.rs)          one folder per [`Kind`] built
+//! hnsw/        HNSW graph and its vectors (index.rs)
+//! bm25/        BM25 on tantivy (bm25/)
+//! ```
+//!
+//! A build writes the whole set into a hidden sibling folder and swaps it into place in one
+//! step ([`crate::atomic`]): a failed or killed build leaves the old set working, a finished
+//! one replaces it whole (kinds it did not build are gone), and leftovers of killed builds are
+//! removed by the next one. [`IndexSet::add`] builds one more kind into an existing set the
+//! same way, one folder at a time. Adding a retriever kind is one module and one [`Kind`] arm.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bm25::{BuildProgress, Bm25Index};
+use crate::corpus::{Corpus, Format};
+use crate::dense_padding::DEFAULT_NOISE;
+use crate::encoder::{ENCODER_NAME, Encoder};
+use crate::error::{IoContext, Result, RetrievalError};
+use crate::flat::FlatIndex;
+use crate::hnsw::{HnswIndex, HnswParams};
+use crate::index::{Expect, Verify};
+use crate::padding::{DEFAULT_SEED, Padding};
+use crate::retriever::Retriever;
+
+const SET: &str = "set.json";
+const PASSAGES: &str = "passages";
+const FORMAT_VERSION: u32 = 1;
+
+/// A retriever kind an index set can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// Exact dense: inner product with every passage vector.
+    Flat,
+    /// Approximate dense: HNSW over the same vectors, scored exactly like flat.
+    Hnsw,
+    /// Sparse: BM25 on tantivy.
+    Bm25,
+}
+
+impl Kind {
+    /// Every kind, in the order a set is searched by default.
+    pub const ALL: [Kind; 3] = [Kind::Flat, Kind::Hnsw, Kind::Bm25];
+
+    /// The name flags and folders use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Flat => "flat",
+            Kind::Hnsw => "hnsw",
+            Kind::Bm25 => "bm25",
+        }
+    }
+
+    /// True for kinds that search passage vectors (and so need an encoder for queries).
+    pub fn is_dense(self) -> bool {
+        matches!(self, Kind::Flat | Kind::Hnsw)
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown retriever {s:?} (known: flat, hnsw, bm25)"))
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What `set.json` says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetManifest {
+    /// The writer's format version.
+    pub format_version: u32,
+    /// Where the passages came from: `wiki-kb` or the corpus file's absolute path.
+    pub source: String,
+    /// The corpus file's format.
+    pub format: Format,
+    /// [`Corpus::hash`] of the real passages.
+    pub corpus_hash: String,
+    /// Number of real passages.
+    pub passages: usize,
+    /// Passages after padding and the padding seed, when padded.
+    pub padding: Option<PadTo>,
+    /// The encoder of the dense indexes, when there are any.
+    pub encoder: Option<EncoderRecord>,
+    /// The kinds the set holds.
+    pub kinds: Vec<Kind>,
+}
+
+/// `--pad-to N`: the corpus grown to `total` passages with padding seeded by `seed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PadTo {
+    /// Passages after padding.
+    pub total: usize,
+    /// The padding seed.
+    pub seed: u64,
+}
+
+/// Which encoder made a set's passage vectors: queries must be encoded by the same one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderRecord {
+    /// [`Encoder::name`]-style identity.
+    pub name: String,
+    /// The encoder's folder, when it is not the built-in MiniLM.
+    pub dir: Option<PathBuf>,
+}
+
+/// Where a build's passages come from.
+pub enum Source<'a> {
+    /// A corpus file, streamed into the set's passage store.
+    File {
+        /// The file.
+        path: &'a Path,
+        /// Its format.
+        format: Format,
+    },
+    /// A corpus already in memory (the built-in knowledge base), with the name `set.json`
+    /// gives it.
+    Corpus {
+        /// The passages.
+        corpus: &'a Corpus,
+        /// `wiki-kb`, say.
+        name: &'a str,
+    },
+}
+
+/// Where a build's dense vectors come from (needed when a dense kind is built).
+#[derive(Clone, Copy)]
+pub enum Vectors<'a> {
+    /// Encode every passage.
+    Encode(&'a Encoder),
+    /// The real passages' vectors, already encoded (`name` is their encoder).
+    Index(&'a FlatIndex, &'a EncoderRecord),
+}
+
+impl Vectors<'_> {
+    fn record(&self) -> EncoderRecord {
+        match self {
+            Vectors::Encode(e) => encoder_record(e),
+            Vectors::Index(_, r) => (*r).clone(),
+        }
+    }
+}
+
+/// The record of `encoder`: its name, and its folder unless it is the built-in MiniLM.
+pub fn encoder_record(encoder: &Encoder) -> EncoderRecord {
+    EncoderRecord {
+        name: ENCODER_NAME.to_string(),
+        dir: None,
+    }
+    .with_dir(encoder)
+}
+
+impl EncoderRecord {
+    fn with_dir(mut self, encoder: &Encoder) -> EncoderRecord {
+        if self.name != ENCODER_NAME {
+            self.dir = Some(encoder.dir().to_owned());
+        }
+        self
+    }
+}
+
+/// What to build.
+pub struct Build<'a> {
+    /// The passages.
+    pub source: Source<'a>,
+    /// The kinds to build (at least one).
+    pub kinds: &'a [Kind],
+    /// Grow the corpus to this many passages with padding ([`Padding`]).
+    pub pad_to: Option<usize>,
+    /// The dense vectors' source; required when `kinds` holds a dense kind.
+    pub vectors: Option<Vectors<'a>>,
+}
+
+/// What a build reports as it goes, for progress bars.
+pub trait Progress {
+    /// A new stage: `what` is under way over `total` items (`None`: unknown).
+    fn stage(&mut self, what: &str, total: Option<u64>);
+    /// `done` items of the current stage are finished.
+    fn advance(&mut self, done: u64);
+}
+
+/// Reports nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn stage(&mut self, _: &str, _: Option<u64>) {}
+    fn advance(&mut self, _: u64) {}
+}
+
+/// An index set opened from its folder.
+#[derive(Clone, Debug)]
+pub struct IndexSet {
+    dir: PathBuf,
+    manifest: SetManifest,
+    corpus: Arc<Corpus>,
+    padding: Option<Padding>,
+}
+
+impl IndexSet {
+    /// Opens the set in `dir`: its manifest, its passages (memory-mapped) and its padding.
+    pub fn open(dir: &Path) -> Result<IndexSet> {
+        let path = dir.join(SET);
+        if !path.exists() {
+            let why = if dir.join("source.json").exists() {
+                "was built by an older ralmspec; rebuild it with `ralmspec index build`"
+            } else {
+                "is not an index set (no set.json); build one with `ralmspec index build`"
+            };
+            return Err(RetrievalError::bad_index(dir, why));
+        }
+        let text = std::fs::read(&path).at(&path)?;
+        let manifest: SetManifest = serde_json::from_slice(&text)
+            .map_err(|e| RetrievalError::bad_index(&path, format!("unreadable: {e}")))?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(RetrievalError::bad_index(
+                &path,
+                format!(
+                    "format version {} (this build reads {FORMAT_VERSION}); rebuild the set",
+                    manifest.format_version
+                ),
+            ));
+        }
+        let corpus = Corpus::open(&dir.join(PASSAGES))?;
+        if corpus.hash() != manifest.corpus_hash || corpus.len() != manifest.passages {
+            return Err(RetrievalError::bad_index(
+                &dir.join(PASSAGES),
+                "the passages do not match set.json",
+            ));
+        }
+        let padding = manifest
+            .padding
+            .map(|p| Padding::new(&corpus, p.total, p.seed))
+            .transpose()?;
+        Ok(IndexSet {
+            dir: dir.to_owned(),
+            manifest,
+            corpus: Arc::new(corpus),
+            padding,
+        })
+    }
+
+    /// Builds the set `build` describes at `dir`, replacing any set there only once complete.
+    pub fn build(dir: &Path, build: &Build<'_>, progress: &mut dyn Progress) -> Result<IndexSet> {
+        if build.kinds.is_empty() {
+            return Err(RetrievalError::BadIndexData {
+                reason: "no retriever kind to build".into(),
+            });
+        }
+        crate::atomic::build_dir(dir, |tmp| {
+            let (corpus, source, format) = match &build.source {
+                Source::File { path, format } => {
+                    progress.stage("reading passages", None);
+                    let corpus = Corpus::import(path, *format, &tmp.join(PASSAGES), &mut |n| {
+                        progress.advance(n as u64)
+                    })?;
+                    let abs = std::fs::canonicalize(path).at(path)?;
+                    (corpus, abs.to_string_lossy().into_owned(), *format)
+                }
+                Source::Corpus { corpus, name } => {
+                    let corpus = corpus.save(&tmp.join(PASSAGES))?;
+                    (corpus, name.to_string(), Format::WikiKb)
+                }
+            };
+            if corpus.is_empty() {
+                return Err(RetrievalError::BadCorpus {
+                    path: PathBuf::from(&source),
+                    reason: "holds no passages".into(),
+                });
+            }
+            let padding = build
+                .pad_to
+                .map(|n| Padding::new(&corpus, n, DEFAULT_SEED))
+                .transpose()?;
+            let mut set = IndexSet {
+                dir: tmp.to_owned(),
+                manifest: SetManifest {
+                    format_version: FORMAT_VERSION,
+                    source,
+                    format,
+                    corpus_hash: corpus.hash(),
+                    passages: corpus.len(),
+                    padding: padding.map(|p| PadTo {
+                        total: p.total(),
+                        seed: p.seed(),
+                    }),
+                    encoder: None,
+                    kinds: Vec::new(),
+                },
+                corpus: Arc::new(corpus),
+                padding,
+            };
+            for &kind in build.kinds {
+                set.build_kind(kind, build.vectors, progress)?;
+            }
+            set.write_manifest()
+        })?;
+        IndexSet::open(dir)
+    }
+
+    /// Builds `kind` into this set (each folder swapped in whole, then `set.json`); `vectors`
+    /// is needed for a dense kind when the set has no flat index yet. A set whose dense
+    /// indexes came from another encoder refuses new ones from `vectors`.
+    pub fn add(
+        &mut self,
+        kind: Kind,
+        vectors: Option<Vectors<'_>>,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        crate::atomic::clean_stale(&self.dir.join(kind.name()))?;
+        self.build_kind(kind, vectors, progress)?;
+        self.write_manifest()
+    }
+
+    fn write_manifest(&self) -> Result<()> {
+        let json = serde_json::to_vec_pretty(&self.manifest).expect("a manifest serialises");
+        crate::atomic::write_file(&self.dir.join(SET), &json)
+    }
+
+    fn build_kind(
+        &mut self,
+        kind: Kind,
+        vectors: Option<Vectors<'_>>,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let dir = self.dir.join(kind.name());
+        match kind {
+            Kind::Bm25 => {
+                let total = self.len() as u64;
+                progress.stage("BM25 indexing", Some(total));
+                Bm25Index::build(&self.corpus, self.padding, &dir, &mut |p| match p {
+                    BuildProgress::Indexed { done, .. } => progress.advance(done as u64),
+                    BuildProgress::Merging { .. } => progress.stage("BM25 merging", None),
+                    BuildProgress::Checksumming => progress.stage("BM25 checksumming", None),
+                })?;
+            }
+            Kind::Flat => {
+                let flat = self.dense_vectors(vectors, progress)?;
+                flat.save(&dir, &self.manifest.corpus_hash, &self.encoder_name()?)?;
+            }
+            Kind::Hnsw => {
+                let flat = match self.has(Kind::Flat) {
+                    true => self.flat(Verify::Sizes)?,
+                    false => self.dense_vectors(vectors, progress)?,
+                };
+                progress.stage("building the HNSW graph", None);
+                let hnsw = HnswIndex::build(flat, HnswParams::default())?;
+                hnsw.save(&dir, &self.manifest.corpus_hash, &self.encoder_name()?)?;
+            }
+        }
+        if !self.manifest.kinds.contains(&kind) {
+            self.manifest.kinds.push(kind);
+        }
+        Ok(())
+    }
+
+    fn encoder_name(&self) -> Result<String> {
+        self.manifest
+            .encoder
+            .as_ref()
+            .map(|e| e.name.clone())
+            .ok_or_else(|| RetrievalError::BadIndexData {
+                reason: "a dense index needs passage vectors".into(),
+            })
+    }
+
+    /// The real passages' vectors from `vectors`, padded as the set is, recording their encoder.
+    fn dense_vectors(
+        &mut self,
+        vectors: Option<Vectors<'_>>,
+        progress: &mut dyn Progress,
+    ) -> Result<FlatIndex> {
+        let vectors = vectors.ok_or_else(|| RetrievalError::BadIndexData {
+            reason: "a dense index needs passage vectors (an encoder or a vectors file)".into(),
+        })?;
+        let record = vectors.record();
+        if let Some(have) = &self.manifest.encoder
+            && have.name != record.name
+        {
+            return Err(RetrievalError::EncoderMismatch {
+                index: have.name.clone(),
+                query: record.name,
+            });
+        }
+        let real = match vectors {
+            Vectors::Encode(encoder) => encode(encoder, &self.corpus, progress)?,
+            Vectors::Index(flat, _) => {
+                if flat.len() != self.corpus.len() || flat.padding().is_some() {
+                    return Err(RetrievalError::BadIndexData {
+                        reason: format!(
+                            "{} vectors for {} passages",
+                            flat.len(),
+                            self.corpus.len()
+                        ),
+                    });
+                }
+                flat.clone()
+            }
+        };
+        self.manifest.encoder = Some(record);
+        match &self.padding {
+            None => Ok(real),
+            Some(padding) => {
+                progress.stage("padding the vectors", None);
+                real.pad(padding, DEFAULT_NOISE)
+            }
+        }
+    }
+
+    /// The set's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What `set.json` says.
+    pub fn manifest(&self) -> &SetManifest {
+        &self.manifest
+    }
+
+    /// The real passages.
+    pub fn corpus(&self) -> &Arc<Corpus> {
+        &self.corpus
+    }
+
+    /// How the corpus was grown, when it was.
+    pub fn padding(&self) -> Option<Padding> {
+        self.padding
+    }
+
+    /// Number of passages, padding included.
+    pub fn len(&self) -> usize {
+        self.padding.map_or(self.corpus.len(), |p| p.total())
+    }
+
+    /// True when the set holds no passages (never, for a built set).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when the set holds an index of `kind`.
+    pub fn has(&self, kind: Kind) -> bool {
+        self.manifest.kinds.contains(&kind)
+    }
+
+    /// The kinds the set holds.
+    pub fn kinds(&self) -> &[Kind] {
+        &self.manifest.kinds
+    }
+
+    fn expect(&self) -> Result<(String, String)> {
+        Ok((self.manifest.corpus_hash.clone(), self.encoder_name()?))
+    }
+
+    /// The set's flat index (its vectors memory-mapped).
+    pub fn flat(&self, verify: Verify) -> Result<FlatIndex> {
+        let (corpus_hash, encoder) = self.expect()?;
+        let expect = Expect {
+            corpus_hash: &corpus_hash,
+            encoder: &encoder,
+        };
+        let (flat, _) = FlatIndex::open(&self.dir.join(Kind::Flat.name()), &expect, verify)?;
+        Ok(flat)
+    }
+
+    /// The retriever of `kind`, which the set must hold; large files are memory-mapped and
+    /// their sizes checked ([`Verify::Sizes`]).
+    pub fn retriever(&self, kind: Kind) -> Result<Arc<dyn Retriever>> {
+        if !self.has(kind) {
+            return Err(RetrievalError::bad_index(
+                &self.dir.join(kind.name()),
+                format!(
+                    "the set has no {kind} index (it has: {}); build it with `ralmspec index build --kind {kind}`",
+                    self.kinds().iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let dir = self.dir.join(kind.name());
+        Ok(match kind {
+            Kind::Bm25 => Arc::new(Bm25Index::open(&dir, &self.manifest.corpus_hash)?),
+            Kind::Flat => Arc::new(self.flat(Verify::Sizes)?),
+            Kind::Hnsw => {
+                let (corpus_hash, encoder) = self.expect()?;
+                let expect = Expect {
+                    corpus_hash: &corpus_hash,
+                    encoder: &encoder,
+                };
+                Arc::new(HnswIndex::open(&dir, &expect, Verify::Sizes)?.0)
+            }
+        })
+    }
+
+    /// The encoder queries of this set's dense indexes need: `override_dir` when given (it
+    /// must be the same encoder), else the recorded one (MiniLM from the asset store, or the
+    /// recorded folder). `None` when the set has no dense index.
+    pub fn encoder(&self, override_dir: Option<&Path>) -> Result<Option<Encoder>> {
+        let Some(record) = &self.manifest.encoder else {
+            return Ok(None);
+        };
+        let encoder = match override_dir.or(record.dir.as_deref()) {
+            Some(dir) => Encoder::open(dir)?,
+            None => Encoder::minilm()?,
+        };
+        let name = encoder_record(&encoder).name;
+        if name != record.name {
+            return Err(RetrievalError::EncoderMismatch {
+                index: record.name.clone(),
+                query: name,
+            });
+        }
+        Ok(Some(encoder))
+    }
+}
+
+/// The vectors of every passage of `corpus`, encoded 32 at a time.
+fn encode(encoder: &Encoder, corpus: &Corpus, progress: &mut dyn Progress) -> Result<FlatIndex> {
+    progress.stage("encoding passages", Some(corpus.len() as u64));
+    let mut vectors = Vec::with_capacity(corpus.len() * encoder.dim());
+    let mut done = 0;
+    let passages: Vec<_> = corpus.iter().collect();
+    for chunk in passages.chunks(32) {
+        let texts: Vec<String> = chunk.iter().map(|p| p.prompt_text()).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        vectors.extend(encoder.encode_flat(&refs)?);
+        done += chunk.len();
+        progress.advance(done as u64);
+    }
+    FlatIndex::new(encoder.dim(), vectors, corpus.docs())
+}
