@@ -7,6 +7,8 @@
 //!   score first, then lower doc id) every retriever follows.
 //! - [`flat`]: exact dense search ([`FlatIndex`]), one pass over the vectors per batch.
 //! - [`metric`]: inner product or L2 ([`Metric`]), one scoring kernel for both.
+//! - [`npy`]: passage vectors users bring as a `.npy` file ([`NpyVectors`]): memory-mapped,
+//!   read in f32 chunks, validated against the corpus and the encoder.
 //! - [`hnsw`]: approximate dense search ([`HnswIndex`]), scored exactly like [`FlatIndex`].
 //! - [`index`]: dense index folders on disk (versioned manifest, atomic writes, memory-mapped
 //!   and validated loads).
@@ -25,6 +27,7 @@ pub mod hnsw;
 mod ids;
 pub mod index;
 pub mod metric;
+pub mod npy;
 pub mod padding;
 pub mod questions;
 pub mod retriever;
@@ -39,6 +42,7 @@ pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use index::Manifest;
 pub use metric::Metric;
+pub use npy::{NpyVectors, VectorFault};
 pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
 
