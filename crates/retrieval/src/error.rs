@@ -155,6 +155,30 @@ pub enum RetrievalError {
         fault: crate::npy::VectorFault,
     },
 
+    /// An encoder folder's `config.json` is for a model architecture other than BERT.
+    #[error(
+        "encoder model {}: model_type {model_type:?} is not supported; only BERT-family \
+         encoders (model_type \"bert\") are",
+        path.display()
+    )]
+    UnsupportedModel {
+        /// config.json.
+        path: PathBuf,
+        /// Its `model_type`.
+        model_type: String,
+    },
+
+    /// A sentence-transformers file of an encoder folder (`modules.json`, the pooling config,
+    /// `sentence_bert_config.json`, `config_sentence_transformers.json`) is malformed or asks
+    /// for something this encoder does not do.
+    #[error("encoder config {}: {reason}", path.display())]
+    EncoderConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong or unsupported.
+        reason: String,
+    },
+
     /// A search shared with other callers failed (a server combines concurrent searches into
     /// one call): the first caller gets the original error, the others its message in this.
     #[error("{reason}")]

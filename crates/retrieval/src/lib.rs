@@ -2,7 +2,8 @@
 //! retrievers behind one seam ([`Retriever`]).
 //!
 //! - [`corpus`]: [`Passage`], [`Corpus`] and its loaders (knowledge base asset, JSONL, DPR TSV).
-//! - [`encoder`]: all-MiniLM-L6-v2 on candle ([`Encoder`]), batch-invariant.
+//! - [`encoder`]: a BERT-family sentence-transformers encoder on candle ([`Encoder`];
+//!   all-MiniLM-L6-v2 by default), batch-invariant, named for index manifests.
 //! - [`retriever`]: the [`Retriever`] trait, [`Query`], [`Hit`] and the ranking rule (higher
 //!   score first, then lower doc id) every retriever follows.
 //! - [`flat`]: exact dense search ([`FlatIndex`]), one pass over the vectors per batch.
@@ -36,7 +37,7 @@ mod slab;
 pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Passage};
 pub use dense_padding::PaddingRecord;
-pub use encoder::{ENCODER_NAME, Encoder};
+pub use encoder::{ENCODER_NAME, Encoder, EncoderOptions};
 pub use error::{Result, RetrievalError};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};

@@ -207,9 +207,16 @@ impl NpyVectors {
     }
 
     /// Checks the shape against the corpus (`expected_rows` passages) and the encoder
-    /// (`expected_dims`).
+    /// (`expected_dims`); see [`check_for`](Self::check_for) for messages that name the
+    /// encoder.
     pub fn check(&self, expected_rows: usize, expected_dims: usize) -> Result<()> {
         self.check_shape(expected_rows, expected_dims, None)
+    }
+
+    /// [`check`](Self::check) against `passages` rows and `encoder`'s dimension, with the
+    /// encoder's name in the error.
+    pub fn check_for(&self, passages: usize, encoder: &crate::Encoder) -> Result<()> {
+        self.check_shape(passages, encoder.dim(), Some(encoder.name()))
     }
 
     fn check_shape(&self, rows: usize, dims: usize, encoder: Option<&str>) -> Result<()> {
