@@ -4,9 +4,12 @@
 The BERT forward pass is written out here in numpy (float64) from the safetensors weights;
 tokenization is Hugging Face's `tokenizers` package; pooling is sentence-transformers' (mean
 over the attention mask, then L2 normalisation), with its max_seq_length of 256 tokens.
+The request may ask for the `[CLS]` state instead of the mean ("pooling": "cls") and for no
+normalisation ("normalise": false), as other sentence-transformers folders configure.
 (torch is not used: PyPI only serves its ~540 MB CUDA build.)
 
-stdin:  {"model_dir": "...", "texts": ["...", ...], "max_tokens": 256}
+stdin:  {"model_dir": "...", "texts": ["...", ...], "max_tokens": 256,
+         "pooling": "mean" | "cls" (default "mean"), "normalise": true | false (default true)}
 stdout: {"tokens": [[id, ...], ...], "embeddings": [[f, ...], ...]}
 
 Used by crates/retrieval/tests/encoder_reference.rs (run with $RALMSPEC_PYTHON).
@@ -83,12 +86,17 @@ def main():
     tok.no_padding()
     tok.enable_truncation(max_length=int(req.get("max_tokens", 256)))
     bert = Bert(model_dir)
+    pooling = req.get("pooling", "mean")
+    if pooling not in ("mean", "cls"):
+        sys.exit(f"unknown pooling {pooling!r}: mean or cls")
+    normalise = bool(req.get("normalise", True))
     tokens, embeddings = [], []
     for text in req["texts"]:
         ids = tok.encode(text).ids
         h = bert.forward(np.array(ids))
-        e = h.mean(0)
-        e /= max(np.linalg.norm(e), 1e-12)
+        e = h.mean(0) if pooling == "mean" else h[0].copy()
+        if normalise:
+            e /= max(np.linalg.norm(e), 1e-12)
         tokens.append(ids)
         embeddings.append(e.tolist())
     json.dump({"tokens": tokens, "embeddings": embeddings}, sys.stdout)

@@ -1,37 +1,76 @@
-//! The dense encoder: all-MiniLM-L6-v2 (a 6-layer BERT) on candle, turning texts into 384-d
-//! unit vectors the way sentence-transformers does: WordPiece tokens (at most 256, with
-//! `[CLS]`/`[SEP]`), the BERT forward pass, mean pooling over the attention mask, then L2
-//! normalisation.
+//! The dense encoder: a BERT-family sentence-transformers model on candle, turning texts into
+//! vectors the way sentence-transformers does: WordPiece tokens (with `[CLS]`/`[SEP]`, at most
+//! the model's `max_seq_length`), the BERT forward pass, then pooling and optional L2
+//! normalisation as the folder's sentence-transformers files say ([`Pipeline`]). The default,
+//! and what the MiniLM asset gets, is all-MiniLM-L6-v2's: 256 tokens, mean pooling, L2.
+//!
+//! Prompts: [`Encoder::encode_queries`] and [`Encoder::encode_passages`] (and their one-text
+//! and flat forms) put the model's query or passage prompt (e5: `"query: "`, `"passage: "`)
+//! before each text. [`Encoder::encode`], [`Encoder::encode_one`] and [`Encoder::encode_flat`]
+//! encode the texts as given, with no prompt, as they always did; for MiniLM (no prompts)
+//! both families give the same bits.
+//!
+//! Identity: [`Encoder::name`] is written into index manifests and compared at query time, so
+//! vectors made by one encoder are never searched with another's queries. It covers the
+//! weights (a sha256 prefix), pooling, normalisation, token limit and prompts; MiniLM with its
+//! default settings keeps [`ENCODER_NAME`] so indexes built before stay valid.
 //!
 //! Batch invariance: every text is run through the model on its own, never padded, so its
 //! embedding is the same bits whatever batch it arrives in (the speculative engine relies on
 //! a query's embedding not depending on its neighbours). Texts are spread over threads.
 
+mod pipeline;
+
+use std::borrow::Cow;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
 use rayon::prelude::*;
+use sha2::{Digest, Sha256};
 use tokenizers::{Tokenizer, TruncationParams};
+
+pub use pipeline::{Pipeline, Pooling};
 
 use crate::error::{IoContext, Result, RetrievalError};
 
-/// The encoder's identity as written into index manifests.
+/// The identity of all-MiniLM-L6-v2 with its default settings, as written into index
+/// manifests.
 pub const ENCODER_NAME: &str = "all-MiniLM-L6-v2/mean-pool/l2/256";
 
-/// A sentence encoder producing unit vectors of [`Encoder::dim`] floats.
+/// sha256 of all-MiniLM-L6-v2's `model.safetensors` (the asset store checks the same hash,
+/// `crates/assets/src/asset.rs`).
+const MINILM_WEIGHTS_SHA256: &str =
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db";
+
+/// Overrides of what an encoder folder says, for models that document prompts but ship no
+/// `config_sentence_transformers.json`. `None` keeps the folder's; `Some("")` removes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncoderOptions {
+    /// Put before every query instead of the folder's query prompt.
+    pub query_prefix: Option<String>,
+    /// Put before every passage instead of the folder's passage prompt.
+    pub passage_prefix: Option<String>,
+}
+
+/// A sentence encoder producing vectors of [`Encoder::dim`] floats.
 pub struct Encoder {
     model: BertModel,
     tokenizer: Tokenizer,
     dir: PathBuf,
     dim: usize,
+    pipeline: Pipeline,
+    weights_sha256: String,
+    name: String,
     device: Device,
 }
 
 impl Encoder {
-    /// Longest input in tokens, `[CLS]` and `[SEP]` included (sentence-transformers'
-    /// `max_seq_length` for this model); longer texts are truncated.
+    /// all-MiniLM-L6-v2's longest input in tokens, `[CLS]` and `[SEP]` included (its
+    /// sentence-transformers `max_seq_length`), and the default for folders that do not say;
+    /// see [`max_tokens`](Self::max_tokens) for this encoder's.
     pub const MAX_TOKENS: usize = 256;
 
     /// all-MiniLM-L6-v2 from the asset store given by the environment (fetched if needed).
@@ -40,23 +79,36 @@ impl Encoder {
         Encoder::open(&store.fetch(ralmspec_assets::Asset::MiniLm)?)
     }
 
-    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`, on the CPU.
+    /// Loads a BERT-family sentence-transformers folder on the CPU: `config.json`,
+    /// `model.safetensors`, `tokenizer.json`, and the sentence-transformers files when present
+    /// (see [`Pipeline`]).
     pub fn open(dir: &Path) -> Result<Encoder> {
+        Encoder::open_with(dir, &EncoderOptions::default())
+    }
+
+    /// [`open`](Self::open) with the folder's prompts overridden by `options`.
+    pub fn open_with(dir: &Path, options: &EncoderOptions) -> Result<Encoder> {
         let device = Device::Cpu;
-        let config_path = dir.join("config.json");
-        let config_text = std::fs::read_to_string(&config_path).at(&config_path)?;
-        let config: Config =
-            serde_json::from_str(&config_text).map_err(|e| RetrievalError::Model {
-                path: config_path.clone(),
-                reason: format!("not a BERT config: {e}"),
-            })?;
-        let weights = dir.join("model.safetensors");
-        if !weights.is_file() {
-            return Err(RetrievalError::io(
-                &weights,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-            ));
+        let config = read_config(&dir.join("config.json"))?;
+        let mut pipeline = Pipeline::read(dir)?;
+        if let Some(prefix) = &options.query_prefix {
+            pipeline.query_prefix.clone_from(prefix);
         }
+        if let Some(prefix) = &options.passage_prefix {
+            pipeline.passage_prefix.clone_from(prefix);
+        }
+        if pipeline.max_tokens > config.max_position_embeddings {
+            return Err(RetrievalError::EncoderConfig {
+                path: dir.join("sentence_bert_config.json"),
+                reason: format!(
+                    "max_seq_length {} is longer than the model's max_position_embeddings {}",
+                    pipeline.max_tokens, config.max_position_embeddings
+                ),
+            });
+        }
+
+        let weights = dir.join("model.safetensors");
+        let weights_sha256 = sha256_file(&weights)?;
         let model_err = |e: candle_core::Error| RetrievalError::Model {
             path: weights.clone(),
             reason: e.to_string(),
@@ -75,20 +127,24 @@ impl Encoder {
             reason,
         };
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| tok_err(e.to_string()))?;
-        // tokenizer.json ships with padding to 128 and truncation at 128; sentence-transformers
-        // overrides both (no padding, 256 tokens).
+        // tokenizer.json may ship with padding and its own truncation (MiniLM's: 128);
+        // sentence-transformers overrides both (no padding, max_seq_length tokens).
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: Self::MAX_TOKENS,
+                max_length: pipeline.max_tokens,
                 ..Default::default()
             }))
             .map_err(|e| tok_err(e.to_string()))?;
+        let name = encoder_name(dir, &pipeline, &weights_sha256);
         Ok(Encoder {
             model,
             tokenizer,
             dir: dir.to_owned(),
             dim: config.hidden_size,
+            pipeline,
+            weights_sha256,
+            name,
             device,
         })
     }
@@ -103,7 +159,36 @@ impl Encoder {
         &self.dir
     }
 
-    /// Token ids of `text` as the model sees them (`[CLS] … [SEP]`, truncated).
+    /// The encoder's identity, written into index manifests and compared at query time:
+    /// [`ENCODER_NAME`] for all-MiniLM-L6-v2 with its default settings, else
+    /// `FOLDER/POOLING/NORM/MAX[/query="…"][/passage="…"]/SHA` where `SHA` is the first 16 hex
+    /// digits of `model.safetensors`' sha256, e.g.
+    /// `e5-small-v2/mean-pool/l2/512/query="query: "/passage="passage: "/0123456789abcdef`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Pooling, normalisation, token limit and prompts in effect.
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    /// Whether embeddings are L2-normalised (unit length).
+    pub fn normalises(&self) -> bool {
+        self.pipeline.normalise
+    }
+
+    /// Longest input in tokens, `[CLS]` and `[SEP]` included; longer texts are truncated.
+    pub fn max_tokens(&self) -> usize {
+        self.pipeline.max_tokens
+    }
+
+    /// sha256 of `model.safetensors`, lower-case hex (computed once, at open).
+    pub fn weights_sha256(&self) -> &str {
+        &self.weights_sha256
+    }
+
+    /// Token ids of `text` as the model sees them (`[CLS] … [SEP]`, truncated), no prompt.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
@@ -115,24 +200,56 @@ impl Encoder {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// One unit vector per text, in order.
+    /// One embedding per text, in order, texts as given (no prompt).
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         texts.par_iter().map(|t| self.encode_one(t)).collect()
     }
 
-    /// The embeddings of `texts` back to back (`texts.len() × dim` floats, row-major).
+    /// The embeddings of `texts` back to back (`texts.len() × dim` floats, row-major), texts
+    /// as given (no prompt).
     pub fn encode_flat(&self, texts: &[&str]) -> Result<Vec<f32>> {
         Ok(self.encode(texts)?.concat())
     }
 
-    /// The embedding of one text.
+    /// The embedding of one text as given (no prompt).
     pub fn encode_one(&self, text: &str) -> Result<Vec<f32>> {
+        let hidden = self.hidden_states(text)?;
+        Ok(self.pipeline.pool(&hidden, self.dim))
+    }
+
+    /// The embedding of one query: the query prompt, then `text`.
+    pub fn encode_query(&self, text: &str) -> Result<Vec<f32>> {
+        self.encode_one(&prefixed(&self.pipeline.query_prefix, text))
+    }
+
+    /// One embedding per query, in order, each after the query prompt.
+    pub fn encode_queries(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        texts.par_iter().map(|t| self.encode_query(t)).collect()
+    }
+
+    /// The embedding of one passage: the passage prompt, then `text`.
+    pub fn encode_passage(&self, text: &str) -> Result<Vec<f32>> {
+        self.encode_one(&prefixed(&self.pipeline.passage_prefix, text))
+    }
+
+    /// One embedding per passage, in order, each after the passage prompt.
+    pub fn encode_passages(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        texts.par_iter().map(|t| self.encode_passage(t)).collect()
+    }
+
+    /// [`encode_passages`](Self::encode_passages) back to back (`texts.len() × dim` floats).
+    pub fn encode_passages_flat(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        Ok(self.encode_passages(texts)?.concat())
+    }
+
+    /// Last hidden states of `text` as given (tokenized, truncated, unpadded), before pooling:
+    /// `tokens × dim` floats, row-major, the `[CLS]` state first.
+    pub fn hidden_states(&self, text: &str) -> Result<Vec<f32>> {
         let ids = self.tokenize(text)?;
-        let hidden = self.forward(&ids).map_err(|e| RetrievalError::Model {
+        self.forward(&ids).map_err(|e| RetrievalError::Model {
             path: self.dir.join("model.safetensors"),
             reason: format!("forward pass failed: {e}"),
-        })?;
-        Ok(mean_pool_normalise(&hidden, self.dim))
+        })
     }
 
     /// Last hidden states of one unpadded sequence, `ids.len() × dim` floats.
@@ -144,35 +261,73 @@ impl Encoder {
     }
 }
 
-/// Mean over the token rows of `hidden` (every token is attended: no padding), then divided by
-/// its L2 norm (floored at 1e-12 like `torch.nn.functional.normalize`).
-fn mean_pool_normalise(hidden: &[f32], dim: usize) -> Vec<f32> {
-    let rows = hidden.len() / dim;
-    let mut sum = vec![0f32; dim];
-    for row in hidden.chunks_exact(dim) {
-        for (s, &x) in sum.iter_mut().zip(row) {
-            *s += x;
+/// `prefix` then `text`, borrowed when there is no prefix.
+fn prefixed<'a>(prefix: &str, text: &'a str) -> Cow<'a, str> {
+    if prefix.is_empty() {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(format!("{prefix}{text}"))
+    }
+}
+
+/// A BERT `config.json`; any other `model_type` is [`RetrievalError::UnsupportedModel`].
+fn read_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    let bad = |reason: String| RetrievalError::Model {
+        path: path.to_owned(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+    match value.get("model_type").and_then(serde_json::Value::as_str) {
+        None | Some("bert") => {}
+        Some(other) => {
+            return Err(RetrievalError::UnsupportedModel {
+                path: path.to_owned(),
+                model_type: other.to_owned(),
+            });
         }
     }
-    let n = rows.max(1) as f32;
-    sum.iter_mut().for_each(|s| *s /= n);
-    let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    sum.iter_mut().for_each(|s| *s /= norm);
-    sum
+    serde_json::from_value(value).map_err(|e| bad(format!("not a BERT config: {e}")))
+}
+
+/// sha256 of the file at `path`, lower-case hex, read in 1 MiB blocks.
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).at(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(crate::hex(&hasher.finalize()))
+}
+
+/// See [`Encoder::name`].
+fn encoder_name(dir: &Path, pipeline: &Pipeline, weights_sha256: &str) -> String {
+    if weights_sha256 == MINILM_WEIGHTS_SHA256 && *pipeline == Pipeline::default() {
+        return ENCODER_NAME.to_owned();
+    }
+    let folder = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .or_else(|| dir.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "encoder".to_owned());
+    format!("{folder}/{pipeline}/{}", &weights_sha256[..16])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn pooling_is_mean_then_unit_length() {
-        let v = mean_pool_normalise(&[1.0, 0.0, 5.0, 8.0], 2);
-        assert!(
-            (v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6,
-            "{v:?}"
-        );
-        assert_eq!(mean_pool_normalise(&[0.0, 0.0], 2), vec![0.0, 0.0]);
+    fn folder(config: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        dir
     }
 
     #[test]
@@ -180,5 +335,57 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Encoder::open(dir.path()).err().unwrap();
         assert!(err.to_string().contains("config.json"), "{err}");
+    }
+
+    #[test]
+    fn non_bert_config_names_the_model_type() {
+        let dir = folder(r#"{"model_type": "xlm-roberta", "hidden_size": 768}"#);
+        let err = Encoder::open(dir.path()).err().unwrap();
+        assert!(
+            matches!(&err, RetrievalError::UnsupportedModel { model_type, .. } if model_type == "xlm-roberta"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("config.json") && msg.contains("\"xlm-roberta\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_configs_are_errors() {
+        let dir = folder("{not json");
+        let msg = Encoder::open(dir.path()).err().unwrap().to_string();
+        assert!(msg.contains("not valid JSON"), "{msg}");
+        let dir = folder(r#"{"model_type": "bert", "hidden_size": 384}"#);
+        let msg = Encoder::open(dir.path()).err().unwrap().to_string();
+        assert!(msg.contains("not a BERT config"), "{msg}");
+    }
+
+    #[test]
+    fn names() {
+        let p = Pipeline::default();
+        let dir = Path::new("/models/all-MiniLM-L6-v2");
+        assert_eq!(encoder_name(dir, &p, MINILM_WEIGHTS_SHA256), ENCODER_NAME);
+        let other = "0123456789abcdef".repeat(4);
+        assert_eq!(
+            encoder_name(dir, &p, &other),
+            "all-MiniLM-L6-v2/mean-pool/l2/256/0123456789abcdef"
+        );
+        let cls = Pipeline {
+            pooling: Pooling::Cls,
+            query_prefix: "query: ".into(),
+            ..Pipeline::default()
+        };
+        assert_eq!(
+            encoder_name(dir, &cls, MINILM_WEIGHTS_SHA256),
+            r#"all-MiniLM-L6-v2/cls-pool/l2/256/query="query: "/53aa51172d142c89"#
+        );
+    }
+
+    #[test]
+    fn prefixes_borrow_when_empty() {
+        assert!(matches!(prefixed("", "x"), Cow::Borrowed("x")));
+        assert_eq!(prefixed("query: ", "x"), "query: x");
     }
 }

@@ -125,6 +125,80 @@ pub enum RetrievalError {
         reason: String,
     },
 
+    /// A `.npy` vectors file cannot be used: not a `.npy` file, an unsupported dtype, memory
+    /// order or shape, or a length that does not match its header.
+    #[error("{}: {reason}", path.display())]
+    BadNpy {
+        /// The `.npy` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A vectors file has a different number of rows than the corpus has passages.
+    #[error("{} has {rows} rows, the corpus {passages} passages", path.display())]
+    VectorRows {
+        /// The vectors file.
+        path: PathBuf,
+        /// Rows in the file.
+        rows: usize,
+        /// Passages in the corpus.
+        passages: usize,
+    },
+
+    /// A vectors file's dimension is not the encoder's.
+    #[error(
+        "{} has dimension {dims}, the encoder {}gives {expected}",
+        path.display(),
+        encoder.as_deref().map(|n| format!("{n} ")).unwrap_or_default()
+    )]
+    VectorDims {
+        /// The vectors file.
+        path: PathBuf,
+        /// Length of the file's vectors.
+        dims: usize,
+        /// The encoder's embedding length.
+        expected: usize,
+        /// The encoder's name, when known.
+        encoder: Option<String>,
+    },
+
+    /// One row of a vectors file is unusable (NaN, infinite, zero, or not unit length when
+    /// the encoder normalises).
+    #[error("{}: row {row} {fault}", path.display())]
+    BadVector {
+        /// The vectors file.
+        path: PathBuf,
+        /// 0-based row index.
+        row: usize,
+        /// What is wrong with it.
+        fault: crate::npy::VectorFault,
+    },
+
+    /// An encoder folder's `config.json` is for a model architecture other than BERT.
+    #[error(
+        "encoder model {}: model_type {model_type:?} is not supported; only BERT-family \
+         encoders (model_type \"bert\") are",
+        path.display()
+    )]
+    UnsupportedModel {
+        /// config.json.
+        path: PathBuf,
+        /// Its `model_type`.
+        model_type: String,
+    },
+
+    /// A sentence-transformers file of an encoder folder (`modules.json`, the pooling config,
+    /// `sentence_bert_config.json`, `config_sentence_transformers.json`) is malformed or asks
+    /// for something this encoder does not do.
+    #[error("encoder config {}: {reason}", path.display())]
+    EncoderConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong or unsupported.
+        reason: String,
+    },
+
     /// A search shared with other callers failed (a server combines concurrent searches into
     /// one call): the first caller gets the original error, the others its message in this.
     #[error("{reason}")]

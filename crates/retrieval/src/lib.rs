@@ -2,11 +2,14 @@
 //! retrievers behind one seam ([`Retriever`]).
 //!
 //! - [`corpus`]: [`Passage`], [`Corpus`] and its loaders (knowledge base asset, JSONL, DPR TSV).
-//! - [`encoder`]: all-MiniLM-L6-v2 on candle ([`Encoder`]), batch-invariant.
+//! - [`encoder`]: a BERT-family sentence-transformers encoder on candle ([`Encoder`];
+//!   all-MiniLM-L6-v2 by default), batch-invariant, named for index manifests.
 //! - [`retriever`]: the [`Retriever`] trait, [`Query`], [`Hit`] and the ranking rule (higher
 //!   score first, then lower doc id) every retriever follows.
 //! - [`flat`]: exact dense search ([`FlatIndex`]), one pass over the vectors per batch.
 //! - [`metric`]: inner product or L2 ([`Metric`]), one scoring kernel for both.
+//! - [`npy`]: passage vectors users bring as a `.npy` file ([`NpyVectors`]): memory-mapped,
+//!   read in f32 chunks, validated against the corpus and the encoder.
 //! - [`hnsw`]: approximate dense search ([`HnswIndex`]), scored exactly like [`FlatIndex`].
 //! - [`index`]: dense index folders on disk (versioned manifest, atomic writes, memory-mapped
 //!   and validated loads).
@@ -26,6 +29,7 @@ pub mod hnsw;
 mod ids;
 pub mod index;
 pub mod metric;
+pub mod npy;
 pub mod padding;
 pub mod questions;
 pub mod retriever;
@@ -35,12 +39,13 @@ mod slab;
 pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Format, Passage};
 pub use dense_padding::PaddingRecord;
-pub use encoder::{ENCODER_NAME, Encoder};
+pub use encoder::{ENCODER_NAME, Encoder, EncoderOptions};
 pub use error::{Result, RetrievalError};
 pub use flat::FlatIndex;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use index::Manifest;
 pub use metric::Metric;
+pub use npy::{NpyVectors, VectorFault};
 pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
 pub use set::{IndexSet, Kind};

@@ -6,6 +6,9 @@
 //!
 //! The interpreter is `$RALMSPEC_PYTHON` (default `python3`); `scripts/test.sh` points it at a
 //! venv with `scripts/requirements.txt`. Without those packages this test fails.
+//!
+//! A second test does the same for CLS pooling: a copy of the MiniLM folder whose
+//! sentence-transformers files ask for the `[CLS]` state, normalised.
 
 use std::io::Write;
 use std::path::Path;
@@ -34,13 +37,14 @@ struct Reference {
     embeddings: Vec<Vec<f64>>,
 }
 
-fn reference(model_dir: &Path, texts: &[String]) -> Reference {
+fn reference(model_dir: &Path, texts: &[String], pooling: &str) -> Reference {
     let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference_embed.py");
     let request = serde_json::json!({
         "model_dir": model_dir,
         "texts": texts,
         "max_tokens": Encoder::MAX_TOKENS,
+        "pooling": pooling,
     });
     let mut child = Command::new(&python)
         .arg(&script)
@@ -85,7 +89,7 @@ fn minilm_matches_numpy_reference() {
     let texts = texts(&corpus);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let ours = encoder.encode(&refs).unwrap();
-    let theirs = reference(&dir, &texts);
+    let theirs = reference(&dir, &texts, "mean");
     assert_eq!(theirs.embeddings.len(), texts.len());
 
     let mut min_cos = f64::INFINITY;
@@ -146,5 +150,51 @@ fn embeddings_do_not_depend_on_the_batch() {
                 "text {i}"
             );
         }
+    }
+}
+
+#[test]
+fn cls_pooling_matches_numpy_reference() {
+    let src = Store::from_env().unwrap().fetch(Asset::MiniLm).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    for file in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(src.join(file), dir.join(file)).unwrap();
+    }
+    std::fs::write(
+        dir.join("modules.json"),
+        r#"[{"type": "sentence_transformers.models.Transformer", "path": ""},
+            {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},
+            {"type": "sentence_transformers.models.Normalize", "path": "2_Normalize"}]"#,
+    )
+    .unwrap();
+    std::fs::create_dir(dir.join("1_Pooling")).unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        r#"{"pooling_mode_cls_token": true, "pooling_mode_mean_tokens": false}"#,
+    )
+    .unwrap();
+    let encoder = Encoder::open(dir).unwrap();
+    let corpus = Corpus::wiki_kb().unwrap();
+    let mut texts = texts(&corpus);
+    texts.truncate(12);
+    texts.push("What is the capital of France?".into());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ours = encoder.encode(&refs).unwrap();
+    let theirs = reference(dir, &texts, "cls");
+    for (i, text) in texts.iter().enumerate() {
+        let (a, b) = (&ours[i], &theirs.embeddings[i]);
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * y).sum();
+        let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+        assert!(
+            (na - 1.0).abs() < 1e-5 && (nb - 1.0).abs() < 1e-9,
+            "text {i}: norms {na} {nb}"
+        );
+        let cos = dot / (na * nb);
+        assert!(
+            cos >= 0.9999,
+            "text {i}: cosine {cos} with the reference: {text:?}"
+        );
     }
 }
