@@ -4,9 +4,9 @@
 
 use std::io::Write;
 
-use ralmspec_retrieval::Kind;
 use anyhow::{Result, bail};
 use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
+use ralmspec_retrieval::Kind;
 
 use crate::engine_arg::EngineFlags;
 use crate::knowledge_arg::{self, kind_parser};

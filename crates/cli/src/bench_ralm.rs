@@ -9,9 +9,9 @@
 mod plot;
 mod summary;
 
-use ralmspec_retrieval::Kind;
 use anyhow::{Result, bail};
 use ralmspec_engine::{Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_retrieval::Kind;
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use serde_json::json;
 

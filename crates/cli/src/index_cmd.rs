@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::set::{Build, Source, Vectors};
-use ralmspec_retrieval::{Corpus, Encoder, Format, IndexSet, Kind};
+use ralmspec_retrieval::{Corpus, Encoder, Format, IndexSet, Kind, NpyVectors};
 
 use crate::knowledge_arg::{Bars, format_parser, kind_parser, knowledge};
 
@@ -33,6 +33,17 @@ pub struct BuildArgs {
     /// (for scale experiments; recorded in every manifest and report).
     #[arg(long)]
     pad_to: Option<usize>,
+    /// Precomputed passage vectors for the dense kinds: a `.npy` file (f32 or f16, C order,
+    /// rows × dims, row i = passage i of the corpus), made by `--encoder`. Without it the
+    /// passages are encoded.
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+    /// The encoder of the passage vectors and of every query: `minilm` (all-MiniLM-L6-v2, the
+    /// default) or a sentence-transformers folder of a BERT-family model (config.json,
+    /// model.safetensors, tokenizer.json, pooling config). Recorded in the set; queries must
+    /// use the same one.
+    #[arg(long, default_value = "minilm")]
+    encoder: String,
 }
 
 #[derive(clap::Args)]
@@ -74,15 +85,28 @@ pub fn build(args: BuildArgs) -> Result<()> {
             }
         }
     };
-    let encoder = match args.kind.iter().any(|k| k.is_dense()) {
-        true => Some(Encoder::minilm().context("loading the MiniLM encoder")?),
+    let dense = args.kind.iter().any(|k| k.is_dense());
+    if args.vectors.is_some() && !dense {
+        bail!("--vectors is for the dense kinds (--kind flat or hnsw)");
+    }
+    let encoder = match dense {
+        true => Some(load_encoder(&args.encoder)?),
         false => None,
+    };
+    let npy = match &args.vectors {
+        Some(path) => Some(NpyVectors::open(path)?),
+        None => None,
+    };
+    let vectors = match (&encoder, &npy) {
+        (Some(e), Some(npy)) => Some(Vectors::Npy(npy, e)),
+        (Some(e), None) => Some(Vectors::Encode(e)),
+        _ => None,
     };
     let build = Build {
         source,
         kinds: &args.kind,
         pad_to: args.pad_to,
-        vectors: encoder.as_ref().map(Vectors::Encode),
+        vectors,
     };
     let mut bars = Bars::default();
     let set = IndexSet::build(&args.out, &build, &mut bars)
@@ -139,6 +163,18 @@ pub fn search(args: SearchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `--encoder minilm|DIR`.
+pub fn load_encoder(name: &str) -> Result<Encoder> {
+    if name == "minilm" {
+        return Encoder::minilm().context("loading the MiniLM encoder");
+    }
+    let dir = Path::new(name);
+    if !dir.is_dir() {
+        bail!("--encoder {name}: not `minilm` nor a sentence-transformers folder");
+    }
+    Encoder::open(dir).with_context(|| format!("loading the encoder in {name}"))
 }
 
 /// The index set in `dir`.

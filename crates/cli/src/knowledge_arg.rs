@@ -22,8 +22,7 @@ pub fn kind_parser() -> impl clap::builder::TypedValueParser<Value = Kind> {
 }
 
 /// `--format`: a corpus format by name.
-pub fn format_parser() -> impl clap::builder::TypedValueParser<Value = ralmspec_retrieval::Format>
-{
+pub fn format_parser() -> impl clap::builder::TypedValueParser<Value = ralmspec_retrieval::Format> {
     use ralmspec_retrieval::Format;
     clap::builder::PossibleValuesParser::new(Format::ALL.map(Format::name))
         .map(|s| s.parse::<Format>().expect("one of the possible values"))
@@ -79,7 +78,9 @@ pub fn lazy_set_at(
     corpus: &dyn Fn() -> Result<Corpus>,
     kind: Kind,
 ) -> Result<IndexSet> {
-    ensure(dir, name, corpus, kind, None, &|| unreachable!("an unpadded set"))
+    ensure(dir, name, corpus, kind, None, &|| {
+        unreachable!("an unpadded set")
+    })
 }
 
 /// The set at `dir` holding `kind`, built from `corpus` (padded to `pad_to`, with the real
@@ -110,7 +111,11 @@ fn ensure(
         (true, Some(_)) => {
             let base = base()?;
             let flat = base.flat(Verify::Sizes)?;
-            let record = base.manifest().encoder.clone().expect("a flat set has an encoder");
+            let record = base
+                .manifest()
+                .encoder
+                .clone()
+                .expect("a flat set has an encoder");
             (None, Some((flat, record)))
         }
     };
@@ -119,12 +124,16 @@ fn ensure(
         (_, Some((flat, record))) => Some(Vectors::Index(flat, record)),
         _ => None,
     };
-    eprintln!("Building the {kind} index of {} in {} (first use only{})…", name, dir.display(),
+    eprintln!(
+        "Building the {kind} index of {} in {} (first use only{})…",
+        name,
+        dir.display(),
         match (kind, &encoder) {
             (_, Some(_)) => "; MiniLM encodes about 19 passages/s on 2 cores",
             (Kind::Hnsw, _) => "; about 15 s per 10,000 vectors on 2 cores",
             _ => "",
-        });
+        }
+    );
     let mut bars = Bars::default();
     let set = match set.as_mut() {
         Some(set) => {

@@ -47,7 +47,6 @@ fn build(lm: &Lm, corpus: &Corpus, dir: &Path) -> Datastore {
 fn prompts(lm: &Lm, corpus: &Corpus) -> Vec<String> {
     let n = env_usize("RALMSPEC_KNN_PROMPTS", 12);
     let mut out: Vec<String> = corpus
-        .passages()
         .iter()
         .map(|p| {
             let ids = lm.tokenizer.encode(&p.prompt_text());

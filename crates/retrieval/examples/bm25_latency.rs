@@ -186,7 +186,7 @@ fn queries(corpus: &Corpus, n: usize) -> Vec<String> {
     let questions = fanoutqa().unwrap_or_else(|| common::QUESTIONS.map(String::from).to_vec());
     (0..n)
         .map(|i| {
-            let passage = &corpus.passages()[(i * 7919 + 13) % corpus.len()];
+            let passage = &corpus.get(((i * 7919 + 13) % corpus.len()) as u32).unwrap();
             let text = format!(
                 "{} {}",
                 questions[i % questions.len()],

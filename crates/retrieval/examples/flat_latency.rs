@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vectors: Vec<f32> = (0..corpus.len())
         .flat_map(|r| real.vectors()[(r % n) * dim..][..dim].to_vec())
         .collect();
-    let index = FlatIndex::new(dim, vectors, corpus.ids())?;
+    let index = FlatIndex::new(dim, vectors, corpus.docs())?;
     let start = Instant::now();
     let queries = Query::encode_all(&encoder, &common::QUESTIONS)?;
     println!(

@@ -141,7 +141,9 @@ mod tests {
         // A failed build leaves the old folder and no temporary one.
         let err = build_dir(&dir, |tmp| {
             fs::write(tmp.join("b"), "2").at(tmp)?;
-            Err(RetrievalError::BadIndexData { reason: "no".into() })
+            Err(RetrievalError::BadIndexData {
+                reason: "no".into(),
+            })
         });
         assert!(err.is_err());
         assert_eq!(fs::read_to_string(dir.join("a")).unwrap(), "1");
@@ -159,7 +161,9 @@ mod tests {
         let dir = root.path().join("set");
         // pid 4194304 is above Linux's largest pid; our own pid is alive.
         let dead = root.path().join(".set.tmp-4194304-0");
-        let live = root.path().join(format!(".set.tmp-{}-99", std::process::id()));
+        let live = root
+            .path()
+            .join(format!(".set.tmp-{}-99", std::process::id()));
         let other = root.path().join(".other.tmp-4194304-0");
         for d in [&dead, &live, &other] {
             fs::create_dir(d).unwrap();

@@ -106,7 +106,10 @@ impl Corpus {
     /// by the environment if needed, in memory.
     pub fn wiki_kb() -> Result<Corpus> {
         let store = ralmspec_assets::Store::from_env()?;
-        Corpus::load(&store.fetch(ralmspec_assets::Asset::WikiKb)?, Format::WikiKb)
+        Corpus::load(
+            &store.fetch(ralmspec_assets::Asset::WikiKb)?,
+            Format::WikiKb,
+        )
     }
 
     /// Reads the corpus file `path` into memory (for small corpora; see [`Corpus::import`]).
@@ -335,7 +338,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.to_string().contains("id \"1\" of passage 1 was already used by passage 0"),
+            err.to_string()
+                .contains("id \"1\" of passage 1 was already used by passage 0"),
             "{err}"
         );
     }
@@ -384,7 +388,12 @@ mod tests {
         let err = Format::detect(&path).unwrap_err();
         assert!(err.to_string().contains("--format"), "{err}");
         assert_eq!("beir".parse::<Format>().unwrap(), Format::Beir);
-        assert!("csv".parse::<Format>().unwrap_err().contains("known: jsonl"));
+        assert!(
+            "csv"
+                .parse::<Format>()
+                .unwrap_err()
+                .contains("known: jsonl")
+        );
     }
 
     #[test]
@@ -417,7 +426,10 @@ mod tests {
         assert_eq!(seen.last(), Some(&3));
         assert_eq!(mapped.len(), 3);
         assert_eq!(mapped.hash(), memory.hash());
-        assert_eq!(mapped.iter().collect::<Vec<_>>(), memory.iter().collect::<Vec<_>>());
+        assert_eq!(
+            mapped.iter().collect::<Vec<_>>(),
+            memory.iter().collect::<Vec<_>>()
+        );
         assert_eq!(Corpus::open(&store).unwrap().get(0).unwrap().text, "héllo");
         assert_eq!(mapped.get(3), None);
         // A truncated records file is refused when opened.
@@ -430,7 +442,10 @@ mod tests {
 
     #[test]
     fn import_of_a_duplicate_id_fails_and_leaves_the_old_store() {
-        let (dir, good) = file("a.jsonl", b"{\"_id\": \"1\", \"title\": \"A\", \"text\": \"a\"}\n");
+        let (dir, good) = file(
+            "a.jsonl",
+            b"{\"_id\": \"1\", \"title\": \"A\", \"text\": \"a\"}\n",
+        );
         let store = dir.path().join("passages");
         Corpus::import(&good, Format::Beir, &store, &mut |_| {}).unwrap();
         let bad = dir.path().join("b.jsonl");
@@ -441,7 +456,10 @@ mod tests {
         .unwrap();
         let err = Corpus::import(&bad, Format::Beir, &store, &mut |_| {}).unwrap_err();
         assert!(err.to_string().contains("\"7\""), "{err}");
-        assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&bad.display().to_string()),
+            "{err}"
+        );
         let kept = Corpus::open(&store).unwrap();
         assert_eq!(kept.get(0).unwrap().id, "1");
         // No temporary folder is left beside the store.
@@ -454,8 +472,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_io_error_naming_it() {
-        let err =
-            Corpus::load(Path::new("/nonexistent/corpus.jsonl"), Format::Jsonl).unwrap_err();
+        let err = Corpus::load(Path::new("/nonexistent/corpus.jsonl"), Format::Jsonl).unwrap_err();
         assert!(matches!(err, RetrievalError::Io { .. }));
         assert!(err.to_string().contains("/nonexistent/corpus.jsonl"));
     }

@@ -129,9 +129,13 @@ mod tests {
     use crate::corpus::Corpus;
 
     fn corpus(n: u32) -> Corpus {
-        Corpus::from_parts(
-            (0..n).map(|i| (format!("{i}"), format!("T{i}"), format!("One {i}. Two {i}."))),
-        )
+        Corpus::from_parts((0..n).map(|i| {
+            (
+                format!("{i}"),
+                format!("T{i}"),
+                format!("One {i}. Two {i}."),
+            )
+        }))
         .unwrap()
     }
 
@@ -151,7 +155,7 @@ mod tests {
     fn padded_vectors_are_unit_deterministic_and_near_their_sources() {
         let (n, dim) = (50, 16);
         let c = corpus(n as u32);
-        let flat = FlatIndex::new(dim, unit_rows(n, dim), c.ids()).unwrap();
+        let flat = FlatIndex::new(dim, unit_rows(n, dim), c.docs()).unwrap();
         let p = Padding::new(&c, 400, 3).unwrap();
         let a = flat.pad(&p, DEFAULT_NOISE).unwrap();
         let b = flat.pad(&p, DEFAULT_NOISE).unwrap();

@@ -52,7 +52,9 @@ pub enum RetrievalError {
     },
 
     /// Vectors made by one encoder met queries (or vectors) of another.
-    #[error("the index was built with encoder {index:?}, but the queries use {query:?}; pass the index's encoder (--encoder) or rebuild the index")]
+    #[error(
+        "the index was built with encoder {index:?}, but the queries use {query:?}; pass the index's encoder (--encoder) or rebuild the index"
+    )]
     EncoderMismatch {
         /// The encoder recorded in the index.
         index: String,

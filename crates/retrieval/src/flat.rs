@@ -118,7 +118,11 @@ impl FlatIndex {
     pub fn build(encoder: &Encoder, corpus: &Corpus) -> Result<FlatIndex> {
         let texts: Vec<String> = corpus.iter().map(|p| p.prompt_text()).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        FlatIndex::new(encoder.dim(), encoder.encode_flat(&refs)?, corpus.docs())
+        FlatIndex::new(
+            encoder.dim(),
+            encoder.encode_passages_flat(&refs)?,
+            corpus.docs(),
+        )
     }
 
     /// Length of each vector.

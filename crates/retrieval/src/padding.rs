@@ -88,9 +88,11 @@ impl Padding {
     /// Padding passage `id` (its corpus id is `pad-<id>`): titled after its first source,
     /// one sentence from each source.
     pub fn passage(&self, corpus: &Corpus, id: u32) -> Passage {
-        let sources = self.sources(id).map(|row| corpus.get(row as u32).unwrap_or_else(|| {
-            panic!("padding source {row} is outside the corpus it was made for")
-        }));
+        let sources = self.sources(id).map(|row| {
+            corpus.get(row as u32).unwrap_or_else(|| {
+                panic!("padding source {row} is outside the corpus it was made for")
+            })
+        });
         let mut state = self.seed.rotate_left(17) ^ u64::from(id);
         let mut text = String::new();
         for source in &sources {
@@ -188,7 +190,13 @@ mod tests {
             assert_eq!(a.doc, id);
             assert_eq!(a.id, format!("pad-{id}"));
             assert!(!a.text.is_empty());
-            assert!(a.text.contains(" of "), "{a:?}");
+            let first = c.get(p.sources(id)[0] as u32).unwrap();
+            assert_eq!(a.title, first.title);
+            let source_text: String = p
+                .sources(id)
+                .map(|r| c.get(r as u32).unwrap().text)
+                .join(" ");
+            assert!(a.text.split(' ').all(|w| source_text.contains(w)), "{a:?}");
         }
         let other = Padding::new(&c, 25, 8).unwrap();
         assert!(p.ids().any(|id| p.sources(id) != other.sources(id)));

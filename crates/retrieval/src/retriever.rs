@@ -34,16 +34,16 @@ impl Query {
         }
     }
 
-    /// Encodes `text` with `encoder`.
+    /// Encodes `text` with `encoder` as a query (with the encoder's query prompt, if any).
     pub fn encode(encoder: &Encoder, text: impl Into<String>) -> Result<Query> {
         let text = text.into();
-        let embedding = encoder.encode_one(&text)?;
+        let embedding = encoder.encode_query(&text)?;
         Ok(Query::embedded(text, embedding))
     }
 
     /// Encodes several texts (in parallel; each embedding is the same as alone).
     pub fn encode_all(encoder: &Encoder, texts: &[&str]) -> Result<Vec<Query>> {
-        let embeddings = encoder.encode(texts)?;
+        let embeddings = encoder.encode_queries(texts)?;
         Ok(texts
             .iter()
             .zip(embeddings)

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bm25::{BuildProgress, Bm25Index};
+use crate::bm25::{Bm25Index, BuildProgress};
 use crate::corpus::{Corpus, Format};
 use crate::dense_padding::DEFAULT_NOISE;
 use crate::encoder::{ENCODER_NAME, Encoder};
@@ -29,6 +29,7 @@ use crate::error::{IoContext, Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::hnsw::{HnswIndex, HnswParams};
 use crate::index::{Expect, Verify};
+use crate::npy::NpyVectors;
 use crate::padding::{DEFAULT_SEED, Padding};
 use crate::retriever::Retriever;
 
@@ -148,16 +149,18 @@ pub enum Source<'a> {
 /// Where a build's dense vectors come from (needed when a dense kind is built).
 #[derive(Clone, Copy)]
 pub enum Vectors<'a> {
-    /// Encode every passage.
+    /// Encode every passage with this encoder.
     Encode(&'a Encoder),
-    /// The real passages' vectors, already encoded (`name` is their encoder).
+    /// Precomputed passage vectors (row i = passage i) made by this encoder.
+    Npy(&'a NpyVectors, &'a Encoder),
+    /// The real passages' vectors, already in an index, and their encoder.
     Index(&'a FlatIndex, &'a EncoderRecord),
 }
 
 impl Vectors<'_> {
     fn record(&self) -> EncoderRecord {
         match self {
-            Vectors::Encode(e) => encoder_record(e),
+            Vectors::Encode(e) | Vectors::Npy(_, e) => encoder_record(e),
             Vectors::Index(_, r) => (*r).clone(),
         }
     }
@@ -166,18 +169,8 @@ impl Vectors<'_> {
 /// The record of `encoder`: its name, and its folder unless it is the built-in MiniLM.
 pub fn encoder_record(encoder: &Encoder) -> EncoderRecord {
     EncoderRecord {
-        name: ENCODER_NAME.to_string(),
-        dir: None,
-    }
-    .with_dir(encoder)
-}
-
-impl EncoderRecord {
-    fn with_dir(mut self, encoder: &Encoder) -> EncoderRecord {
-        if self.name != ENCODER_NAME {
-            self.dir = Some(encoder.dir().to_owned());
-        }
-        self
+        name: encoder.name().to_string(),
+        dir: (encoder.name() != ENCODER_NAME).then(|| encoder.dir().to_owned()),
     }
 }
 
@@ -405,6 +398,17 @@ impl IndexSet {
         }
         let real = match vectors {
             Vectors::Encode(encoder) => encode(encoder, &self.corpus, progress)?,
+            Vectors::Npy(npy, encoder) => {
+                npy.check_for(self.corpus.len(), encoder)?;
+                progress.stage("checking the vectors", Some(npy.rows() as u64));
+                let mut vectors = Vec::with_capacity(npy.rows() * npy.dims());
+                for chunk in npy.chunks(65_536) {
+                    npy.check_values(chunk.first_row, &chunk.values, encoder.normalises())?;
+                    vectors.extend_from_slice(&chunk.values);
+                    progress.advance((vectors.len() / npy.dims()) as u64);
+                }
+                FlatIndex::new(npy.dims(), vectors, self.corpus.docs())?
+            }
             Vectors::Index(flat, _) => {
                 if flat.len() != self.corpus.len() || flat.padding().is_some() {
                     return Err(RetrievalError::BadIndexData {
@@ -491,7 +495,11 @@ impl IndexSet {
                 &self.dir.join(kind.name()),
                 format!(
                     "the set has no {kind} index (it has: {}); build it with `ralmspec index build --kind {kind}`",
-                    self.kinds().iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
+                    self.kinds()
+                        .iter()
+                        .map(|k| k.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -541,7 +549,7 @@ fn encode(encoder: &Encoder, corpus: &Corpus, progress: &mut dyn Progress) -> Re
     for chunk in passages.chunks(32) {
         let texts: Vec<String> = chunk.iter().map(|p| p.prompt_text()).collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        vectors.extend(encoder.encode_flat(&refs)?);
+        vectors.extend(encoder.encode_passages_flat(&refs)?);
         done += chunk.len();
         progress.advance(done as u64);
     }

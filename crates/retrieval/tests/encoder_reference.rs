@@ -22,7 +22,7 @@ const PASSAGES: usize = 60;
 fn texts(corpus: &Corpus) -> Vec<String> {
     let step = corpus.len() / PASSAGES;
     let mut texts: Vec<String> = (0..PASSAGES)
-        .map(|i| corpus.passages()[i * step].prompt_text())
+        .map(|i| corpus.get((i * step) as u32).unwrap().prompt_text())
         .collect();
     // Longer than 256 tokens: three passages back to back.
     texts.push(texts[..3].join(" "));
@@ -132,10 +132,7 @@ fn minilm_matches_numpy_reference() {
 fn embeddings_do_not_depend_on_the_batch() {
     let corpus = Corpus::wiki_kb().unwrap();
     let encoder = Encoder::minilm().unwrap();
-    let texts: Vec<String> = corpus.passages()[..12]
-        .iter()
-        .map(|p| p.prompt_text())
-        .collect();
+    let texts: Vec<String> = corpus.iter().take(12).map(|p| p.prompt_text()).collect();
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let batch = encoder.encode(&refs).unwrap();
     let flat = encoder.encode_flat(&refs[3..7]).unwrap();

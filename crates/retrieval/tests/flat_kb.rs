@@ -39,7 +39,7 @@ fn check(index: &FlatIndex, corpus: &Corpus, encoder: &Encoder) {
             assert_eq!(h.score.to_bits(), s.to_bits(), "doc {}", h.doc);
         }
         // Any document's score is below the k-th hit's (or equal with a higher id).
-        let all: Vec<u32> = corpus.ids();
+        let all: Vec<u32> = corpus.docs();
         let every = index.score(q, &all).unwrap();
         let last = hits[k - 1];
         for (&doc, &s) in all.iter().zip(&every) {
@@ -51,16 +51,13 @@ fn check(index: &FlatIndex, corpus: &Corpus, encoder: &Encoder) {
     // The first passage ("0", the number) answers the query paraphrasing it.
     assert_eq!(corpus.get(batch[8][0].doc).unwrap().title, "0");
     // Passages find themselves.
-    let own: Vec<String> = corpus.passages()[..5]
-        .iter()
-        .map(|p| p.prompt_text())
-        .collect();
+    let own: Vec<String> = corpus.iter().take(5).map(|p| p.prompt_text()).collect();
     let own_refs: Vec<&str> = own.iter().map(String::as_str).collect();
     let hits = index
         .search(&Query::encode_all(encoder, &own_refs).unwrap(), 1)
         .unwrap();
-    for (p, h) in corpus.passages().iter().zip(&hits) {
-        assert_eq!(h[0].doc, p.id);
+    for (p, h) in corpus.iter().zip(&hits) {
+        assert_eq!(h[0].doc, p.doc);
         assert!(h[0].score > 0.9999, "{}", h[0].score);
     }
 }

@@ -169,10 +169,12 @@ pub fn read(path: &Path, format: Format, f: &mut dyn FnMut(Passage) -> Result<()
     let mut next = 0u32;
     let mut emit = |id: String, title: String, text: String| -> Result<()> {
         let doc = next;
-        next = next.checked_add(1).ok_or_else(|| RetrievalError::BadCorpus {
-            path: path.to_owned(),
-            reason: "more than 4,294,967,295 passages".into(),
-        })?;
+        next = next
+            .checked_add(1)
+            .ok_or_else(|| RetrievalError::BadCorpus {
+                path: path.to_owned(),
+                reason: "more than 4,294,967,295 passages".into(),
+            })?;
         f(Passage {
             doc,
             id,
@@ -267,9 +269,7 @@ fn read_tsv(path: &Path, emit: &mut dyn FnMut(String, String, String) -> Result<
             return Ok(());
         }
         let line = record.position().map_or(0, |p| p.line() as usize);
-        if std::mem::take(&mut first)
-            && record.iter().map(str::trim).eq(["id", "text", "title"])
-        {
+        if std::mem::take(&mut first) && record.iter().map(str::trim).eq(["id", "text", "title"]) {
             continue;
         }
         if record.len() == 1 && record[0].is_empty() {

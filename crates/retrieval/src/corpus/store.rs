@@ -175,7 +175,14 @@ impl Writer {
         let tmp = crate::atomic::temp_sibling(dir)?;
         fs::create_dir_all(&tmp).at(&tmp)?;
         let path = tmp.join(RECORDS);
-        let records = BufWriter::with_capacity(1 << 20, File::create(&path).at(&path)?);
+        // Read as well as written: a repeated id hash reads the earlier id back.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .at(&path)?;
+        let records = BufWriter::with_capacity(1 << 20, file);
         Ok(Writer {
             dir: dir.to_owned(),
             tmp,
@@ -213,7 +220,12 @@ impl Writer {
         let mut head = [0u8; 8];
         head[..4].copy_from_slice(&(p.id.len() as u32).to_le_bytes());
         head[4..].copy_from_slice(&(p.title.len() as u32).to_le_bytes());
-        for part in [&head[..], p.id.as_bytes(), p.title.as_bytes(), p.text.as_bytes()] {
+        for part in [
+            &head[..],
+            p.id.as_bytes(),
+            p.title.as_bytes(),
+            p.text.as_bytes(),
+        ] {
             self.records.write_all(part).at(&path)?;
             self.records_sha.update(part);
         }
@@ -229,10 +241,16 @@ impl Writer {
         self.records.flush().at(&path)?;
         let start = self.offsets[doc as usize];
         let mut head = [0u8; 8];
-        self.records.get_ref().read_exact_at(&mut head, start).at(&path)?;
+        self.records
+            .get_ref()
+            .read_exact_at(&mut head, start)
+            .at(&path)?;
         let id_len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
         let mut id = vec![0u8; id_len];
-        self.records.get_ref().read_exact_at(&mut id, start + 8).at(&path)?;
+        self.records
+            .get_ref()
+            .read_exact_at(&mut id, start + 8)
+            .at(&path)?;
         Ok(String::from_utf8_lossy(&id).into_owned())
     }
 
