@@ -137,7 +137,7 @@ fn index_build_and_search_a_jsonl_corpus() {
     let nowhere = dir.path().join("nowhere");
     assert_clean_failure(
         &ralmspec(&["search", "--index", nowhere.to_str().unwrap(), "x"]),
-        "holds no index",
+        "not an index set",
     );
     std::fs::write(set.join("bm25").join("manifest.json"), "{").unwrap();
     assert_clean_failure(&ralmspec(&["search", "--index", s, "x"]), "manifest.json");
@@ -162,6 +162,149 @@ fn a_malformed_corpus_line_is_reported_with_its_number() {
     ]);
     assert_clean_failure(&out, "bad.jsonl:2:");
     assert!(!dir.path().join("set").join("bm25").exists());
+}
+
+/// Builds the set `set` from `corpus` (BM25) and returns the command's output.
+fn build_bm25(corpus: &std::path::Path, set: &std::path::Path) -> Output {
+    ralmspec(&[
+        "index",
+        "build",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        set.to_str().unwrap(),
+        "--kind",
+        "bm25",
+    ])
+}
+
+fn search_top(set: &std::path::Path, query: &str) -> String {
+    let out = ralmspec(&["search", "--index", set.to_str().unwrap(), "-k", "1", query]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn beir_and_dpr_corpora_keep_their_string_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let beir = dir.path().join("corpus.jsonl");
+    std::fs::write(
+        &beir,
+        "\u{feff}{\"_id\": \"doc-paris\", \"title\": \"Paris\", \"text\": \"Paris is the capital of France.\", \"metadata\": {}}\n\
+         {\"_id\": \"doc-nile\", \"title\": \"Nile\", \"text\": \"The Nile flows through Cairo.\"}\n",
+    )
+    .unwrap();
+    let set = dir.path().join("beir-set");
+    let out = build_bm25(&beir, &set);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("(beir)"), "{}", stderr(&out));
+    assert!(search_top(&set, "river through Cairo").contains("[doc-nile] Nile"));
+
+    let tsv = dir.path().join("psgs.tsv");
+    std::fs::write(
+        &tsv,
+        "id\ttext\ttitle\nw1\t\"Paris is\tthe capital of France.\"\tParis\nw2\tThe Nile flows through Cairo.\tNile\n",
+    )
+    .unwrap();
+    let set = dir.path().join("tsv-set");
+    let out = build_bm25(&tsv, &set);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(search_top(&set, "capital of France").contains("[w1] Paris"));
+}
+
+#[test]
+fn a_rebuild_over_another_corpus_replaces_the_set_and_a_failed_one_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, bad) = (
+        dir.path().join("a.jsonl"),
+        dir.path().join("b.jsonl"),
+        dir.path().join("bad.jsonl"),
+    );
+    std::fs::write(
+        &a,
+        "{\"id\": 1, \"title\": \"Nile\", \"text\": \"The Nile flows through Cairo.\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &b,
+        "{\"id\": \"b1\", \"title\": \"Danube\", \"text\": \"The Danube flows through Vienna.\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &bad,
+        "{\"id\": 1, \"title\": \"A\", \"text\": \"a\"}\n{\"id\": 2}\n",
+    )
+    .unwrap();
+    let set = dir.path().join("set");
+    assert!(build_bm25(&a, &set).status.success());
+    assert!(search_top(&set, "river").contains("[1] Nile"));
+    // Another corpus over the same folder: the set is replaced whole.
+    let out = build_bm25(&b, &set);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(search_top(&set, "river").contains("[b1] Danube"));
+    // A failed build leaves it working, and nothing beside it.
+    assert_clean_failure(&build_bm25(&bad, &set), "bad.jsonl:2:");
+    assert!(search_top(&set, "river").contains("[b1] Danube"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn a_killed_build_leaves_the_old_set_and_its_leftovers_are_cleaned() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.jsonl");
+    std::fs::write(
+        &small,
+        "{\"id\": 1, \"title\": \"Nile\", \"text\": \"The Nile flows through Cairo.\"}\n",
+    )
+    .unwrap();
+    // Large enough that the build is still running when it is killed.
+    let big = dir.path().join("big.jsonl");
+    let mut lines = String::new();
+    for i in 0..400_000 {
+        lines.push_str(&format!(
+            "{{\"id\": {i}, \"title\": \"T{i}\", \"text\": \"passage number {i} about rivers and towns {}\"}}\n",
+            i * 7919 % 1000
+        ));
+    }
+    std::fs::write(&big, lines).unwrap();
+    let set = dir.path().join("set");
+    assert!(build_bm25(&small, &set).status.success());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ralmspec"))
+        .args(["index", "build", "--corpus", big.to_str().unwrap()])
+        .args(["--out", set.to_str().unwrap(), "--kind", "bm25"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let tmp_exists = || {
+        std::fs::read_dir(dir.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".set.tmp-")
+        })
+    };
+    let start = std::time::Instant::now();
+    while !tmp_exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(tmp_exists(), "the build never started");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL: no cleanup runs
+    assert!(
+        !child.wait().unwrap().success(),
+        "the build finished before it was killed"
+    );
+    assert!(tmp_exists(), "a killed build leaves its temporary folder");
+    assert!(search_top(&set, "river Cairo").contains("[1] Nile"));
+    // The next build of the set removes the leftover.
+    assert!(build_bm25(&small, &set).status.success());
+    assert!(!tmp_exists());
 }
 
 #[test]
