@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ralmspec_engine::Knowledge;
-use ralmspec_retrieval::set::{Build, Source, Vectors};
+use ralmspec_retrieval::set::{Build, Source, Vectors, encoding};
 use ralmspec_retrieval::{Corpus, Encoder, Format, IndexSet, Kind, NpyVectors};
 
 use crate::knowledge_arg::{Bars, format_parser, kind_parser, knowledge};
@@ -44,6 +44,10 @@ pub struct BuildArgs {
     /// use the same one.
     #[arg(long, default_value = "minilm")]
     encoder: String,
+    /// Passages encoded between checkpoints: a killed build resumes from its last checkpoint
+    /// (kept beside the set until the set is in place) with the same vectors, bit for bit.
+    #[arg(long, default_value_t = encoding::DEFAULT_CHECKPOINT_EVERY)]
+    checkpoint_every: usize,
 }
 
 #[derive(clap::Args)]
@@ -107,6 +111,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         kinds: &args.kind,
         pad_to: args.pad_to,
         vectors,
+        checkpoint_every: args.checkpoint_every,
     };
     let mut bars = Bars::default();
     let set = IndexSet::build(&args.out, &build, &mut bars)

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ralmspec_assets::Store;
 use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::index::Verify;
-use ralmspec_retrieval::set::{Build, Progress, Source, Vectors};
+use ralmspec_retrieval::set::{Build, Progress, Source, Vectors, encoding};
 use ralmspec_retrieval::{Corpus, Encoder, IndexSet, Kind};
 
 /// `--retriever flat|hnsw|bm25`, `--kind ...`: a [`Kind`] with its names listed in `--help`.
@@ -150,6 +150,7 @@ fn ensure(
                 kinds: &[kind],
                 pad_to,
                 vectors,
+                checkpoint_every: encoding::DEFAULT_CHECKPOINT_EVERY,
             };
             IndexSet::build(dir, &build, &mut bars)?
         }
@@ -189,6 +190,10 @@ impl Progress for Bars {
             ),
         };
         bar.set_message(what.to_string());
+        if bar.is_hidden() {
+            // Not a terminal (a log, a pipe): one line per stage instead of a bar.
+            eprintln!("{what}…");
+        }
         self.bar = Some(bar);
     }
 

@@ -308,6 +308,74 @@ fn a_killed_build_leaves_the_old_set_and_its_leftovers_are_cleaned() {
 }
 
 #[test]
+fn a_killed_encoding_resumes_to_the_same_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("c.jsonl");
+    let mut lines = String::new();
+    for i in 0..192 {
+        lines.push_str(&format!(
+            "{{\"id\": \"p{i}\", \"title\": \"Town {i}\", \"text\": \"Town {i} lies on river {} and has {} bridges, a market and an old church.\"}}\n",
+            i % 17,
+            i * 7 % 23
+        ));
+    }
+    std::fs::write(&corpus, lines).unwrap();
+    let build = |set: &std::path::Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ralmspec"));
+        cmd.args(["index", "build", "--corpus", corpus.to_str().unwrap()])
+            .args(["--out", set.to_str().unwrap(), "--kind", "flat"])
+            .args(["--checkpoint-every", "16"]);
+        cmd
+    };
+    let whole = dir.path().join("whole");
+    let out = build(&whole).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let set = dir.path().join("set");
+    let mut child = build(&set)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = || -> usize {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".set.encode-")
+            })
+            .and_then(|p| std::fs::read_to_string(p.join("done")).ok())
+            .map_or(0, |t| t.trim().parse().unwrap())
+    };
+    let start = std::time::Instant::now();
+    while done() < 48 && start.elapsed() < std::time::Duration::from_secs(120) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    assert!(
+        !child.wait().unwrap().success(),
+        "finished before it was killed"
+    );
+    let at = done();
+    assert!((48..192).contains(&at), "killed at {at}");
+    assert!(!set.exists(), "a killed first build leaves no set");
+
+    let out = build(&set).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("resuming at passage"),
+        "{}",
+        stderr(&out)
+    );
+    let vectors = |s: &std::path::Path| std::fs::read(s.join("flat").join("vectors.f32")).unwrap();
+    assert!(vectors(&set) == vectors(&whole), "resumed vectors differ");
+    // The checkpoint is gone once the set is in place.
+    assert_eq!(done(), 0);
+}
+
+#[test]
 fn knn_build_and_generate_on_a_jsonl_corpus() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("c.jsonl");

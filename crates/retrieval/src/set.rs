@@ -14,6 +14,9 @@
 //! one replaces it whole (kinds it did not build are gone), and leftovers of killed builds are
 //! removed by the next one. [`IndexSet::add`] builds one more kind into an existing set the
 //! same way, one folder at a time. Adding a retriever kind is one module and one [`Kind`] arm.
+//! Encoding the passages is resumable ([`encoding`]).
+
+pub mod encoding;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -184,6 +187,8 @@ pub struct Build<'a> {
     pub pad_to: Option<usize>,
     /// The dense vectors' source; required when `kinds` holds a dense kind.
     pub vectors: Option<Vectors<'a>>,
+    /// Passages encoded per checkpoint ([`encoding::DEFAULT_CHECKPOINT_EVERY`]).
+    pub checkpoint_every: usize,
 }
 
 /// What a build reports as it goes, for progress bars.
@@ -206,6 +211,10 @@ impl Progress for Quiet {
 #[derive(Clone, Debug)]
 pub struct IndexSet {
     dir: PathBuf,
+    /// Where the set lives once built (`dir` is a temporary folder while building).
+    home: PathBuf,
+    /// Encoding checkpoints to remove once the set is in place.
+    checkpoints: Vec<PathBuf>,
     manifest: SetManifest,
     corpus: Arc<Corpus>,
     padding: Option<Padding>,
@@ -248,6 +257,8 @@ impl IndexSet {
             .transpose()?;
         Ok(IndexSet {
             dir: dir.to_owned(),
+            home: dir.to_owned(),
+            checkpoints: Vec::new(),
             manifest,
             corpus: Arc::new(corpus),
             padding,
@@ -261,6 +272,7 @@ impl IndexSet {
                 reason: "no retriever kind to build".into(),
             });
         }
+        let mut checkpoints = Vec::new();
         crate::atomic::build_dir(dir, |tmp| {
             let (corpus, source, format) = match &build.source {
                 Source::File { path, format } => {
@@ -288,6 +300,8 @@ impl IndexSet {
                 .transpose()?;
             let mut set = IndexSet {
                 dir: tmp.to_owned(),
+                home: dir.to_owned(),
+                checkpoints: Vec::new(),
                 manifest: SetManifest {
                     format_version: FORMAT_VERSION,
                     source,
@@ -305,10 +319,12 @@ impl IndexSet {
                 padding,
             };
             for &kind in build.kinds {
-                set.build_kind(kind, build.vectors, progress)?;
+                set.build_kind(kind, build.vectors, build.checkpoint_every, progress)?;
             }
+            checkpoints = std::mem::take(&mut set.checkpoints);
             set.write_manifest()
         })?;
+        checkpoints.iter().for_each(|c| encoding::remove(c));
         IndexSet::open(dir)
     }
 
@@ -322,8 +338,13 @@ impl IndexSet {
         progress: &mut dyn Progress,
     ) -> Result<()> {
         crate::atomic::clean_stale(&self.dir.join(kind.name()))?;
-        self.build_kind(kind, vectors, progress)?;
-        self.write_manifest()
+        let every = encoding::DEFAULT_CHECKPOINT_EVERY;
+        self.build_kind(kind, vectors, every, progress)?;
+        self.write_manifest()?;
+        std::mem::take(&mut self.checkpoints)
+            .iter()
+            .for_each(|c| encoding::remove(c));
+        Ok(())
     }
 
     fn write_manifest(&self) -> Result<()> {
@@ -335,6 +356,7 @@ impl IndexSet {
         &mut self,
         kind: Kind,
         vectors: Option<Vectors<'_>>,
+        every: usize,
         progress: &mut dyn Progress,
     ) -> Result<()> {
         let dir = self.dir.join(kind.name());
@@ -349,13 +371,13 @@ impl IndexSet {
                 })?;
             }
             Kind::Flat => {
-                let flat = self.dense_vectors(vectors, progress)?;
+                let flat = self.dense_vectors(vectors, every, progress)?;
                 flat.save(&dir, &self.manifest.corpus_hash, &self.encoder_name()?)?;
             }
             Kind::Hnsw => {
                 let flat = match self.has(Kind::Flat) {
                     true => self.flat(Verify::Sizes)?,
-                    false => self.dense_vectors(vectors, progress)?,
+                    false => self.dense_vectors(vectors, every, progress)?,
                 };
                 progress.stage("building the HNSW graph", None);
                 let hnsw = HnswIndex::build(flat, HnswParams::default())?;
@@ -382,6 +404,7 @@ impl IndexSet {
     fn dense_vectors(
         &mut self,
         vectors: Option<Vectors<'_>>,
+        every: usize,
         progress: &mut dyn Progress,
     ) -> Result<FlatIndex> {
         let vectors = vectors.ok_or_else(|| RetrievalError::BadIndexData {
@@ -397,7 +420,12 @@ impl IndexSet {
             });
         }
         let real = match vectors {
-            Vectors::Encode(encoder) => encode(encoder, &self.corpus, progress)?,
+            Vectors::Encode(encoder) => {
+                let dir = encoding::checkpoint_dir(&self.home, &self.corpus, encoder, every);
+                let flat = encoding::encode(encoder, &self.corpus, &dir, every, progress)?;
+                self.checkpoints.push(dir);
+                flat
+            }
             Vectors::Npy(npy, encoder) => {
                 npy.check_for(self.corpus.len(), encoder)?;
                 progress.stage("checking the vectors", Some(npy.rows() as u64));
@@ -538,20 +566,4 @@ impl IndexSet {
         }
         Ok(Some(encoder))
     }
-}
-
-/// The vectors of every passage of `corpus`, encoded 32 at a time.
-fn encode(encoder: &Encoder, corpus: &Corpus, progress: &mut dyn Progress) -> Result<FlatIndex> {
-    progress.stage("encoding passages", Some(corpus.len() as u64));
-    let mut vectors = Vec::with_capacity(corpus.len() * encoder.dim());
-    let mut done = 0;
-    let passages: Vec<_> = corpus.iter().collect();
-    for chunk in passages.chunks(32) {
-        let texts: Vec<String> = chunk.iter().map(|p| p.prompt_text()).collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        vectors.extend(encoder.encode_passages_flat(&refs)?);
-        done += chunk.len();
-        progress.advance(done as u64);
-    }
-    FlatIndex::new(encoder.dim(), vectors, corpus.docs())
 }
