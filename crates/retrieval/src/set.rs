@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::bm25::{Bm25Index, BuildProgress};
 use crate::corpus::{Corpus, Format};
 use crate::dense_padding::DEFAULT_NOISE;
-use crate::encoder::{ENCODER_NAME, Encoder};
+use crate::encoder::{ENCODER_NAME, Encoder, EncoderOptions};
 use crate::error::{IoContext, Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::hnsw::{HnswIndex, HnswParams};
@@ -128,6 +128,12 @@ pub struct EncoderRecord {
     pub name: String,
     /// The encoder's folder, when it is not the built-in MiniLM.
     pub dir: Option<PathBuf>,
+    /// The prompt put before each query, as the encoder ran (folder's or overridden).
+    #[serde(default)]
+    pub query_prefix: String,
+    /// The prompt put before each passage.
+    #[serde(default)]
+    pub passage_prefix: String,
 }
 
 /// Where a build's passages come from.
@@ -174,6 +180,8 @@ pub fn encoder_record(encoder: &Encoder) -> EncoderRecord {
     EncoderRecord {
         name: encoder.name().to_string(),
         dir: (encoder.name() != ENCODER_NAME).then(|| encoder.dir().to_owned()),
+        query_prefix: encoder.pipeline().query_prefix.clone(),
+        passage_prefix: encoder.pipeline().passage_prefix.clone(),
     }
 }
 
@@ -553,9 +561,14 @@ impl IndexSet {
         let Some(record) = &self.manifest.encoder else {
             return Ok(None);
         };
-        let encoder = match override_dir.or(record.dir.as_deref()) {
-            Some(dir) => Encoder::open(dir)?,
-            None => Encoder::minilm()?,
+        let options = EncoderOptions {
+            query_prefix: Some(record.query_prefix.clone()),
+            passage_prefix: Some(record.passage_prefix.clone()),
+        };
+        let encoder = match (override_dir, &record.dir) {
+            (Some(dir), _) => Encoder::open(dir)?,
+            (None, Some(dir)) => Encoder::open_with(dir, &options)?,
+            (None, None) => Encoder::minilm()?,
         };
         let name = encoder_record(&encoder).name;
         if name != record.name {
