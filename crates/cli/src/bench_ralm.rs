@@ -29,8 +29,12 @@ pub struct Args {
     #[arg(long, value_parser = kind_parser(), default_value = "flat", value_delimiter = ',')]
     retrievers: Vec<Kind>,
     /// Knowledge-base sizes (comma-separated): 0 is the real 10,033 passages, N pads to N.
-    #[arg(long, default_value = "0", value_delimiter = ',')]
+    #[arg(long, default_value = "0", value_delimiter = ',', conflicts_with = "index")]
     sizes: Vec<usize>,
+    /// Measure these index sets (comma-separated folders made by `ralmspec index build`)
+    /// instead of the built-in knowledge base.
+    #[arg(long, value_delimiter = ',')]
+    index: Vec<std::path::PathBuf>,
     /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
     model: String,
@@ -81,10 +85,21 @@ pub fn run(args: Args) -> Result<()> {
     };
     let mut rows = Vec::new();
     let mut mismatches = 0;
+    let sets = args
+        .index
+        .iter()
+        .map(|dir| crate::index_cmd::open(dir))
+        .collect::<Result<Vec<_>>>()?;
     for &kind in &args.retrievers {
-        for &size in &args.sizes {
-            let pad = (size > 0).then_some(size);
-            let knowledge = knowledge_arg::open(kind, pad)?;
+        let sources: Vec<Option<usize>> = match sets.is_empty() {
+            true => args.sizes.clone().into_iter().map(Some).collect(),
+            false => (0..sets.len()).map(|_| None).collect(),
+        };
+        for (i, &size) in sources.iter().enumerate() {
+            let knowledge = match size {
+                Some(size) => knowledge_arg::open(kind, (size > 0).then_some(size))?,
+                None => knowledge_arg::knowledge(&sets[i], kind, None)?,
+            };
             let ralm = Ralm::new(&lm, &knowledge, config);
             let mut runs = Runs::new(variants().len());
             for (i, question) in questions.iter().enumerate() {
