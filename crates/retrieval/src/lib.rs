@@ -6,10 +6,12 @@
 //! - [`retriever`]: the [`Retriever`] trait, [`Query`], [`Hit`] and the ranking rule (higher
 //!   score first, then lower doc id) every retriever follows.
 //! - [`flat`]: exact dense search ([`FlatIndex`]), one pass over the vectors per batch.
+//! - [`vectors`]: how a dense index stores its vectors, f32 or f16 ([`Precision`]).
 //! - [`metric`]: inner product or L2 ([`Metric`]), one scoring kernel for both.
 //! - [`hnsw`]: approximate dense search ([`HnswIndex`]), scored exactly like [`FlatIndex`].
 //! - [`index`]: dense index folders on disk (versioned manifest, atomic writes, memory-mapped
-//!   and validated loads).
+//!   and validated loads); [`flat_writer`]: a flat folder written chunk by chunk
+//!   ([`FlatWriter`]), for indexes larger than memory.
 //! - [`bm25`]: sparse retrieval, BM25 on tantivy ([`Bm25Index`]), with its own index folders.
 //! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments;
 //!   [`dense_padding`]: their vectors.
@@ -21,6 +23,7 @@ pub mod dense_padding;
 pub mod encoder;
 mod error;
 pub mod flat;
+pub mod flat_writer;
 pub mod hnsw;
 mod ids;
 pub mod index;
@@ -29,6 +32,7 @@ pub mod padding;
 pub mod questions;
 pub mod retriever;
 mod slab;
+pub mod vectors;
 
 pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Passage};
@@ -36,11 +40,13 @@ pub use dense_padding::PaddingRecord;
 pub use encoder::{ENCODER_NAME, Encoder};
 pub use error::{Result, RetrievalError};
 pub use flat::FlatIndex;
+pub use flat_writer::FlatWriter;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use index::Manifest;
 pub use metric::Metric;
 pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
+pub use vectors::Precision;
 
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
