@@ -84,7 +84,10 @@ impl FlatIndex {
         ids.extend(padding.ids());
         let record = PaddingRecord::new(padding, noise);
         let padded = FlatIndex::from_parts(dim, Table::F32(vectors.into()), ids, Some(record))?;
-        Ok(padded.to_precision(self.precision()))
+        Ok(match self.precision() {
+            Precision::F32 => padded,
+            other => padded.to_precision(other),
+        })
     }
 }
 
