@@ -262,21 +262,14 @@ impl Retriever for FlatIndex {
 
     fn score(&self, query: &Query, docs: &[u32]) -> Result<Vec<f32>> {
         let q = self.query_vector(query)?;
-        let mut buf = match self.precision() {
-            Precision::F32 => Vec::new(),
-            Precision::F16 => vec![0.0; self.dim],
-        };
+        let mut buf = vec![0.0; self.dim];
         docs.iter()
             .map(|&doc| {
                 let r = self.rows.row(doc).ok_or(RetrievalError::UnknownDoc {
                     doc,
                     len: self.ids.len(),
                 })?;
-                let v = match self.precision() {
-                    Precision::F32 => self.row_vector(r),
-                    Precision::F16 => self.row_f32(r, &mut buf),
-                };
-                Ok(self.offset(dot(q, v), r))
+                Ok(self.offset(dot(q, self.row_f32(r, &mut buf)), r))
             })
             .collect()
     }
