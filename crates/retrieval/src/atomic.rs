@@ -105,6 +105,48 @@ pub fn build_dir(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<(
     done
 }
 
+/// A temporary sibling folder of `dir` being filled: [`Staging::commit`] puts it at `dir`
+/// ([`replace_dir`]); dropped before that, it is removed and `dir` is left as it was.
+#[derive(Debug)]
+pub(crate) struct Staging {
+    dir: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl Staging {
+    /// Creates the fresh temporary folder.
+    pub(crate) fn new(dir: &Path) -> Result<Staging> {
+        let tmp = temp_sibling(dir)?;
+        fs::create_dir(&tmp).at(&tmp)?;
+        Ok(Staging {
+            dir: dir.to_owned(),
+            tmp,
+            committed: false,
+        })
+    }
+
+    /// The temporary folder to write into.
+    pub(crate) fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Puts the folder at its final path, replacing what is there in one step.
+    pub(crate) fn commit(mut self) -> Result<()> {
+        replace_dir(&self.tmp, &self.dir)?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file renamed over it.
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let (parent, name) = split(path)?;

@@ -6,6 +6,13 @@
 //! (query, row) pair is computed by one function ([`dot`]) whatever the batch, the block or the
 //! thread, so a query gets the same top-k alone or in a batch, and `score` equals `search`
 //! bit for bit.
+//!
+//! The vectors are stored as f32 or f16 ([`Precision`]). An f16 block is widened to f32 into a
+//! scratch buffer of the thread (once per block, not per query) and then scored by the same
+//! tiles as an f32 block, so both precisions keep those guarantees; an f16 index streams half
+//! the bytes. HNSW graphs are built over f32 indexes only (`HnswIndex` refuses f16).
+
+use std::borrow::Cow;
 
 use rayon::prelude::*;
 
@@ -16,17 +23,17 @@ use crate::error::{Result, RetrievalError};
 use crate::ids::IdMap;
 use crate::metric::Metric;
 use crate::retriever::{Hit, Query, Retriever, TopK};
-use crate::slab::Slab;
+use crate::vectors::{Precision, Table, Value};
 
 /// Rows per block of the search: the unit of work a thread takes.
 const BLOCK_ROWS: usize = 256;
 
-/// Passage vectors (row-major, `dim` floats each, in memory or memory-mapped from an index
-/// file) with the passage id of each row, and how the index was padded, if it was.
+/// Passage vectors (row-major, `dim` values each, f32 or f16, in memory or memory-mapped from
+/// an index file) with the passage id of each row, and how the index was padded, if it was.
 #[derive(Clone, Debug)]
 pub struct FlatIndex {
     dim: usize,
-    vectors: Slab<f32>,
+    vectors: Table,
     ids: Vec<u32>,
     rows: IdMap,
     padding: Option<PaddingRecord>,
@@ -53,14 +60,14 @@ impl FlatIndex {
         if let Some(i) = vectors.iter().position(|x| !x.is_finite()) {
             return Err(bad(format!("row {} holds a non-finite value", i / dim)));
         }
-        FlatIndex::from_parts(dim, vectors.into(), ids, None)
+        FlatIndex::from_parts(dim, Table::F32(vectors.into()), ids, None)
     }
 
     /// An index over vectors already known to be finite (written by this crate and checked
     /// since): validates shapes and ids only.
     pub(crate) fn from_parts(
         dim: usize,
-        vectors: Slab<f32>,
+        vectors: Table,
         ids: Vec<u32>,
         padding: Option<PaddingRecord>,
     ) -> Result<FlatIndex> {
@@ -68,10 +75,10 @@ impl FlatIndex {
         if dim == 0 {
             return Err(bad("dimension 0".into()));
         }
-        if vectors.as_slice().len() != ids.len() * dim {
+        if vectors.len() != ids.len() * dim {
             return Err(bad(format!(
                 "{} floats for {} ids of dimension {dim}",
-                vectors.as_slice().len(),
+                vectors.len(),
                 ids.len()
             )));
         }
@@ -89,9 +96,35 @@ impl FlatIndex {
 
     /// This index ranking by `metric` instead (one pass over the vectors for L2's offsets).
     pub fn with_metric(mut self, metric: Metric) -> FlatIndex {
-        self.offsets = metric.offsets(self.vectors(), self.dim);
+        self.offsets = metric.offsets(&self.vectors, self.dim);
         self.metric = metric;
         self
+    }
+
+    /// How the vectors are stored.
+    pub fn precision(&self) -> Precision {
+        self.vectors.precision()
+    }
+
+    /// This index with its vectors stored in `precision` (same ids, padding and metric; L2
+    /// offsets recomputed from the stored values). f32 → f16 rounds each value to nearest
+    /// ([`crate::vectors::to_f16`]: finite values beyond ±65504 saturate); f16 → f32 is exact.
+    /// The result is in memory even when `self` is mapped.
+    pub fn to_precision(&self, precision: Precision) -> FlatIndex {
+        if precision == self.precision() {
+            return self.clone();
+        }
+        FlatIndex {
+            vectors: self.vectors.to_precision(precision),
+            offsets: Vec::new(),
+            ..self.clone()
+        }
+        .with_metric(self.metric)
+    }
+
+    /// The stored values, for the files of an index folder.
+    pub(crate) fn table(&self) -> &Table {
+        &self.vectors
     }
 
     /// What this index ranks by.
@@ -99,7 +132,8 @@ impl FlatIndex {
         self.metric
     }
 
-    /// The score of row `r` against query vector `q`: `dot`, plus the metric's offset.
+    /// The score of row `r` against query vector `q`: `dot`, plus the metric's offset (f32
+    /// indexes only, see [`FlatIndex::row_vector`]).
     #[inline]
     pub(crate) fn row_score(&self, q: &[f32], r: usize) -> f32 {
         self.offset(dot(q, self.row_vector(r)), r)
@@ -130,9 +164,26 @@ impl FlatIndex {
         self.dim
     }
 
-    /// All vectors, row-major.
+    /// All vectors, row-major, of an f32 index; **empty for an f16 index**, which has no f32
+    /// array: read its rows with [`FlatIndex::row_into`] or [`FlatIndex::vector`], or its
+    /// values with [`FlatIndex::vectors_f16`].
     pub fn vectors(&self) -> &[f32] {
-        self.vectors.as_slice()
+        self.vectors.f32s()
+    }
+
+    /// All vectors, row-major, of an f16 index (empty for an f32 index).
+    pub fn vectors_f16(&self) -> &[half::f16] {
+        self.vectors.f16s()
+    }
+
+    /// Row `row` as f32, in either precision: borrowed from an f32 index, widened (exactly)
+    /// into `buf` (resized to [`FlatIndex::dim`]) from an f16 one; `None` past the last row.
+    pub fn row_into<'a>(&'a self, row: usize, buf: &'a mut Vec<f32>) -> Option<&'a [f32]> {
+        if row >= self.ids.len() {
+            return None;
+        }
+        buf.resize(self.dim, 0.0);
+        Some(self.vectors.row(row, buf))
     }
 
     /// True when the vectors are memory-mapped from an index file (not read into memory).
@@ -145,10 +196,18 @@ impl FlatIndex {
         self.padding.as_ref()
     }
 
-    /// The vector in row `r`.
+    /// The vector in row `r` of an f32 index. Only HNSW uses it, and it holds f32 indexes
+    /// only (an f16 index has no f32 rows to borrow: this would panic); everything else goes
+    /// through [`Table::row`].
     #[inline]
     pub(crate) fn row_vector(&self, r: usize) -> &[f32] {
         &self.vectors()[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Row `r` as f32 (a row of the index), widened into `buf` (`dim` long) for f16.
+    #[inline]
+    pub(crate) fn row_f32<'a>(&'a self, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        self.vectors.row(r, buf)
     }
 
     /// The passage id of each row.
@@ -156,10 +215,13 @@ impl FlatIndex {
         &self.ids
     }
 
-    /// The vector of passage `doc`.
-    pub fn vector(&self, doc: u32) -> Option<&[f32]> {
+    /// The vector of passage `doc`: borrowed from an f32 index, widened from an f16 one.
+    pub fn vector(&self, doc: u32) -> Option<Cow<'_, [f32]>> {
         let r = self.rows.row(doc)?;
-        Some(self.row_vector(r))
+        Some(match &self.vectors {
+            Table::F32(_) => Cow::Borrowed(self.row_vector(r)),
+            Table::F16(_) => Cow::Owned(self.row_f32(r, &mut vec![0.0; self.dim]).to_vec()),
+        })
     }
 
     /// The embedding of `q`, checked: present, of this index's length, finite.
@@ -195,40 +257,57 @@ impl Retriever for FlatIndex {
         if qs.is_empty() || k == 0 {
             return Ok(vec![Vec::new(); qs.len()]);
         }
-        let dim = self.dim;
-        let empty = || vec![TopK::new(k); qs.len()];
-        let tops = self
-            .vectors()
-            .par_chunks(BLOCK_ROWS * dim)
-            .enumerate()
-            .fold(empty, |mut tops, (b, block)| {
-                let rows = first_rows(b, block.len() / dim);
-                let offsets = self.offsets.get(rows.clone());
-                scan_block(&qs, block, &self.ids[rows], offsets, &mut tops);
-                tops
-            })
-            .reduce(empty, |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(a, b)| a.merge(b));
-                a
-            });
+        let tops = match &self.vectors {
+            Table::F32(v) => self.scan(v.as_slice(), &qs, k),
+            Table::F16(v) => self.scan(v.as_slice(), &qs, k),
+        };
         Ok(tops.into_iter().map(TopK::into_sorted).collect())
     }
 
     fn score(&self, query: &Query, docs: &[u32]) -> Result<Vec<f32>> {
         let q = self.query_vector(query)?;
+        let mut buf = vec![0.0; self.dim];
         docs.iter()
             .map(|&doc| {
                 let r = self.rows.row(doc).ok_or(RetrievalError::UnknownDoc {
                     doc,
                     len: self.ids.len(),
                 })?;
-                Ok(self.row_score(q, r))
+                Ok(self.offset(dot(q, self.row_f32(r, &mut buf)), r))
             })
             .collect()
     }
 
     fn len(&self) -> usize {
         self.ids.len()
+    }
+}
+
+impl FlatIndex {
+    /// The top-`k` of each query over `values` (this index's table, in its value type): blocks
+    /// of [`BLOCK_ROWS`] rows go to threads, each block is widened to f32 once (into the fold's
+    /// scratch; a no-op for f32) and scanned against every query ([`scan_block`]).
+    fn scan<T: Value>(&self, values: &[T], qs: &[&[f32]], k: usize) -> Vec<TopK> {
+        let dim = self.dim;
+        let empty = || vec![TopK::new(k); qs.len()];
+        values
+            .par_chunks(BLOCK_ROWS * dim)
+            .enumerate()
+            .fold(
+                || (empty(), Vec::new()),
+                |(mut tops, mut scratch), (b, block)| {
+                    let rows = first_rows(b, block.len() / dim);
+                    let offsets = self.offsets.get(rows.clone());
+                    let block = T::widen(block, &mut scratch);
+                    scan_block(qs, block, &self.ids[rows], offsets, &mut tops);
+                    (tops, scratch)
+                },
+            )
+            .map(|(tops, _)| tops)
+            .reduce(empty, |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(a, b)| a.merge(b));
+                a
+            })
     }
 }
 
@@ -475,6 +554,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
 
     /// A deterministic pseudo-random unit vector set, with duplicated rows to force ties.
     fn index(n: usize, dim: usize) -> FlatIndex {
@@ -500,7 +580,7 @@ mod tests {
             .iter()
             .map(|&doc| Hit {
                 doc,
-                score: dot(q, ix.vector(doc).unwrap()),
+                score: ix.offset(dot(q, &ix.vector(doc).unwrap()), ix.rows.row(doc).unwrap()),
             })
             .collect();
         all.sort_by(Hit::rank_cmp);
@@ -514,24 +594,11 @@ mod tests {
         let queries: Vec<Query> = (0..9)
             .map(|i| Query::embedded(format!("q{i}"), ix.vectors()[i * 37 * 3..][..37].to_vec()))
             .collect();
-        for k in [1, 5, 20, 3000, 5000] {
-            // Batches of every size up to 9: full tiles and every partial tile.
-            for n in 1..queries.len() {
-                assert_eq!(
-                    ix.search(&queries[..n], k).unwrap(),
-                    ix.search(&queries, k).unwrap()[..n]
-                );
-            }
-            let batch = ix.search(&queries, k).unwrap();
-            for (q, got) in queries.iter().zip(&batch) {
-                let alone = ix.search(std::slice::from_ref(q), k).unwrap();
-                assert_eq!(&alone[0], got);
-                assert_eq!(got, &naive(&ix, q.embedding().unwrap(), k));
-                let docs: Vec<u32> = got.iter().map(|h| h.doc).collect();
-                let scores = ix.score(q, &docs).unwrap();
-                for (h, s) in got.iter().zip(scores) {
-                    assert_eq!(h.score.to_bits(), s.to_bits());
-                }
+        for metric in [Metric::InnerProduct, Metric::L2] {
+            for precision in [Precision::F32, Precision::F16] {
+                let ix = ix.clone().with_metric(metric).to_precision(precision);
+                assert_eq!((ix.metric(), ix.precision()), (metric, precision));
+                check_search(&ix, &queries);
             }
         }
         // Query 0 equals row 0 and its copies: ties broken by lower doc id.
@@ -540,6 +607,70 @@ mod tests {
             top[0].score == top[1].score && top[0].doc < top[1].doc,
             "{top:?}"
         );
+    }
+
+    /// Every batch size 1..=9 answers like its queries alone and like the naive ranking, and
+    /// `score` equals `search` bit for bit.
+    fn check_search(ix: &FlatIndex, queries: &[Query]) {
+        for k in [1, 5, 20, 3000, 5000] {
+            // Batches of every size up to 9: full tiles and every partial tile.
+            for n in 1..queries.len() {
+                assert_eq!(
+                    ix.search(&queries[..n], k).unwrap(),
+                    ix.search(queries, k).unwrap()[..n]
+                );
+            }
+            let batch = ix.search(queries, k).unwrap();
+            for (q, got) in queries.iter().zip(&batch) {
+                let alone = ix.search(std::slice::from_ref(q), k).unwrap();
+                assert_eq!(&alone[0], got);
+                assert_eq!(got, &naive(ix, q.embedding().unwrap(), k));
+                let docs: Vec<u32> = got.iter().map(|h| h.doc).collect();
+                let scores = ix.score(q, &docs).unwrap();
+                for (h, s) in got.iter().zip(scores) {
+                    assert_eq!(h.score.to_bits(), s.to_bits());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f16_scores_are_the_f32_scores_of_the_rounded_rows() {
+        let ix = index(1000, 24).with_metric(Metric::L2);
+        let half = ix.to_precision(Precision::F16);
+        assert!(half.vectors().is_empty());
+        assert_eq!(half.vectors_f16().len(), 1000 * 24);
+        // The rounded rows as an f32 index score exactly like the f16 index.
+        let widened = half.to_precision(Precision::F32);
+        assert_eq!(
+            widened.to_precision(Precision::F16).vectors_f16(),
+            half.vectors_f16()
+        );
+        let q: Vec<Query> = (0..5)
+            .map(|i| Query::embedded("q", ix.vectors()[i * 24 * 7..][..24].to_vec()))
+            .collect();
+        assert_eq!(
+            half.search(&q, 50).unwrap(),
+            widened.search(&q, 50).unwrap()
+        );
+        let mut buf = Vec::new();
+        for r in [0, 17, 999] {
+            let want = widened.vectors()[r * 24..][..24].to_vec();
+            assert_eq!(half.row_into(r, &mut buf).unwrap(), &want[..]);
+            assert_eq!(half.vector(half.ids()[r]).unwrap().as_ref(), &want[..]);
+            let back: Vec<f32> = ix
+                .row_vector(r)
+                .iter()
+                .map(|&x| f16::from_f32(x).to_f32())
+                .collect();
+            assert_eq!(back, want);
+        }
+        assert!(half.row_into(1000, &mut buf).is_none());
+        // Rounding moves unit-scale scores by well under 1e-2.
+        let (a, b) = (&ix.search(&q, 1).unwrap(), &half.search(&q, 1).unwrap());
+        for (a, b) in a.iter().zip(b) {
+            assert!((a[0].score - b[0].score).abs() < 1e-2, "{a:?} {b:?}");
+        }
     }
 
     #[test]

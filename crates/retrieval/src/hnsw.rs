@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::retriever::{Hit, Query, Retriever};
+use crate::vectors::Precision;
 use graph::{Cand, Graph, Scorer};
 
 /// The knobs of an HNSW index.
@@ -68,11 +69,26 @@ pub struct HnswIndex {
     params: HnswParams,
 }
 
+/// HNSW walks score rows borrowed from an f32 table; an f16 index is refused.
+fn f32_only(flat: &FlatIndex) -> Result<()> {
+    if flat.precision() != Precision::F32 {
+        return Err(RetrievalError::BadIndexData {
+            reason: format!(
+                "HNSW needs f32 vectors, the index stores {} (convert it with to_precision)",
+                flat.precision()
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl HnswIndex {
     /// Builds the graph over every vector of `flat` (in parallel; the graph does not depend on
-    /// the number of threads).
+    /// the number of threads). `flat` must store f32 ([`FlatIndex::to_precision`] converts an
+    /// f16 index): the walks borrow rows in place.
     pub fn build(flat: FlatIndex, params: HnswParams) -> Result<HnswIndex> {
         params.check()?;
+        f32_only(&flat)?;
         let graph = build::build(&flat, &params);
         Ok(HnswIndex {
             flat,
@@ -84,6 +100,7 @@ impl HnswIndex {
     /// An index from parts read from disk (checked by the caller).
     pub(crate) fn from_parts(flat: FlatIndex, graph: Graph, params: HnswParams) -> Result<Self> {
         params.check()?;
+        f32_only(&flat)?;
         Ok(HnswIndex {
             flat,
             graph,
@@ -262,5 +279,8 @@ mod tests {
             ..HnswParams::default()
         };
         assert!(HnswIndex::build(flat(10, 4), bad).is_err());
+        let half = flat(10, 4).to_precision(Precision::F16);
+        let err = HnswIndex::build(half, HnswParams::default()).unwrap_err();
+        assert!(err.to_string().contains("f32"), "{err}");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! manifest.json     {format_version, kind: "flat" | "hnsw", corpus_hash, encoder, dims, count,
-//!                    vectors_sha256, ids_sha256, padding, hnsw}
-//! vectors.f32       count × dims little-endian f32, row-major
+//!                    vectors_sha256, ids_sha256, padding, hnsw, metric?, precision?}
+//! vectors.f32       count × dims little-endian f32, row-major (precision f32, the default)
+//! vectors.f16       count × dims little-endian IEEE f16, row-major (precision "f16")
 //! ids.u32           count little-endian u32: the passage id of each row
 //! hnsw_levels.u8    (hnsw) the level of each row
 //! hnsw_layer0.u32   (hnsw) count × 2M links on level 0, u32::MAX after the last
@@ -12,11 +13,16 @@
 //!
 //! `padding` is null or the [`PaddingRecord`] of a padded index (what was added, the seed, the
 //! noise); `hnsw` is null or the graph's [`HnswRecord`] (parameters, entry, checksums).
+//! `metric` and `precision` are left out at their defaults (inner product, f32), so folders
+//! written before they existed load unchanged; `vectors_sha256` is that of the one vectors
+//! file the precision names. HNSW folders are f32 only.
 //!
 //! Writes go to a hidden sibling folder that is renamed into place when complete, so a killed
 //! build never leaves a partial index at the final path; checksums are computed while writing.
+//! [`FlatWriter`](crate::flat_writer::FlatWriter) writes a flat folder row chunk by row chunk
+//! the same way, for indexes larger than memory.
 //!
-//! Loads memory-map `vectors.f32` and `hnsw_layer0.u32` (a 1M × 384 index opens in
+//! Loads memory-map the vectors file and `hnsw_layer0.u32` (a 1M × 384 index opens in
 //! milliseconds and pages in as searches touch it) and read the small files. What is checked
 //! depends on [`Verify`]: always the manifest (format version, kind, corpus hash, encoder,
 //! parameters), every file's presence and exact size, and the sha256 of every file read into
@@ -43,12 +49,12 @@ use crate::hnsw::{HnswIndex, HnswParams};
 use crate::metric::Metric;
 use crate::retriever::Retriever as _;
 use crate::slab::{Plain, Slab, decode, le_bytes};
+use crate::vectors::{Precision, Table};
 
 /// The on-disk format this code writes (it also reads version 1: flat, unpadded).
 pub const FORMAT_VERSION: u32 = 2;
-const MANIFEST: &str = "manifest.json";
-const VECTORS: &str = "vectors.f32";
-const IDS: &str = "ids.u32";
+pub(crate) const MANIFEST: &str = "manifest.json";
+pub(crate) const IDS: &str = "ids.u32";
 const LEVELS: &str = "hnsw_levels.u8";
 const LAYER0: &str = "hnsw_layer0.u32";
 const UPPER: &str = "hnsw_upper.u32";
@@ -66,11 +72,11 @@ pub struct Manifest {
     pub corpus_hash: String,
     /// The encoder's identity ([`ENCODER_NAME`]).
     pub encoder: String,
-    /// Floats per vector.
+    /// Values per vector.
     pub dims: usize,
     /// Number of vectors.
     pub count: usize,
-    /// sha256 (hex) of `vectors.f32`.
+    /// sha256 (hex) of the vectors file (`vectors.f32` or `vectors.f16`, see `precision`).
     pub vectors_sha256: String,
     /// sha256 (hex) of `ids.u32`.
     pub ids_sha256: String,
@@ -83,6 +89,9 @@ pub struct Manifest {
     /// What the index ranks by (absent: inner product).
     #[serde(default, skip_serializing_if = "Metric::is_inner_product")]
     pub metric: Metric,
+    /// How the vectors are stored (absent: f32).
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 /// The HNSW part of a manifest.
@@ -130,8 +139,9 @@ impl FlatIndex {
         let (mut manifest, ids) = self.manifest(corpus_hash, encoder);
         manifest.kind = "flat".into();
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        let vectors = le_bytes(self.vectors());
-        write_dir_atomically(dir, &[(VECTORS, &vectors), (IDS, &ids), (MANIFEST, &json)])?;
+        let vectors = self.table().le_bytes();
+        let name = self.precision().file_name();
+        write_dir_atomically(dir, &[(name, &vectors), (IDS, &ids), (MANIFEST, &json)])?;
         Ok(manifest)
     }
 
@@ -145,11 +155,12 @@ impl FlatIndex {
             encoder: encoder.into(),
             dims: self.dim(),
             count: self.ids().len(),
-            vectors_sha256: sha256(&le_bytes(self.vectors())),
+            vectors_sha256: sha256(&self.table().le_bytes()),
             ids_sha256: sha256(&ids),
             padding: self.padding().cloned(),
             hnsw: None,
             metric: self.metric(),
+            precision: self.precision(),
         };
         (manifest, ids)
     }
@@ -207,7 +218,7 @@ impl HnswIndex {
         write_dir_atomically(
             dir,
             &[
-                (VECTORS, &le_bytes(flat.vectors())),
+                (flat.precision().file_name(), &flat.table().le_bytes()),
                 (IDS, &ids),
                 (LEVELS, &g.levels),
                 (LAYER0, &layer0),
@@ -233,6 +244,12 @@ impl HnswIndex {
                 format!("kind is {}, expected hnsw (no graph in this index)", m.kind),
             ));
         };
+        if !m.precision.is_f32() {
+            return Err(RetrievalError::bad_index(
+                &manifest_path,
+                format!("precision is {}, HNSW indexes are f32 only", m.precision),
+            ));
+        }
         let flat = open_flat(dir, &m, verify)?;
         let n = m.count;
         let levels = read_checked(&dir.join(LEVELS), n, &h.levels_sha256)?;
@@ -367,18 +384,18 @@ fn read_manifest(dir: &Path, expect: &Expect<'_>) -> Result<Manifest> {
 
 /// The vectors and ids of the index `m` describes.
 fn open_flat(dir: &Path, m: &Manifest, verify: Verify) -> Result<FlatIndex> {
-    let vectors = map_checked::<f32>(
-        &dir.join(VECTORS),
-        m.count * m.dims,
-        &m.vectors_sha256,
-        verify,
-    )?;
+    let path = dir.join(m.precision.file_name());
+    let (len, sha) = (m.count * m.dims, &m.vectors_sha256);
+    let vectors = match m.precision {
+        Precision::F32 => Table::F32(map_checked(&path, len, sha, verify)?),
+        Precision::F16 => Table::F16(map_checked(&path, len, sha, verify)?),
+    };
     let ids = decode(&read_checked(&dir.join(IDS), m.count * 4, &m.ids_sha256)?);
     if verify == Verify::Full
-        && let Some(i) = vectors.as_slice().iter().position(|x| !x.is_finite())
+        && let Some(i) = vectors.first_non_finite()
     {
         return Err(RetrievalError::bad_index(
-            &dir.join(VECTORS),
+            &path,
             format!("row {} holds a non-finite value", i / m.dims.max(1)),
         ));
     }
@@ -393,10 +410,13 @@ fn open_flat(dir: &Path, m: &Manifest, verify: Verify) -> Result<FlatIndex> {
 fn map_checked<T: Plain>(path: &Path, len: usize, sha: &str, verify: Verify) -> Result<Slab<T>> {
     let file = File::open(path).map_err(|e| missing_or(path, e))?;
     let size = file.metadata().at(path)?.len();
-    if size != (len * 4) as u64 {
+    if size != (len * T::SIZE) as u64 {
         return Err(RetrievalError::bad_index(
             path,
-            format!("{size} bytes, the manifest says {} (truncated?)", len * 4),
+            format!(
+                "{size} bytes, the manifest says {} (truncated?)",
+                len * T::SIZE
+            ),
         ));
     }
     let slab = Slab::<T>::map(path, &file, len)?;
@@ -428,6 +448,11 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
 
 fn check_sha(path: &Path, bytes: &[u8], sha: &str) -> Result<()> {
     let got = sha256(bytes);
+    check_digest(path, &got, sha)
+}
+
+/// `got` (a sha256 in hex) must be the manifest's `sha`.
+pub(crate) fn check_digest(path: &Path, got: &str, sha: &str) -> Result<()> {
     if got != sha {
         return Err(RetrievalError::bad_index(
             path,
@@ -471,11 +496,12 @@ pub fn build_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     crate::atomic::build_dir(dir, fill)
 }
 
-/// fsyncs every file directly in `dir`, then `dir` itself.
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::retriever::{Query, Retriever};
+
+    const VECTORS: &str = "vectors.f32";
 
     fn small() -> FlatIndex {
         let v: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -507,6 +533,68 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("ix")]);
+    }
+
+    #[test]
+    fn f16_round_trip_and_damage() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ix");
+        let ix = small().with_metric(Metric::L2).to_precision(Precision::F16);
+        let m = ix.save(&dir, "abc", "enc").unwrap();
+        assert_eq!((m.precision, m.metric), (Precision::F16, Metric::L2));
+        let json = fs::read_to_string(dir.join(MANIFEST)).unwrap();
+        assert!(json.contains("\"precision\": \"f16\""), "{json}");
+        assert!(!dir.join("vectors.f32").exists());
+        assert_eq!(
+            fs::metadata(dir.join("vectors.f16")).unwrap().len(),
+            10 * 4 * 2
+        );
+        for verify in [Verify::Full, Verify::Sizes] {
+            let (back, m2) = FlatIndex::open(&dir, &EXPECT, verify).unwrap();
+            assert_eq!(m, m2);
+            assert!(back.is_mapped());
+            assert_eq!(
+                (back.precision(), back.metric()),
+                (Precision::F16, Metric::L2)
+            );
+            assert_eq!(back.vectors_f16(), ix.vectors_f16());
+            let q = [Query::embedded("q", vec![0.5, -0.1, 0.2, 0.9])];
+            assert_eq!(back.search(&q, 4).unwrap(), ix.search(&q, 4).unwrap());
+        }
+        let err = HnswIndex::open(&dir, &EXPECT, Verify::Full).unwrap_err();
+        assert!(err.to_string().contains("kind is flat"), "{err}");
+
+        // f32 manifests do not mention precision (older readers still load them).
+        let f32_dir = root.path().join("f32");
+        small().save(&f32_dir, "abc", "enc").unwrap();
+        let json = fs::read_to_string(f32_dir.join(MANIFEST)).unwrap();
+        assert!(!json.contains("precision"), "{json}");
+
+        let vectors = dir.join("vectors.f16");
+        let good = fs::read(&vectors).unwrap();
+        let mut bytes = good.clone();
+        bytes[9] ^= 0x04;
+        fs::write(&vectors, &bytes).unwrap();
+        let err = FlatIndex::load(&dir, &EXPECT).unwrap_err();
+        assert!(err.to_string().contains("vectors.f16") && err.to_string().contains("corrupt"));
+        // Sizes trusts the contents; Full also rejects a non-finite value with a matching sum.
+        assert!(FlatIndex::open(&dir, &EXPECT, Verify::Sizes).is_ok());
+        fs::write(&vectors, &good[..good.len() - 2]).unwrap();
+        for verify in [Verify::Full, Verify::Sizes] {
+            let err = FlatIndex::open(&dir, &EXPECT, verify).unwrap_err();
+            assert!(err.to_string().contains("truncated"), "{err}");
+        }
+        let mut inf = good.clone();
+        inf[2..4].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+        fs::write(&vectors, &inf).unwrap();
+        let mut m_inf = m.clone();
+        m_inf.vectors_sha256 = sha256(&inf);
+        fs::write(dir.join(MANIFEST), serde_json::to_vec(&m_inf).unwrap()).unwrap();
+        let err = FlatIndex::load(&dir, &EXPECT).unwrap_err();
+        assert!(err.to_string().contains("non-finite"), "{err}");
+        fs::remove_file(&vectors).unwrap();
+        let err = FlatIndex::load(&dir, &EXPECT).unwrap_err();
+        assert!(err.to_string().contains("vectors.f16: missing"), "{err}");
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`retriever`]: the [`Retriever`] trait, [`Query`], [`Hit`] and the ranking rule (higher
 //!   score first, then lower doc id) every retriever follows.
 //! - [`flat`]: exact dense search ([`FlatIndex`]), one pass over the vectors per batch.
+//! - [`vectors`]: how a dense index stores its vectors, f32 or f16 ([`Precision`]).
 //! - [`metric`]: inner product or L2 ([`Metric`]), one scoring kernel for both.
 //! - [`npy`]: passage vectors users bring as a `.npy` file ([`NpyVectors`]): memory-mapped,
 //!   read in f32 chunks, validated against the corpus and the encoder.
 //! - [`hnsw`]: approximate dense search ([`HnswIndex`]), scored exactly like [`FlatIndex`].
 //! - [`index`]: dense index folders on disk (versioned manifest, atomic writes, memory-mapped
-//!   and validated loads).
+//!   and validated loads); [`flat_writer`]: a flat folder written chunk by chunk
+//!   ([`FlatWriter`]), for indexes larger than memory.
 //! - [`bm25`]: sparse retrieval, BM25 on tantivy ([`Bm25Index`]), with its own index folders.
 //! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments;
 //!   [`dense_padding`]: their vectors.
@@ -25,6 +27,7 @@ pub mod dense_padding;
 pub mod encoder;
 mod error;
 pub mod flat;
+pub mod flat_writer;
 pub mod hnsw;
 mod ids;
 pub mod index;
@@ -35,6 +38,7 @@ pub mod questions;
 pub mod retriever;
 pub mod set;
 mod slab;
+pub mod vectors;
 
 pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Format, Passage};
@@ -42,6 +46,7 @@ pub use dense_padding::PaddingRecord;
 pub use encoder::{ENCODER_NAME, Encoder, EncoderOptions};
 pub use error::{Result, RetrievalError};
 pub use flat::FlatIndex;
+pub use flat_writer::FlatWriter;
 pub use hnsw::{HnswIndex, HnswParams};
 pub use index::Manifest;
 pub use metric::Metric;
@@ -49,6 +54,7 @@ pub use npy::{NpyVectors, VectorFault};
 pub use padding::Padding;
 pub use retriever::{Hit, Query, Retriever};
 pub use set::{IndexSet, Kind};
+pub use vectors::Precision;
 
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {

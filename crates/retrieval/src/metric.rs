@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::flat::dot;
+use crate::vectors::Table;
 
 /// The similarity a dense index ranks by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,13 +28,18 @@ impl Metric {
     }
 
     /// The per-row offsets this metric adds to `dot(q, row)` (none for inner product).
-    pub(crate) fn offsets(self, vectors: &[f32], dim: usize) -> Vec<f32> {
+    pub(crate) fn offsets(self, vectors: &Table, dim: usize) -> Vec<f32> {
         match self {
             Metric::InnerProduct => Vec::new(),
-            Metric::L2 => vectors
-                .chunks_exact(dim)
-                .map(|r| -0.5 * dot(r, r))
-                .collect(),
+            Metric::L2 => {
+                let mut buf = vec![0.0; dim];
+                (0..vectors.len() / dim.max(1))
+                    .map(|r| {
+                        let v = vectors.row(r, &mut buf);
+                        -0.5 * dot(v, v)
+                    })
+                    .collect()
+            }
         }
     }
 

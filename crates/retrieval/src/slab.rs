@@ -13,29 +13,34 @@ use memmap2::Mmap;
 
 use crate::error::{Result, RetrievalError};
 
-/// Numbers an index file stores: 4 bytes, little-endian, every bit pattern valid.
+/// Numbers an index file stores: `SIZE` bytes (2 or 4), little-endian, no padding, aligned
+/// to at most `SIZE`, every bit pattern valid.
 pub(crate) trait Plain: Copy + Send + Sync + 'static {
-    fn from_le(bytes: [u8; 4]) -> Self;
-    fn to_le(self) -> [u8; 4];
+    /// Bytes per value.
+    const SIZE: usize;
+    /// The value of `bytes` (exactly `SIZE` long).
+    fn from_le(bytes: &[u8]) -> Self;
+    /// Appends the value's little-endian bytes to `out`.
+    fn put_le(self, out: &mut Vec<u8>);
 }
 
-impl Plain for f32 {
-    fn from_le(bytes: [u8; 4]) -> Self {
-        f32::from_le_bytes(bytes)
-    }
-    fn to_le(self) -> [u8; 4] {
-        self.to_le_bytes()
-    }
+macro_rules! plain {
+    ($t:ty, $n:literal) => {
+        impl Plain for $t {
+            const SIZE: usize = $n;
+            fn from_le(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect(concat!($n, " bytes")))
+            }
+            fn put_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
 }
 
-impl Plain for u32 {
-    fn from_le(bytes: [u8; 4]) -> Self {
-        u32::from_le_bytes(bytes)
-    }
-    fn to_le(self) -> [u8; 4] {
-        self.to_le_bytes()
-    }
-}
+plain!(f32, 4);
+plain!(u32, 4);
+plain!(half::f16, 2);
 
 /// A read-only `[T]`, owned or mapped from a file.
 #[derive(Clone, Debug)]
@@ -52,10 +57,14 @@ impl<T: Plain> Slab<T> {
         // once, atomically, and never modified in place; replacing one renames a new folder
         // over it, which leaves this mapping's inode intact.
         let map = unsafe { Mmap::map(file) }.map_err(|e| RetrievalError::io(path, e))?;
-        if map.len() != len * 4 {
+        if map.len() != len * T::SIZE {
             return Err(RetrievalError::bad_index(
                 path,
-                format!("{} bytes, expected {} (truncated?)", map.len(), len * 4),
+                format!(
+                    "{} bytes, expected {} (truncated?)",
+                    map.len(),
+                    len * T::SIZE
+                ),
             ));
         }
         if cfg!(target_endian = "little") {
@@ -74,8 +83,8 @@ impl<T: Plain> Slab<T> {
         match self {
             Slab::Owned(v) => v,
             Slab::Mapped { map, len } => {
-                // SAFETY: `map` holds `len * 4` bytes (checked in `map`), starts on a page
-                // boundary (so is aligned for a 4-byte `T`), every bit pattern is a valid `T`,
+                // SAFETY: `map` holds `len * T::SIZE` bytes (checked in `map`), starts on a page
+                // boundary (so is aligned for `T`), every bit pattern is a valid `T`,
                 // the bytes are little-endian like `T` on this machine, and the borrow keeps
                 // the map alive.
                 unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<T>(), *len) }
@@ -103,24 +112,23 @@ impl<T: Plain> From<Vec<T>> for Slab<T> {
     }
 }
 
-/// Decodes little-endian bytes (a multiple of 4 long).
+/// Decodes little-endian bytes (a multiple of `T::SIZE` long).
 pub(crate) fn decode<T: Plain>(bytes: &[u8]) -> Vec<T> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| T::from_le(b.try_into().expect("4 bytes")))
-        .collect()
+    bytes.chunks_exact(T::SIZE).map(T::from_le).collect()
 }
 
 /// The little-endian bytes of `values`: borrowed as they are on a little-endian machine.
 pub(crate) fn le_bytes<T: Plain>(values: &[T]) -> std::borrow::Cow<'_, [u8]> {
     if cfg!(target_endian = "little") {
-        // SAFETY: `T` is 4 bytes of plain data with no padding; any byte view of it is valid,
-        // and on this machine it is already little-endian.
+        // SAFETY: `T` is `T::SIZE` bytes of plain data with no padding; any byte view of it is
+        // valid, and on this machine it is already little-endian.
         std::borrow::Cow::Borrowed(unsafe {
             std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
         })
     } else {
-        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le()).collect())
+        let mut out = Vec::with_capacity(values.len() * T::SIZE);
+        values.iter().for_each(|v| v.put_le(&mut out));
+        std::borrow::Cow::Owned(out)
     }
 }
 
@@ -140,5 +148,22 @@ mod tests {
         assert_eq!(decode::<f32>(&le_bytes(&values)), values);
         let err = Slab::<f32>::map(&path, &file, 999).unwrap_err();
         assert!(err.to_string().contains("truncated"), "{err}");
+    }
+
+    #[test]
+    fn two_byte_values_map_and_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.f16");
+        let values: Vec<half::f16> = (0..999)
+            .map(|i| half::f16::from_f32(i as f32 * 0.5))
+            .collect();
+        let bytes = le_bytes(&values);
+        assert_eq!(bytes.len(), 999 * 2);
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let slab = Slab::<half::f16>::map(&path, &file, 999).unwrap();
+        assert_eq!(slab.as_slice(), &values[..]);
+        assert_eq!(decode::<half::f16>(&bytes), values);
+        assert!(Slab::<half::f16>::map(&path, &file, 1000).is_err());
     }
 }
