@@ -48,7 +48,7 @@ pub fn run(args: Args) -> Result<()> {
     let lm = model_arg::load(&args.model, args.device)?;
     let knowledge = match &args.index {
         Some(dir) => crate::index_cmd::open_set(dir, args.retriever, args.encoder.as_deref())?,
-        None => knowledge_arg::open(args.retriever, None)?,
+        None => knowledge_arg::open(args.retriever, None, ralmspec_retrieval::Precision::F32)?,
     };
     let config = RalmConfig {
         max_new_tokens: args.max_tokens,

@@ -29,12 +29,21 @@ pub struct Args {
     #[arg(long, value_parser = kind_parser(), default_value = "flat", value_delimiter = ',')]
     retrievers: Vec<Kind>,
     /// Knowledge-base sizes (comma-separated): 0 is the real 10,033 passages, N pads to N.
-    #[arg(long, default_value = "0", value_delimiter = ',', conflicts_with = "index")]
+    #[arg(
+        long,
+        default_value = "0",
+        value_delimiter = ',',
+        conflicts_with = "index"
+    )]
     sizes: Vec<usize>,
     /// Measure these index sets (comma-separated folders made by `ralmspec index build`)
     /// instead of the built-in knowledge base.
     #[arg(long, value_delimiter = ',')]
     index: Vec<std::path::PathBuf>,
+    /// How padded sizes store their flat vectors (f16: half the memory; 21M × 384 needs it on
+    /// a 23 GB machine).
+    #[arg(long, value_parser = knowledge_arg::precision_parser(), default_value = "f32")]
+    precision: ralmspec_retrieval::Precision,
     /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
     model: String,
@@ -97,7 +106,9 @@ pub fn run(args: Args) -> Result<()> {
         };
         for (i, &size) in sources.iter().enumerate() {
             let knowledge = match size {
-                Some(size) => knowledge_arg::open(kind, (size > 0).then_some(size))?,
+                Some(size) => {
+                    knowledge_arg::open(kind, (size > 0).then_some(size), args.precision)?
+                }
                 None => knowledge_arg::knowledge(&sets[i], kind, None)?,
             };
             let ralm = Ralm::new(&lm, &knowledge, config);

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::set::{Build, Source, Vectors, encoding};
-use ralmspec_retrieval::{Corpus, Encoder, Format, IndexSet, Kind, NpyVectors};
+use ralmspec_retrieval::{Corpus, Encoder, Format, IndexSet, Kind, NpyVectors, Precision};
 
-use crate::knowledge_arg::{Bars, format_parser, kind_parser, knowledge};
+use crate::knowledge_arg::{Bars, format_parser, kind_parser, knowledge, precision_parser};
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
@@ -48,6 +48,10 @@ pub struct BuildArgs {
     /// (kept beside the set until the set is in place) with the same vectors, bit for bit.
     #[arg(long, default_value_t = encoding::DEFAULT_CHECKPOINT_EVERY)]
     checkpoint_every: usize,
+    /// How the flat index stores its vectors: f32, or f16 (half the memory and half the bytes
+    /// a search reads; recall@10 against f32 ≥ 0.99 on real questions). HNSW keeps f32.
+    #[arg(long, value_parser = precision_parser(), default_value = "f32")]
+    precision: Precision,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +116,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         pad_to: args.pad_to,
         vectors,
         checkpoint_every: args.checkpoint_every,
+        precision: args.precision,
     };
     let mut bars = Bars::default();
     let set = IndexSet::build(&args.out, &build, &mut bars)

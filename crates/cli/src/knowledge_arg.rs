@@ -13,7 +13,7 @@ use ralmspec_assets::Store;
 use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::index::Verify;
 use ralmspec_retrieval::set::{Build, Progress, Source, Vectors, encoding};
-use ralmspec_retrieval::{Corpus, Encoder, IndexSet, Kind};
+use ralmspec_retrieval::{Corpus, Encoder, IndexSet, Kind, Precision};
 
 /// `--retriever flat|hnsw|bm25`, `--kind ...`: a [`Kind`] with its names listed in `--help`.
 pub fn kind_parser() -> impl clap::builder::TypedValueParser<Value = Kind> {
@@ -26,6 +26,14 @@ pub fn format_parser() -> impl clap::builder::TypedValueParser<Value = ralmspec_
     use ralmspec_retrieval::Format;
     clap::builder::PossibleValuesParser::new(Format::ALL.map(Format::name))
         .map(|s| s.parse::<Format>().expect("one of the possible values"))
+}
+
+/// `--precision f32|f16`.
+pub fn precision_parser() -> impl clap::builder::TypedValueParser<Value = Precision> {
+    clap::builder::PossibleValuesParser::new(["f32", "f16"]).map(|s| match s.as_str() {
+        "f16" => Precision::F16,
+        _ => Precision::F32,
+    })
 }
 
 /// The retriever of `kind` in `set`, with the encoder its queries need.
@@ -47,9 +55,11 @@ pub fn knowledge(set: &IndexSet, kind: Kind, encoder: Option<&Path>) -> Result<K
 
 /// The built-in knowledge base (10,033 Wikipedia lead sections) behind `kind`, padded to
 /// `pad_to` passages for scale experiments when given.
-pub fn open(kind: Kind, pad_to: Option<usize>) -> Result<Knowledge> {
+/// A padded set's flat vectors are stored in `precision` (its folder says `-f16`).
+pub fn open(kind: Kind, pad_to: Option<usize>, precision: Precision) -> Result<Knowledge> {
     let root = Store::from_env()?.root().join("indexes");
-    let set = lazy_set(&root, "wiki-kb", &|| Ok(Corpus::wiki_kb()?), kind, pad_to)?;
+    let kb = || Ok(Corpus::wiki_kb()?);
+    let set = lazy_set(&root, "wiki-kb", &kb, kind, pad_to, precision)?;
     knowledge(&set, kind, None)
 }
 
@@ -61,13 +71,20 @@ pub fn lazy_set(
     corpus: &dyn Fn() -> Result<Corpus>,
     kind: Kind,
     pad_to: Option<usize>,
+    precision: Precision,
 ) -> Result<IndexSet> {
-    let dir = match pad_to {
-        Some(n) => root.join(format!("{name}-pad{n}")),
-        None => root.join(name),
+    let dir = match (pad_to, precision) {
+        (Some(n), Precision::F16) => root.join(format!("{name}-pad{n}-f16")),
+        (Some(n), _) => root.join(format!("{name}-pad{n}")),
+        (None, _) => root.join(name),
     };
-    let base = || lazy_set(root, name, corpus, Kind::Flat, None);
-    ensure(&dir, name, corpus, kind, pad_to, &base)
+    let base = || lazy_set(root, name, corpus, Kind::Flat, None, Precision::F32);
+    let precision = if pad_to.is_some() {
+        precision
+    } else {
+        Precision::F32
+    };
+    ensure(&dir, name, corpus, kind, (pad_to, precision), &base)
 }
 
 /// The unpadded set of `corpus` (named `name`) at `dir` holding `kind`: opened, or built or
@@ -78,9 +95,8 @@ pub fn lazy_set_at(
     corpus: &dyn Fn() -> Result<Corpus>,
     kind: Kind,
 ) -> Result<IndexSet> {
-    ensure(dir, name, corpus, kind, None, &|| {
-        unreachable!("an unpadded set")
-    })
+    let base = || unreachable!("an unpadded set needs no base");
+    ensure(dir, name, corpus, kind, (None, Precision::F32), &base)
 }
 
 /// The set at `dir` holding `kind`, built from `corpus` (padded to `pad_to`, with the real
@@ -90,7 +106,7 @@ fn ensure(
     name: &str,
     corpus: &dyn Fn() -> Result<Corpus>,
     kind: Kind,
-    pad_to: Option<usize>,
+    (pad_to, precision): (Option<usize>, Precision),
     base: &dyn Fn() -> Result<IndexSet>,
 ) -> Result<IndexSet> {
     let mut set = match dir.join("set.json").exists() {
@@ -151,6 +167,7 @@ fn ensure(
                 pad_to,
                 vectors,
                 checkpoint_every: encoding::DEFAULT_CHECKPOINT_EVERY,
+                precision,
             };
             IndexSet::build(dir, &build, &mut bars)?
         }

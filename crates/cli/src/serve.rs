@@ -41,6 +41,9 @@ pub struct Args {
     /// as `ralmspec index build --pad-to`; the padded index is built once in the asset store).
     #[arg(long, conflicts_with_all = ["index", "passages"])]
     pad_to: Option<usize>,
+    /// How a padded knowledge base's flat vectors are stored (f16: half the memory).
+    #[arg(long, value_parser = knowledge_arg::precision_parser(), default_value = "f32", requires = "pad_to")]
+    precision: ralmspec_retrieval::Precision,
     /// Default engine of requests that do not choose one.
     #[command(flatten)]
     engine: EngineFlags,
@@ -132,7 +135,7 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
         return crate::index_cmd::open_set(dir, args.retriever, None);
     }
     if args.index.is_none() && args.passages.is_none() {
-        return knowledge_arg::open(args.retriever, args.pad_to);
+        return knowledge_arg::open(args.retriever, args.pad_to, args.precision);
     }
     let name = match args.passages {
         Some(0) => bail!("--passages must be at least 1"),
@@ -154,7 +157,7 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
         }
         None => knowledge_arg::indexes_root(None)?,
     };
-    let set = knowledge_arg::lazy_set(&root, &name, &corpus, args.retriever, None)?;
+    let set = knowledge_arg::lazy_set(&root, &name, &corpus, args.retriever, None, args.precision)?;
     knowledge_arg::knowledge(&set, args.retriever, None)
 }
 

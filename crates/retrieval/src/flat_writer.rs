@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use sha2::{Digest, Sha256};
 
+use crate::atomic::Staging;
 use crate::dense_padding::PaddingRecord;
 use crate::error::{IoContext, Result, RetrievalError};
 use crate::ids::IdMap;
-use crate::atomic::Staging;
 use crate::index::{FORMAT_VERSION, IDS, MANIFEST, Manifest};
 use crate::metric::Metric;
 use crate::slab::le_bytes;

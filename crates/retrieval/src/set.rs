@@ -26,15 +26,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::bm25::{Bm25Index, BuildProgress};
 use crate::corpus::{Corpus, Format};
-use crate::dense_padding::DEFAULT_NOISE;
+use crate::dense_padding::{DEFAULT_NOISE, PaddingRecord, write_padded};
 use crate::encoder::{ENCODER_NAME, Encoder, EncoderOptions};
 use crate::error::{IoContext, Result, RetrievalError};
 use crate::flat::FlatIndex;
+use crate::flat_writer::FlatWriter;
 use crate::hnsw::{HnswIndex, HnswParams};
 use crate::index::{Expect, Verify};
 use crate::npy::NpyVectors;
 use crate::padding::{DEFAULT_SEED, Padding};
 use crate::retriever::Retriever;
+use crate::vectors::Precision;
 
 const SET: &str = "set.json";
 const PASSAGES: &str = "passages";
@@ -197,6 +199,8 @@ pub struct Build<'a> {
     pub vectors: Option<Vectors<'a>>,
     /// Passages encoded per checkpoint ([`encoding::DEFAULT_CHECKPOINT_EVERY`]).
     pub checkpoint_every: usize,
+    /// How the flat index stores its vectors (f16: half the memory, recall@10 ≥ 0.99).
+    pub precision: Precision,
 }
 
 /// What a build reports as it goes, for progress bars.
@@ -205,6 +209,13 @@ pub trait Progress {
     fn stage(&mut self, what: &str, total: Option<u64>);
     /// `done` items of the current stage are finished.
     fn advance(&mut self, done: u64);
+}
+
+/// How a build writes its dense indexes.
+#[derive(Clone, Copy)]
+struct How {
+    every: usize,
+    precision: Precision,
 }
 
 /// Reports nothing.
@@ -327,7 +338,11 @@ impl IndexSet {
                 padding,
             };
             for &kind in build.kinds {
-                set.build_kind(kind, build.vectors, build.checkpoint_every, progress)?;
+                let how = How {
+                    every: build.checkpoint_every,
+                    precision: build.precision,
+                };
+                set.build_kind(kind, build.vectors, how, progress)?;
             }
             checkpoints = std::mem::take(&mut set.checkpoints);
             set.write_manifest()
@@ -346,8 +361,11 @@ impl IndexSet {
         progress: &mut dyn Progress,
     ) -> Result<()> {
         crate::atomic::clean_stale(&self.dir.join(kind.name()))?;
-        let every = encoding::DEFAULT_CHECKPOINT_EVERY;
-        self.build_kind(kind, vectors, every, progress)?;
+        let how = How {
+            every: encoding::DEFAULT_CHECKPOINT_EVERY,
+            precision: Precision::F32,
+        };
+        self.build_kind(kind, vectors, how, progress)?;
         self.write_manifest()?;
         std::mem::take(&mut self.checkpoints)
             .iter()
@@ -364,7 +382,7 @@ impl IndexSet {
         &mut self,
         kind: Kind,
         vectors: Option<Vectors<'_>>,
-        every: usize,
+        how: How,
         progress: &mut dyn Progress,
     ) -> Result<()> {
         let dir = self.dir.join(kind.name());
@@ -379,13 +397,40 @@ impl IndexSet {
                 })?;
             }
             Kind::Flat => {
-                let flat = self.dense_vectors(vectors, every, progress)?;
-                flat.save(&dir, &self.manifest.corpus_hash, &self.encoder_name()?)?;
+                let real = self.real_vectors(vectors, how.every, progress)?;
+                let (hash, encoder) = self.expect()?;
+                match self.padding {
+                    None => {
+                        real.to_precision(how.precision)
+                            .save(&dir, &hash, &encoder)?;
+                    }
+                    // Streamed: a padded index may be far larger than memory.
+                    Some(padding) => {
+                        progress.stage("padding the vectors", Some(padding.total() as u64));
+                        let mut writer = FlatWriter::create(&dir, real.dim(), how.precision)?;
+                        write_padded(&real, &padding, DEFAULT_NOISE, &mut writer, &mut |n, _| {
+                            progress.advance(n as u64)
+                        })?;
+                        progress.stage("writing the index", None);
+                        let record = PaddingRecord::new(&padding, DEFAULT_NOISE);
+                        writer.finish(&hash, &encoder, Some(record))?;
+                    }
+                }
             }
             Kind::Hnsw => {
                 let flat = match self.has(Kind::Flat) {
-                    true => self.flat(Verify::Sizes)?,
-                    false => self.dense_vectors(vectors, every, progress)?,
+                    true => self.flat(Verify::Sizes)?.to_precision(Precision::F32),
+                    false => {
+                        let real = self.real_vectors(vectors, how.every, progress)?;
+                        let real = real.to_precision(Precision::F32);
+                        match &self.padding {
+                            None => real,
+                            Some(padding) => {
+                                progress.stage("padding the vectors", None);
+                                real.pad(padding, DEFAULT_NOISE)?
+                            }
+                        }
+                    }
                 };
                 progress.stage("building the HNSW graph", None);
                 let hnsw = HnswIndex::build(flat, HnswParams::default())?;
@@ -408,8 +453,8 @@ impl IndexSet {
             })
     }
 
-    /// The real passages' vectors from `vectors`, padded as the set is, recording their encoder.
-    fn dense_vectors(
+    /// The real passages' vectors from `vectors` (unpadded), recording their encoder.
+    fn real_vectors(
         &mut self,
         vectors: Option<Vectors<'_>>,
         every: usize,
@@ -459,13 +504,7 @@ impl IndexSet {
             }
         };
         self.manifest.encoder = Some(record);
-        match &self.padding {
-            None => Ok(real),
-            Some(padding) => {
-                progress.stage("padding the vectors", None);
-                real.pad(padding, DEFAULT_NOISE)
-            }
-        }
+        Ok(real)
     }
 
     /// The set's folder.

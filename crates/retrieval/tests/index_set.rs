@@ -65,6 +65,7 @@ fn build(
         pad_to: None,
         vectors,
         checkpoint_every: encoding::DEFAULT_CHECKPOINT_EVERY,
+        precision: ralmspec_retrieval::Precision::F32,
     };
     IndexSet::build(dir, &build, &mut Quiet)
 }
