@@ -7,6 +7,14 @@
 //! function of the stored values alone, and `score` equals `search` bit for bit in both
 //! precisions. Rounding to f16 happens once, when a table is converted or written
 //! ([`to_f16`]).
+//!
+//! Measured (`examples/flat_batch.rs --rows 2000000 --dim 384 --k 20 --metric ip`, 2 vCPUs,
+//! medians of 7 calls, on a machine shared with other jobs, the quietest run): one query
+//! b(1) = 167 ms in f32, 95 ms in f16 (a scan streams the table, so half the bytes is about
+//! half the time); each further query of a batch c ≈ 11 ms in f32, 12 ms in f16 (the tiles
+//! are the same f32 arithmetic; the block is widened once per batch). Under load f16 kept
+//! b(1) at ~0.6× f32's. On real MiniLM vectors and FanOutQA questions an f16 index finds
+//! 99.95% of the f32 index's top-10 (`tests/flat_f16.rs`).
 
 use half::f16;
 use half::slice::HalfFloatSliceExt;
