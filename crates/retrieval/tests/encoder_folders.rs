@@ -163,18 +163,35 @@ fn prompts_go_before_queries_and_passages_only() {
     let queries = e5.encode_queries(&TEXTS).unwrap();
     let passages = e5.encode_passages(&TEXTS).unwrap();
     let flat = e5.encode_passages_flat(&TEXTS).unwrap();
+    // Passages are batched: the same call with the prompt written in gives the same bits.
+    let prompted: Vec<String> = TEXTS.iter().map(|t| format!("passage: {t}")).collect();
+    let prompted: Vec<&str> = prompted.iter().map(String::as_str).collect();
+    let batched = minilm.encode_passages(&prompted).unwrap();
     for (i, text) in TEXTS.iter().enumerate() {
         let q = minilm.encode_one(&format!("query: {text}")).unwrap();
         let p = minilm.encode_one(&format!("passage: {text}")).unwrap();
         assert_eq!(bits(&queries[i]), bits(&q), "text {i}");
         assert_eq!(bits(&e5.encode_query(text).unwrap()), bits(&q), "text {i}");
-        assert_eq!(bits(&passages[i]), bits(&p), "text {i}");
+        assert_eq!(bits(&passages[i]), bits(&batched[i]), "text {i}");
         assert_eq!(
             bits(&e5.encode_passage(text).unwrap()),
             bits(&p),
             "text {i}"
         );
-        assert_eq!(bits(&flat[i * 384..(i + 1) * 384]), bits(&p), "text {i}");
+        assert_eq!(
+            bits(&flat[i * 384..(i + 1) * 384]),
+            bits(&batched[i]),
+            "text {i}"
+        );
+        let dot: f64 = passages[i]
+            .iter()
+            .zip(&p)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        assert!(
+            dot >= 0.9999,
+            "text {i}: cosine {dot} with the passage alone"
+        );
         // The prompt-free entry points stay prompt-free.
         let plain = minilm.encode_one(text).unwrap();
         assert_eq!(

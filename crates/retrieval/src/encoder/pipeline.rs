@@ -30,7 +30,8 @@ use crate::error::{Result, RetrievalError};
 /// How token states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pooling {
-    /// The mean over every token (inputs are never padded, so every token counts).
+    /// The mean over every real token (padded batches are pooled over their unpadded rows
+    /// only).
     Mean,
     /// The `[CLS]` token's state (the first token).
     Cls,
@@ -147,7 +148,7 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// Pools `hidden` (`tokens × dim` floats of one unpadded sequence) into one vector,
+    /// Pools `hidden` (`tokens × dim` floats of one sequence's real tokens) into one vector,
     /// normalised when [`normalise`](Self::normalise) is set. An empty `hidden` gives zeros.
     pub fn pool(&self, hidden: &[f32], dim: usize) -> Vec<f32> {
         let mut v = match self.pooling {
@@ -163,7 +164,7 @@ impl Pipeline {
     }
 }
 
-/// Mean over the token rows of `hidden` (every token is attended: no padding).
+/// Mean over the token rows of `hidden` (the caller passes real tokens only, no padding).
 fn mean(hidden: &[f32], dim: usize) -> Vec<f32> {
     let rows = hidden.len() / dim.max(1);
     let mut sum = vec![0f32; dim];
