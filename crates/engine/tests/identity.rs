@@ -137,6 +137,38 @@ fn flat_dense_speculation_equals_baseline() {
     assert_identical(&ralm, &questions());
 }
 
+/// The compact format of the paper-scale index: f16 vectors, padded (here to 20,000 passages),
+/// written by the streaming writer and memory-mapped back, as `index build --pad-to N
+/// --precision f16` does.
+#[test]
+fn flat_f16_padded_speculation_equals_baseline() {
+    use ralmspec_retrieval::dense_padding::{DEFAULT_NOISE, write_padded};
+    use ralmspec_retrieval::index::{Expect, Verify};
+    use ralmspec_retrieval::padding::DEFAULT_SEED;
+    use ralmspec_retrieval::{FlatWriter, Padding, PaddingRecord, Precision, Retriever};
+    let lm = lm();
+    let (corpus, encoder, flat) = dense();
+    let padding = Padding::new(&corpus, 20_000, DEFAULT_SEED).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flat-f16");
+    let mut writer = FlatWriter::create(&path, flat.dim(), Precision::F16).unwrap();
+    write_padded(&flat, &padding, DEFAULT_NOISE, &mut writer, &mut |_, _| {}).unwrap();
+    let record = PaddingRecord::new(&padding, DEFAULT_NOISE);
+    writer
+        .finish(&corpus.hash(), encoder.name(), Some(record))
+        .unwrap();
+    let expect = Expect {
+        corpus_hash: &corpus.hash(),
+        encoder: encoder.name(),
+    };
+    let (f16, _) = FlatIndex::open(&path, &expect, Verify::Full).unwrap();
+    assert_eq!(f16.precision(), Precision::F16);
+    assert_eq!(f16.len(), 20_000);
+    let knowledge = Knowledge::new("flat", Arc::new(f16), Some(encoder), corpus, Some(padding));
+    let ralm = Ralm::new(&lm, &knowledge, config());
+    assert_identical(&ralm, &questions());
+}
+
 #[test]
 fn hnsw_speculation_equals_baseline() {
     let lm = lm();
