@@ -1,9 +1,11 @@
 //! How the cost of one exact search grows with the batch: random keys (`--rows N`, default
 //! 2,000,000, `--dim D`, default 576: SmolLM2's hidden size, the kNN-LM datastore's shape),
 //! L2, top-`--k` (default 256); the median latency of `--reps` calls (default 7) for batch
-//! sizes 1 to 16, the cost each further query adds, and the least-squares line through them. This is what speculative verification pays for a round of s
-//! steps: b(s) = b(1) + c·(s − 1). `--f16` stores the keys as f16 (half the bytes streamed,
+//! sizes 1 to 16, the cost each further query adds, and the least-squares line through them.
+//! This is what speculative verification pays for a round of s steps: b(s) = b(1) + c·(s − 1). `--f16` stores the keys as f16 (half the bytes streamed,
 //! widened to f32 block by block); `--metric ip` ranks by inner product instead of L2.
+//!
+//! `--index DIR` measures an index folder instead (e.g. the flat folder of a 21M-passage set).
 //!
 //! ```text
 //! cargo run --release -p ralmspec-retrieval --example flat_batch -- [--rows N] [--dim D] [--k K]
@@ -48,11 +50,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|_| (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
             .collect()
     };
-    let mut index = FlatIndex::new(dim, random(rows * dim), (0..rows as u32).collect())?;
-    if precision == Precision::F16 {
-        index = index.to_precision(Precision::F16); // the f32 table is dropped
-    }
-    let index = index.with_metric(metric);
+    // `--index DIR`: an index folder on disk (memory-mapped: a 21M-passage set is searched as
+    // `ask` searches it), with random unit-scale queries of its dimension.
+    let index = match args.iter().position(|a| a == "--index") {
+        Some(i) => {
+            let dir = std::path::Path::new(args.get(i + 1).ok_or("--index takes a folder")?);
+            let manifest: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("manifest.json"))?)?;
+            let expect = ralmspec_retrieval::index::Expect {
+                corpus_hash: manifest["corpus_hash"].as_str().unwrap_or_default(),
+                encoder: manifest["encoder"].as_str().unwrap_or_default(),
+            };
+            let verify = ralmspec_retrieval::index::Verify::Sizes;
+            FlatIndex::open(dir, &expect, verify)?.0
+        }
+        None => {
+            let mut index = FlatIndex::new(dim, random(rows * dim), (0..rows as u32).collect())?;
+            if precision == Precision::F16 {
+                index = index.to_precision(Precision::F16); // the f32 table is dropped
+            }
+            index.with_metric(metric)
+        }
+    };
+    let (rows, dim, precision, metric) = (index.len(), index.dim(), index.precision(), index.metric());
     let queries: Vec<Query> = (0..16).map(|_| Query::embedded("", random(dim))).collect();
     println!(
         "{rows} × {dim} keys, {precision} ({:.1} GB), {metric:?}, top-{k}, {} threads",
