@@ -72,7 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             index.with_metric(metric)
         }
     };
-    let (rows, dim, precision, metric) = (index.len(), index.dim(), index.precision(), index.metric());
+    let (rows, dim, precision, metric) =
+        (index.len(), index.dim(), index.precision(), index.metric());
     let queries: Vec<Query> = (0..16).map(|_| Query::embedded("", random(dim))).collect();
     println!(
         "{rows} × {dim} keys, {precision} ({:.1} GB), {metric:?}, top-{k}, {} threads",

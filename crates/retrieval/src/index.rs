@@ -345,22 +345,15 @@ impl HnswIndex {
 /// Reads `dir`'s manifest and checks it against `expect`.
 fn read_manifest(dir: &Path, expect: &Expect<'_>) -> Result<Manifest> {
     let manifest_path = dir.join(MANIFEST);
-    let text = read(&manifest_path)?;
-    let m: Manifest = serde_json::from_slice(&text)
-        .map_err(|e| RetrievalError::bad_index(&manifest_path, format!("unreadable: {e}")))?;
+    let m: Manifest = read_json(&manifest_path, &[1, FORMAT_VERSION], |m: &Manifest| {
+        m.format_version
+    })?;
     let mismatch = |what: &str, found: &dyn std::fmt::Display, want: &dyn std::fmt::Display| {
         RetrievalError::bad_index(
             &manifest_path,
             format!("{what} is {found}, expected {want} (rebuild the index)"),
         )
     };
-    if m.format_version != FORMAT_VERSION && m.format_version != 1 {
-        return Err(mismatch(
-            "format_version",
-            &m.format_version,
-            &FORMAT_VERSION,
-        ));
-    }
     let want_kind = if m.hnsw.is_some() { "hnsw" } else { "flat" };
     if m.kind != want_kind {
         return Err(mismatch("kind", &m.kind, &want_kind));
@@ -444,6 +437,28 @@ pub(crate) fn missing_or(path: &Path, e: std::io::Error) -> RetrievalError {
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).map_err(|e| missing_or(path, e))
+}
+
+/// The JSON manifest at `path` (missing or unreadable: [`RetrievalError::BadIndex`] naming it),
+/// whose format version (`version` reads it) must be one of `readable`. Every folder this
+/// crate writes (dense and BM25 indexes, passage stores, index sets) is read through this.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    readable: &[u32],
+    version: impl Fn(&T) -> u32,
+) -> Result<T> {
+    let text = read(path)?;
+    let value: T = serde_json::from_slice(&text)
+        .map_err(|e| RetrievalError::bad_index(path, format!("unreadable: {e}")))?;
+    let found = version(&value);
+    if !readable.contains(&found) {
+        let want = readable.iter().max().copied().unwrap_or_default();
+        return Err(RetrievalError::bad_index(
+            path,
+            format!("format_version is {found}, expected {want} (rebuild it)"),
+        ));
+    }
+    Ok(value)
 }
 
 fn check_sha(path: &Path, bytes: &[u8], sha: &str) -> Result<()> {

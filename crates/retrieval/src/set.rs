@@ -32,7 +32,7 @@ use crate::error::{IoContext, Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::flat_writer::FlatWriter;
 use crate::hnsw::{HnswIndex, HnswParams};
-use crate::index::{Expect, Verify};
+use crate::index::{Expect, Verify, read_json};
 use crate::npy::NpyVectors;
 use crate::padding::{DEFAULT_SEED, Padding};
 use crate::retriever::Retriever;
@@ -251,18 +251,8 @@ impl IndexSet {
             };
             return Err(RetrievalError::bad_index(dir, why));
         }
-        let text = std::fs::read(&path).at(&path)?;
-        let manifest: SetManifest = serde_json::from_slice(&text)
-            .map_err(|e| RetrievalError::bad_index(&path, format!("unreadable: {e}")))?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(RetrievalError::bad_index(
-                &path,
-                format!(
-                    "format version {} (this build reads {FORMAT_VERSION}); rebuild the set",
-                    manifest.format_version
-                ),
-            ));
-        }
+        let manifest: SetManifest =
+            read_json(&path, &[FORMAT_VERSION], |m: &SetManifest| m.format_version)?;
         let corpus = Corpus::open(&dir.join(PASSAGES))?;
         if corpus.hash() != manifest.corpus_hash || corpus.len() != manifest.passages {
             return Err(RetrievalError::bad_index(

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::corpus::Corpus;
 use crate::error::{IoContext, Result, RetrievalError};
-use crate::index::{missing_or, read};
+use crate::index::{missing_or, read_json};
 use crate::padding::Padding;
 
 use super::analyzer::ANALYZER;
@@ -126,22 +126,15 @@ impl PaddingRecord {
 /// Reads `dir`'s manifest and checks it against this code and `corpus_hash`.
 pub(crate) fn read_manifest(dir: &Path, corpus_hash: &str) -> Result<Bm25Manifest> {
     let path = dir.join(MANIFEST);
-    let text = read(&path)?;
-    let m: Bm25Manifest = serde_json::from_slice(&text)
-        .map_err(|e| RetrievalError::bad_index(&path, format!("unreadable: {e}")))?;
+    let m: Bm25Manifest = read_json(&path, &[FORMAT_VERSION], |m: &Bm25Manifest| {
+        m.format_version
+    })?;
     let mismatch = |what: &str, found: &dyn std::fmt::Display, want: &dyn std::fmt::Display| {
         RetrievalError::bad_index(
             &path,
             format!("{what} is {found}, expected {want} (rebuild the index)"),
         )
     };
-    if m.format_version != FORMAT_VERSION {
-        return Err(mismatch(
-            "format_version",
-            &m.format_version,
-            &FORMAT_VERSION,
-        ));
-    }
     if m.kind != KIND {
         return Err(mismatch("kind", &m.kind, &KIND));
     }

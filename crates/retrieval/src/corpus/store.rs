@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Passage, PassageHasher};
 use crate::error::{IoContext, Result, RetrievalError};
+use crate::index::read_json;
 
 const MANIFEST: &str = "manifest.json";
 const RECORDS: &str = "records.bin";
@@ -60,19 +61,10 @@ impl Store {
     /// Opens the store in `dir`, checking the manifest and every file's size (contents were
     /// checksummed when written; offsets are checked to stay inside `records.bin` when read).
     pub(crate) fn open(dir: &Path) -> Result<Store> {
-        let path = dir.join(MANIFEST);
-        let text = fs::read(&path).at(&path)?;
-        let manifest: Manifest = serde_json::from_slice(&text)
-            .map_err(|e| RetrievalError::bad_index(&path, format!("unreadable manifest: {e}")))?;
-        if manifest.format_version != FORMAT_VERSION {
-            return Err(RetrievalError::bad_index(
-                &path,
-                format!(
-                    "format version {} (this build reads {FORMAT_VERSION})",
-                    manifest.format_version
-                ),
-            ));
-        }
+        let manifest: Manifest =
+            read_json(&dir.join(MANIFEST), &[FORMAT_VERSION], |m: &Manifest| {
+                m.format_version
+            })?;
         let records = map(&dir.join(RECORDS))?;
         let offsets_path = dir.join(OFFSETS);
         let offsets = map(&offsets_path)?;
