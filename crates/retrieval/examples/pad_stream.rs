@@ -12,7 +12,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use ralmspec_retrieval::dense_padding::{DEFAULT_NOISE, PaddingRecord, write_padded};
+use ralmspec_retrieval::PaddingRecord;
+use ralmspec_retrieval::dense_padding::{DEFAULT_NOISE, write_padded};
 use ralmspec_retrieval::index::Expect;
 use ralmspec_retrieval::padding::{DEFAULT_SEED, splitmix64};
 use ralmspec_retrieval::{Corpus, FlatIndex, FlatWriter, Padding, Precision};

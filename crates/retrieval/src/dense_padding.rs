@@ -18,52 +18,15 @@
 //! for bit before any rounding to the stored precision.
 
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::flat_writer::FlatWriter;
-use crate::padding::{Padding, SOURCES, splitmix64};
+use crate::padding::{Padding, PaddingRecord, SOURCES, splitmix64};
 use crate::vectors::{Precision, Table};
 
 /// The default length of the noise added to a padding vector, relative to its mean vector.
 pub const DEFAULT_NOISE: f32 = 0.1;
-
-/// How an index was padded: written in its manifest, printed by every report.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PaddingRecord {
-    /// [`Padding::describe`] and how the vectors were made.
-    pub description: String,
-    /// Passages of the real corpus.
-    pub real: usize,
-    /// Passages after padding.
-    pub total: usize,
-    /// The padding seed.
-    pub seed: u64,
-    /// Noise length relative to the mean of the source vectors.
-    pub noise: f32,
-}
-
-// `noise` is finite (checked where records are made and loaded), so equality is an equivalence.
-impl Eq for PaddingRecord {}
-
-impl PaddingRecord {
-    /// The record of `padding` with vectors made with `noise`.
-    pub fn new(padding: &Padding, noise: f32) -> PaddingRecord {
-        PaddingRecord {
-            description: format!(
-                "{}; vectors: normalize(mean of the sources' vectors + seeded uniform noise of \
-                 relative length {noise})",
-                padding.describe()
-            ),
-            real: padding.total() - padding.count(),
-            total: padding.total(),
-            seed: padding.seed(),
-            noise,
-        }
-    }
-}
 
 impl FlatIndex {
     /// This index grown with the passages of `padding`: the rows of `self` (which must be the
@@ -260,7 +223,7 @@ mod tests {
             let near = p
                 .sources(id)
                 .iter()
-                .map(|&r| crate::flat::dot(v, flat.row_vector(r)))
+                .map(|&r| crate::kernel::dot(v, flat.row_vector(r)))
                 .fold(f32::MIN, f32::max);
             assert!(near > 0.4, "padding {id} is far from its sources: {near}");
         }

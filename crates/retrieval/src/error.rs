@@ -174,7 +174,7 @@ pub enum RetrievalError {
         /// 0-based row index.
         row: usize,
         /// What is wrong with it.
-        fault: crate::npy::VectorFault,
+        fault: VectorFault,
     },
 
     /// An encoder folder's `config.json` is for a model architecture other than BERT.
@@ -241,5 +241,40 @@ pub(crate) trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &Path) -> Result<T> {
         self.map_err(|e| RetrievalError::io(path, e))
+    }
+}
+
+/// How far a row's norm may be from 1 when the encoder normalises its embeddings.
+pub const UNIT_NORM_TOLERANCE: f32 = 1e-2;
+
+/// What is wrong with one row of a vectors file (see [`RetrievalError::BadVector`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum VectorFault {
+    /// A value is NaN.
+    NaN,
+    /// A value is +∞ or −∞.
+    Infinite,
+    /// Every value is 0: the row points nowhere.
+    ZeroNorm,
+    /// The encoder normalises, but this row's L2 norm is not within
+    /// [`UNIT_NORM_TOLERANCE`] of 1.
+    NotUnit {
+        /// The row's L2 norm.
+        norm: f32,
+    },
+}
+
+impl std::fmt::Display for VectorFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VectorFault::NaN => f.write_str("holds NaN"),
+            VectorFault::Infinite => f.write_str("holds an infinite value"),
+            VectorFault::ZeroNorm => f.write_str("is all zeros (norm 0)"),
+            VectorFault::NotUnit { norm } => write!(
+                f,
+                "has norm {norm}, but the encoder gives unit vectors (norm 1 ± {})",
+                UNIT_NORM_TOLERANCE
+            ),
+        }
     }
 }

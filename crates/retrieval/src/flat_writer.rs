@@ -20,11 +20,11 @@ use half::f16;
 use sha2::{Digest, Sha256};
 
 use crate::atomic::Staging;
-use crate::dense_padding::PaddingRecord;
 use crate::error::{IoContext, Result, RetrievalError};
 use crate::ids::IdMap;
 use crate::index::{FORMAT_VERSION, IDS, MANIFEST, Manifest};
 use crate::metric::Metric;
+use crate::padding::PaddingRecord;
 use crate::slab::le_bytes;
 use crate::vectors::{Precision, round_into};
 

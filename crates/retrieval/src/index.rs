@@ -40,13 +40,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::corpus::Corpus;
-use crate::dense_padding::PaddingRecord;
 use crate::encoder::{ENCODER_NAME, Encoder};
 use crate::error::{IoContext, Result, RetrievalError};
+use crate::files::{missing_or, read, read_json};
 use crate::flat::FlatIndex;
 use crate::hnsw::graph::{EMPTY, Graph};
 use crate::hnsw::{HnswIndex, HnswParams};
 use crate::metric::Metric;
+use crate::padding::PaddingRecord;
 use crate::retriever::Retriever as _;
 use crate::slab::{Plain, Slab, decode, le_bytes};
 use crate::vectors::{Precision, Table};
@@ -422,43 +423,6 @@ fn map_checked<T: Plain>(path: &Path, len: usize, sha: &str, verify: Verify) -> 
 /// sha256 of `bytes` as lower-case hex (the checksums of every index and datastore manifest).
 pub fn sha256(bytes: &[u8]) -> String {
     crate::hex(&Sha256::digest(bytes))
-}
-
-pub(crate) fn missing_or(path: &Path, e: std::io::Error) -> RetrievalError {
-    RetrievalError::bad_index(
-        path,
-        if e.kind() == std::io::ErrorKind::NotFound {
-            "missing".to_owned()
-        } else {
-            e.to_string()
-        },
-    )
-}
-
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| missing_or(path, e))
-}
-
-/// The JSON manifest at `path` (missing or unreadable: [`RetrievalError::BadIndex`] naming it),
-/// whose format version (`version` reads it) must be one of `readable`. Every folder this
-/// crate writes (dense and BM25 indexes, passage stores, index sets) is read through this.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    readable: &[u32],
-    version: impl Fn(&T) -> u32,
-) -> Result<T> {
-    let text = read(path)?;
-    let value: T = serde_json::from_slice(&text)
-        .map_err(|e| RetrievalError::bad_index(path, format!("unreadable: {e}")))?;
-    let found = version(&value);
-    if !readable.contains(&found) {
-        let want = readable.iter().max().copied().unwrap_or_default();
-        return Err(RetrievalError::bad_index(
-            path,
-            format!("format_version is {found}, expected {want} (rebuild it)"),
-        ));
-    }
-    Ok(value)
 }
 
 fn check_sha(path: &Path, bytes: &[u8], sha: &str) -> Result<()> {

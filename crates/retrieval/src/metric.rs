@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::flat::dot;
+use crate::kernel::dot;
 use crate::vectors::Table;
 
 /// The similarity a dense index ranks by.

@@ -26,8 +26,7 @@ mod header;
 
 use header::Header;
 
-/// How far a row's norm may be from 1 when the encoder normalises its embeddings.
-pub const UNIT_NORM_TOLERANCE: f32 = 1e-2;
+pub use crate::error::{UNIT_NORM_TOLERANCE, VectorFault};
 
 /// Floats per chunk in [`NpyVectors::validate`] (16 MiB decoded; 5,461 rows of 768).
 const VALIDATE_CHUNK_FLOATS: usize = 4 << 20;
@@ -65,37 +64,6 @@ impl fmt::Display for Dtype {
             Dtype::F32 => "float32",
             Dtype::F16 => "float16",
         })
-    }
-}
-
-/// What is wrong with one row of a vectors file (see [`RetrievalError::BadVector`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum VectorFault {
-    /// A value is NaN.
-    NaN,
-    /// A value is +∞ or −∞.
-    Infinite,
-    /// Every value is 0: the row points nowhere.
-    ZeroNorm,
-    /// The encoder normalises, but this row's L2 norm is not within
-    /// [`UNIT_NORM_TOLERANCE`] of 1.
-    NotUnit {
-        /// The row's L2 norm.
-        norm: f32,
-    },
-}
-
-impl fmt::Display for VectorFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            VectorFault::NaN => f.write_str("holds NaN"),
-            VectorFault::Infinite => f.write_str("holds an infinite value"),
-            VectorFault::ZeroNorm => f.write_str("is all zeros (norm 0)"),
-            VectorFault::NotUnit { norm } => write!(
-                f,
-                "has norm {norm}, but the encoder gives unit vectors (norm 1 ± {UNIT_NORM_TOLERANCE})"
-            ),
-        }
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! An index that holds padding says so in its manifest ([`Padding::describe`]).
 
+use serde::{Deserialize, Serialize};
+
 use crate::corpus::{Corpus, Passage};
 use crate::error::{Result, RetrievalError};
 
@@ -126,6 +128,42 @@ impl Padding {
             self.first as u64 + self.count() as u64,
             self.seed
         )
+    }
+}
+
+/// How an index was padded: written in its manifest, printed by every report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaddingRecord {
+    /// [`Padding::describe`] and how the vectors were made.
+    pub description: String,
+    /// Passages of the real corpus.
+    pub real: usize,
+    /// Passages after padding.
+    pub total: usize,
+    /// The padding seed.
+    pub seed: u64,
+    /// Noise length relative to the mean of the source vectors.
+    pub noise: f32,
+}
+
+// `noise` is finite (checked where records are made and loaded), so equality is an equivalence.
+impl Eq for PaddingRecord {}
+
+impl PaddingRecord {
+    /// The record of `padding` with vectors made with `noise`.
+    pub fn new(padding: &Padding, noise: f32) -> PaddingRecord {
+        PaddingRecord {
+            description: format!(
+                "{}; vectors: normalize(mean of the sources' vectors + seeded uniform noise of \
+                 relative length {noise})",
+                padding.describe()
+            ),
+            real: padding.total() - padding.count(),
+            total: padding.total(),
+            seed: padding.seed(),
+            noise,
+        }
     }
 }
 

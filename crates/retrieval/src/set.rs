@@ -26,14 +26,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::bm25::{Bm25Index, BuildProgress};
 use crate::corpus::{Corpus, Format};
-use crate::dense_padding::{DEFAULT_NOISE, PaddingRecord, write_padded};
+use crate::dense_padding::{DEFAULT_NOISE, write_padded};
 use crate::encoder::{ENCODER_NAME, Encoder, EncoderOptions};
 use crate::error::{IoContext, Result, RetrievalError};
+use crate::files::read_json;
 use crate::flat::FlatIndex;
 use crate::flat_writer::FlatWriter;
 use crate::hnsw::{HnswIndex, HnswParams};
-use crate::index::{Expect, Verify, read_json};
+use crate::index::{Expect, Verify};
 use crate::npy::NpyVectors;
+use crate::padding::PaddingRecord;
 use crate::padding::{DEFAULT_SEED, Padding};
 use crate::retriever::Retriever;
 use crate::vectors::Precision;

@@ -3,7 +3,7 @@
 //! padded index is 16 GB in f16, 32 GB in f32).
 //!
 //! Whatever the storage, every score is computed in f32 by the same kernel
-//! ([`crate::flat::dot`]): an f16 row is first widened to f32, which is exact, so scores are a
+//! ([`crate::kernel::dot`]): an f16 row is first widened to f32, which is exact, so scores are a
 //! function of the stored values alone, and `score` equals `search` bit for bit in both
 //! precisions. Rounding to f16 happens once, when a table is converted or written
 //! ([`to_f16`]).

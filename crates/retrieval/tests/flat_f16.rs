@@ -7,7 +7,8 @@
 #[path = "../examples/common/mod.rs"]
 mod common;
 
-use ralmspec_retrieval::dense_padding::{DEFAULT_NOISE, PaddingRecord, write_padded};
+use ralmspec_retrieval::PaddingRecord;
+use ralmspec_retrieval::dense_padding::{DEFAULT_NOISE, write_padded};
 use ralmspec_retrieval::index::Expect;
 use ralmspec_retrieval::padding::DEFAULT_SEED;
 use ralmspec_retrieval::{

@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 use crate::corpus::Corpus;
 use crate::error::{IoContext, Result, RetrievalError};
-use crate::index::{missing_or, read_json};
+use crate::files::{missing_or, read_json};
 use crate::padding::Padding;
 
 use super::analyzer::ANALYZER;

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Passage, PassageHasher};
 use crate::error::{IoContext, Result, RetrievalError};
-use crate::index::read_json;
+use crate::files::read_json;
 
 const MANIFEST: &str = "manifest.json";
 const RECORDS: &str = "records.bin";

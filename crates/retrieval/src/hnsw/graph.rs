@@ -1,13 +1,14 @@
 //! The HNSW graph: links per level and the walks over them (greedy descent through the upper
 //! levels, beam search on one level). Nodes are rows of the vector table; scores are the
-//! index's own ([`FlatIndex::row_score`]: [`crate::flat::dot`] plus the metric's offset), and every order is total (higher score, then lower row), so a walk is a pure
+//! index's own ([`FlatIndex::row_score`]: [`crate::kernel::dot`] plus the metric's offset), and every order is total (higher score, then lower row), so a walk is a pure
 //! function of the graph and the query.
 
 use std::cell::RefCell;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use crate::flat::{FlatIndex, tile};
+use crate::flat::FlatIndex;
+use crate::kernel::tile;
 use crate::slab::Slab;
 
 /// Scores nodes against one query vector: [`dot`] with the node's row plus the index's metric
