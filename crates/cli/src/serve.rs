@@ -132,7 +132,12 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
     if let Some(dir) = &args.index
         && dir.join("set.json").exists()
     {
-        return crate::index_cmd::open_set(dir, args.retriever, None);
+        let set = crate::index_cmd::open(dir)?;
+        // A set this command built from the knowledge base gets a missing kind built into it;
+        // any other set is served as it is.
+        if set.has(args.retriever) || !set.manifest().source.starts_with("wiki-kb") {
+            return knowledge_arg::knowledge(&set, args.retriever, None);
+        }
     }
     if args.index.is_none() && args.passages.is_none() {
         return knowledge_arg::open(args.retriever, args.pad_to, args.precision);
@@ -150,8 +155,18 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
         })
     };
     let root = match &args.index {
-        // `--index DIR` names the set itself.
+        // `--index DIR` names the set itself: a new (or empty) folder, never one holding
+        // something else, which building the set would replace.
         Some(dir) => {
+            let has_set = dir.join("set.json").exists();
+            if !has_set && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+                bail!(
+                    "{} holds no index set (no set.json) and is not empty; pass an index set \
+                     made by `ralmspec index build`, or a new folder to build the knowledge \
+                     base's set in",
+                    dir.display()
+                );
+            }
             let set = knowledge_arg::lazy_set_at(dir, &name, &corpus, args.retriever)?;
             return knowledge_arg::knowledge(&set, args.retriever, None);
         }
