@@ -153,7 +153,7 @@ fn ensure(
     let mut bars = Bars::default();
     let set = match set.as_mut() {
         Some(set) => {
-            set.add(kind, vectors, &mut bars)?;
+            set.add(kind, vectors, precision, &mut bars)?;
             set.clone()
         }
         None => {

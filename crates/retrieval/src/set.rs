@@ -344,18 +344,20 @@ impl IndexSet {
     }
 
     /// Builds `kind` into this set (each folder swapped in whole, then `set.json`); `vectors`
-    /// is needed for a dense kind when the set has no flat index yet. A set whose dense
-    /// indexes came from another encoder refuses new ones from `vectors`.
+    /// is needed for a dense kind when the set has no flat index yet, and a flat index stores
+    /// them in `precision`. A set whose dense indexes came from another encoder refuses new
+    /// ones from `vectors`.
     pub fn add(
         &mut self,
         kind: Kind,
         vectors: Option<Vectors<'_>>,
+        precision: Precision,
         progress: &mut dyn Progress,
     ) -> Result<()> {
         crate::atomic::clean_stale(&self.dir.join(kind.name()))?;
         let how = How {
             every: encoding::DEFAULT_CHECKPOINT_EVERY,
-            precision: Precision::F32,
+            precision,
         };
         self.build_kind(kind, vectors, how, progress)?;
         self.write_manifest()?;

@@ -206,8 +206,13 @@ fn another_encoder_is_refused_and_kinds_can_be_added() {
     };
     let prefixed = Encoder::open_with(&minilm_dir, &options).unwrap();
     assert_ne!(prefixed.name(), ralmspec_retrieval::ENCODER_NAME);
-    set.add(Kind::Flat, Some(Vectors::Encode(&prefixed)), &mut Quiet)
-        .unwrap();
+    set.add(
+        Kind::Flat,
+        Some(Vectors::Encode(&prefixed)),
+        ralmspec_retrieval::Precision::F32,
+        &mut Quiet,
+    )
+    .unwrap();
     let set = IndexSet::open(&root.path().join("set")).unwrap();
     assert_eq!(set.kinds(), [Kind::Bm25, Kind::Flat]);
     assert_eq!(
