@@ -110,7 +110,7 @@ fn ensure(
     base: &dyn Fn() -> Result<IndexSet>,
 ) -> Result<IndexSet> {
     let mut set = match dir.join("set.json").exists() {
-        true => Some(IndexSet::open(&dir).with_context(|| format!("opening {}", dir.display()))?),
+        true => Some(IndexSet::open(dir).with_context(|| format!("opening {}", dir.display()))?),
         false => None,
     };
     if let Some(set) = set.as_ref().filter(|s| s.has(kind)) {

@@ -157,7 +157,7 @@ fn batch_equals_single_and_odd_queries() {
     texts.push("  \"(:)\" -- ?? ".into());
     texts.push("qwzxqwzxqwzx".into());
     texts.push("title: \"Paris\" AND (France OR capital) -x +y ~2 ^3 [a TO b]".into());
-    texts.push(corpus.get((42) as u32).unwrap().prompt_text());
+    texts.push(corpus.get(42).unwrap().prompt_text());
     let queries: Vec<Query> = texts.iter().map(Query::text).collect();
     for k in [1, 7, K] {
         let batch = index.search(&queries, k).unwrap();
