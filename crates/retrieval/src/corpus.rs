@@ -119,13 +119,7 @@ impl Corpus {
             passages.push(p);
             Ok(())
         })?;
-        Corpus::new(passages).map_err(|e| match e {
-            RetrievalError::DuplicateId { .. } => RetrievalError::BadCorpus {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            },
-            e => e,
-        })
+        Corpus::new(passages).map_err(|e| in_file(path, e))
     }
 
     /// Streams the corpus file `path` into a passage store at `dir` (replacing any there
@@ -138,13 +132,7 @@ impl Corpus {
     ) -> Result<Corpus> {
         let mut writer = store::Writer::create(dir)?;
         format::read(path, format, &mut |p| {
-            writer.push(&p).map_err(|e| match e {
-                RetrievalError::DuplicateId { .. } => RetrievalError::BadCorpus {
-                    path: path.to_owned(),
-                    reason: e.to_string(),
-                },
-                e => e,
-            })?;
+            writer.push(&p).map_err(|e| in_file(path, e))?;
             if writer.len() % 10_000 == 0 {
                 progress(writer.len());
             }
@@ -220,6 +208,17 @@ impl Corpus {
                 h.finish()
             }
         }
+    }
+}
+
+/// A repeated id found reading the corpus file `path`, as an error naming the file.
+fn in_file(path: &Path, e: RetrievalError) -> RetrievalError {
+    match e {
+        RetrievalError::DuplicateId { .. } => RetrievalError::BadCorpus {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+        e => e,
     }
 }
 
