@@ -6,7 +6,12 @@
 # 1. Python venv for the reference scripts at <store>/venv, (re)installed from
 #    scripts/requirements.txt whenever that file changes; exported as RALMSPEC_PYTHON.
 # 2. Fetches the real models and data the tests use into the store (a no-op once present).
-# 3. cargo test --release --workspace "$@" (without --workspace when "$@" names a -p package).
+# 3. Starts a PostgreSQL 18 + pgvector primary and a hot-standby replica of it with
+#    scripts/postgres.sh (names primary and replica, 127.0.0.1:55432 and :55433), exports their
+#    URLs as RALMSPEC_TEST_DATABASE and RALMSPEC_TEST_REPLICA, and stops them on exit (those it
+#    started; clusters already running are left running). RALMSPEC_NO_POSTGRES=1 skips this step
+#    (CI never sets it).
+# 4. cargo test --release --workspace "$@" (without --workspace when "$@" names a -p package).
 #
 # The store is $RALMSPEC_HOME, else $XDG_CACHE_HOME/ralmspec, else ~/.cache/ralmspec (the same
 # rule as ralmspec_assets::Store::from_env); it is exported as RALMSPEC_HOME so that every
@@ -61,7 +66,29 @@ export RALMSPEC_PYTHON=$venv/bin/python
 step "assets ($store)"
 cargo run --release -p ralmspec-cli -- fetch smollm2 qwen2.5-0.5b minilm wiki-kb fanoutqa >/dev/null
 
-# --- 3. Tests --------------------------------------------------------------------------
+# --- 3. PostgreSQL ----------------------------------------------------------------------
+if [[ "${RALMSPEC_NO_POSTGRES:-}" == 1 ]]; then
+  step "postgres: skipped (RALMSPEC_NO_POSTGRES=1)"
+else
+  step "postgres: primary and replica (scripts/postgres.sh)"
+  pg_to_stop=() # replica first: stopped before its primary
+  for name in replica primary; do
+    scripts/postgres.sh status --name "$name" >/dev/null 2>&1 || pg_to_stop+=("$name")
+  done
+  stop_postgres() {
+    local name
+    for name in "${pg_to_stop[@]}"; do
+      scripts/postgres.sh stop --name "$name" || true
+    done
+  }
+  trap stop_postgres EXIT
+  RALMSPEC_TEST_DATABASE=$(scripts/postgres.sh start)
+  RALMSPEC_TEST_REPLICA=$(scripts/postgres.sh start --replica)
+  export RALMSPEC_TEST_DATABASE RALMSPEC_TEST_REPLICA
+  echo "RALMSPEC_TEST_DATABASE=$RALMSPEC_TEST_DATABASE RALMSPEC_TEST_REPLICA=$RALMSPEC_TEST_REPLICA" >&2
+fi
+
+# --- 4. Tests --------------------------------------------------------------------------
 # cargo ignores -p when --workspace is given, so --workspace is only added without one.
 scope=(--workspace)
 for arg in "$@"; do
