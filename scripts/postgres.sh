@@ -321,7 +321,7 @@ wait_standby() {
     sleep 0.2
   done
   [[ "$rec" == t ]] || die "replica '$name' on port $port is not a hot standby in recovery after 120 s (see $logfile)"
-  deadline=$((SECONDS + 30))
+  deadline=$((SECONDS + 15))
   while ((SECONDS < deadline)); do
     [[ "$(psql_as "$port" postgres postgres -c 'SELECT status FROM pg_stat_wal_receiver' 2>/dev/null || true)" == streaming ]] && return 0
     sleep 0.2
@@ -332,17 +332,16 @@ wait_standby() {
 cmd_start() {
   setup_pgdir
   cluster_vars
-  local want_port=$port
-  local is_standby=0
+  local want_port=$port is_standby=0 pport=
   [[ -f "$pgdata/standby.signal" ]] && is_standby=1
-  if [[ -n "$replica_of" && -f "$pgdata/PG_VERSION" && $is_standby == 0 ]]; then
-    die "cluster '$name' exists and is a primary, not a replica; 'destroy --name $name' first"
-  fi
+  [[ -n "$replica_of" ]] && pport=$(primary_port)
   if [[ -n "$replica_of" && -f "$pgdata/PG_VERSION" ]]; then
+    ((is_standby)) ||
+      die "cluster '$name' exists and is a primary, not a replica; 'destroy --name $name' first"
     local was_of
     was_of=$(cat "$cdir/replica-of" 2>/dev/null || true)
-    [[ -z "$was_of" || "$was_of" == "$(primary_port)" ]] ||
-      die "cluster '$name' is a replica of port $was_of, not of $replica_of (port $(primary_port)); 'destroy --name $name' first"
+    [[ -z "$was_of" || "$was_of" == "$pport" ]] ||
+      die "cluster '$name' is a replica of port $was_of, not of $replica_of (port $pport); 'destroy --name $name' first"
   fi
   if cluster_running; then
     port=$(stored_port "$name")
@@ -358,8 +357,14 @@ cmd_start() {
     port=55432
     [[ "$name" == replica ]] && port=55433
   fi
-  [[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "bad --port '$port'"
+  if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+    die "bad --port '$port'"
+  fi
   check_port_free
+  if [[ -n "$replica_of" && ! -f "$pgdata/PG_VERSION" ]]; then
+    "$bin/pg_isready" -q -h 127.0.0.1 -p "$pport" -t 10 ||
+      die "the primary 127.0.0.1:$pport is not accepting connections (start it first)"
+  fi
 
   mkdir -p "$cdir"
   ((is_root)) && chown "$pg_user:" "$cdir"
@@ -368,10 +373,6 @@ cmd_start() {
     rm -rf "$pgdata" # an interrupted initdb or basebackup
     local t0=$SECONDS
     if [[ -n "$replica_of" ]]; then
-      local pport
-      pport=$(primary_port)
-      "$bin/pg_isready" -q -h 127.0.0.1 -p "$pport" -t 10 ||
-        die "the primary 127.0.0.1:$pport is not accepting connections (start it first)"
       log "pg_basebackup of 127.0.0.1:$pport into $pgdata"
       if ! as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$pport" -U postgres -D "$pgdata" \
         -R -X stream -c fast --no-sync >&2; then
