@@ -19,7 +19,8 @@
 # pg_basebackup -R -X stream of its primary (which must be running), started as a hot standby;
 # `start` returns once it accepts connections and pg_is_in_recovery() is true. Clusters listen on
 # 127.0.0.1:PORT only, with trust authentication (test clusters: anyone on this machine can
-# connect as any role), and keep their unix socket in their own run/ folder.
+# connect as any role), and keep their unix socket in their own run/ folder. Data survives
+# stop/start (tests must tolerate what earlier runs left); destroy starts a cluster over.
 #
 # Layout. The install is <store>/postgres/18.6.3 (the store is $RALMSPEC_HOME, else
 # $XDG_CACHE_HOME/ralmspec, else ~/.cache/ralmspec, as in scripts/test.sh). Clusters live in
