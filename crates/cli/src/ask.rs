@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
 use ralmspec_retrieval::Kind;
 
+use crate::database_arg::DatabaseFlags;
 use crate::engine_arg::EngineFlags;
 use crate::knowledge_arg::{self, kind_parser};
 use crate::model_arg::{self, Device};
@@ -28,9 +29,11 @@ pub struct Args {
     /// Serve this index set (made by `ralmspec index build`) instead of the built-in one.
     #[arg(long)]
     index: Option<std::path::PathBuf>,
-    /// The encoder folder of a dense index set's queries (default: the one the set records).
-    #[arg(long, requires = "index")]
+    /// The encoder folder of a dense index's queries (default: the one the index records).
+    #[arg(long)]
     encoder: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    db: DatabaseFlags,
     #[command(flatten)]
     engine: EngineFlags,
     /// Also run the baseline, then print the speed-up and check that the answers are identical.
@@ -47,6 +50,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let lm = model_arg::load(&args.model, args.device)?;
     let knowledge = match &args.index {
+        _ if args.retriever.is_database() => {
+            args.db
+                .knowledge(args.retriever, None, args.encoder.as_deref())?
+        }
         Some(dir) => crate::index_cmd::open_set(dir, args.retriever, args.encoder.as_deref())?,
         None => knowledge_arg::open(args.retriever, None, ralmspec_retrieval::Precision::F32)?,
     };

@@ -15,6 +15,7 @@ use ralmspec_retrieval::Kind;
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use serde_json::json;
 
+use crate::database_arg::DatabaseFlags;
 use crate::knowledge_arg::{self, kind_parser};
 use crate::model_arg::{self, Device};
 use crate::report::ReportArgs;
@@ -55,6 +56,11 @@ pub struct Args {
     max_tokens: usize,
     #[command(flatten)]
     report: ReportArgs,
+    /// For --retrievers pgvector,pgvector-hnsw: the database (each size is the index
+    /// `--table`, with `_pad<N>` appended when padded, loaded from the built-in knowledge
+    /// base on first use).
+    #[command(flatten)]
+    db: DatabaseFlags,
 }
 
 /// The variants of the paper's ablation (Table 1 and 4): cache only, then each component.
@@ -106,8 +112,14 @@ pub fn run(args: Args) -> Result<()> {
         };
         for (i, &size) in sources.iter().enumerate() {
             let knowledge = match size {
+                Some(size) if kind.is_database() => {
+                    args.db.kb_knowledge(kind, size, args.precision)?
+                }
                 Some(size) => {
                     knowledge_arg::open(kind, (size > 0).then_some(size), args.precision)?
+                }
+                None if kind.is_database() => {
+                    bail!("--index is for in-process retrievers; {kind} reads --database --table")
                 }
                 None => knowledge_arg::knowledge(&sets[i], kind, None)?,
             };
@@ -140,7 +152,11 @@ pub fn run(args: Args) -> Result<()> {
                 );
                 runs.push(base, oracle, spec);
             }
-            let padding = knowledge.padding().map(|p| p.describe());
+            let padding = knowledge.padding().map(|p| p.describe()).or_else(|| {
+                (kind.is_database() && size.is_some_and(|s| s > 0)).then(|| {
+                    format!("the knowledge base padded to {} passages", knowledge.len())
+                })
+            });
             rows.extend(runs.rows(kind.name(), knowledge.len(), padding, &variants()));
         }
     }

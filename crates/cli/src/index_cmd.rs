@@ -8,14 +8,16 @@ use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::set::{Build, Source, Vectors, encoding};
 use ralmspec_retrieval::{Corpus, Encoder, Format, IndexSet, Kind, NpyVectors, Precision};
 
+use crate::database_arg::DatabaseFlags;
 use crate::knowledge_arg::{Bars, format_parser, kind_parser, knowledge, precision_parser};
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
     /// The index set folder to write. The set is built beside it and swapped in whole when
-    /// complete: a failed or killed build leaves the old set working.
+    /// complete: a failed or killed build leaves the old set working. Optional with only
+    /// database kinds: their vectors are then kept in the asset store's indexes folder.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
     /// Corpus file: BEIR `corpus.jsonl` ({"_id","title","text"}), Pyserini JSONL
     /// ({"id","contents"}), JSONL {"id","title","text"}, or DPR TSV (id, text, title; CSV
     /// quoting). Streamed, never held in memory. Default: the built-in knowledge base (10,033
@@ -26,7 +28,10 @@ pub struct BuildArgs {
     /// line's keys.
     #[arg(long, value_parser = format_parser())]
     format: Option<Format>,
-    /// Retrievers to build (comma-separated).
+    /// Retrievers to build (comma-separated). pgvector and pgvector-hnsw load the set (its
+    /// passages and flat vectors, padding included) into PostgreSQL (--database, --table):
+    /// binary COPY into a new table, swapped in as the index's next version in one
+    /// transaction; pgvector-hnsw also builds pgvector's HNSW index.
     #[arg(long, value_parser = kind_parser(), default_value = "bm25", value_delimiter = ',')]
     kind: Vec<Kind>,
     /// Grow the index to N passages with synthetic ones made from the real passages' sentences
@@ -52,6 +57,8 @@ pub struct BuildArgs {
     /// a search reads; recall@10 against f32 ≥ 0.99 on real questions). HNSW keeps f32.
     #[arg(long, value_parser = precision_parser(), default_value = "f32")]
     precision: Precision,
+    #[command(flatten)]
+    db: DatabaseFlags,
 }
 
 #[derive(clap::Args)]
@@ -74,8 +81,45 @@ pub struct SearchArgs {
 
 pub fn build(args: BuildArgs) -> Result<()> {
     if args.kind.is_empty() {
-        bail!("--kind needs at least one of flat, hnsw, bm25");
+        bail!("--kind needs at least one of flat, hnsw, bm25, pgvector, pgvector-hnsw");
     }
+    let database: Vec<Kind> = args.kind.iter().copied().filter(|k| k.is_database()).collect();
+    let Some(&db_kind) = database.first() else {
+        let Some(out) = &args.out else {
+            bail!("--out DIR is needed: the index set folder to write");
+        };
+        build_set(&args, out, &args.kind)?;
+        return Ok(());
+    };
+    // A database index is loaded from a set holding the flat vectors.
+    let urls = args.db.urls(db_kind)?;
+    ralmspec_retrieval::pg::check_name(&args.db.table)?;
+    let mut kinds: Vec<Kind> = args.kind.iter().copied().filter(|k| !k.is_database()).collect();
+    if !kinds.contains(&Kind::Flat) {
+        kinds.push(Kind::Flat);
+    }
+    let set = match (&args.out, &args.corpus) {
+        (Some(out), _) => build_set(&args, out, &kinds)?,
+        (None, Some(_)) => {
+            let out = crate::knowledge_arg::indexes_root(None)?.join(&args.db.table);
+            eprintln!("the set's vectors go to {}", out.display());
+            build_set(&args, &out, &kinds)?
+        }
+        (None, None) => crate::knowledge_arg::lazy_set(
+            &crate::knowledge_arg::indexes_root(None)?,
+            "wiki-kb",
+            &|| Ok(Corpus::wiki_kb()?),
+            Kind::Flat,
+            args.pad_to,
+            args.precision,
+        )?,
+    };
+    let hnsw = database.contains(&Kind::PgvectorHnsw);
+    crate::database_arg::load(urls, &args.db.table, &set, hnsw)
+}
+
+/// Builds the set of `args` with `kinds` into `out`.
+fn build_set(args: &BuildArgs, out: &Path, kinds: &[Kind]) -> Result<IndexSet> {
     let kb;
     let source = match &args.corpus {
         Some(path) => Source::File {
@@ -93,7 +137,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
             }
         }
     };
-    let dense = args.kind.iter().any(|k| k.is_dense());
+    let dense = kinds.iter().any(|k| k.is_dense());
     if args.vectors.is_some() && !dense {
         bail!("--vectors is for the dense kinds (--kind flat or hnsw)");
     }
@@ -112,20 +156,20 @@ pub fn build(args: BuildArgs) -> Result<()> {
     };
     let build = Build {
         source,
-        kinds: &args.kind,
+        kinds,
         pad_to: args.pad_to,
         vectors,
         checkpoint_every: args.checkpoint_every,
         precision: args.precision,
     };
     let mut bars = Bars::default();
-    let set = IndexSet::build(&args.out, &build, &mut bars)
-        .with_context(|| format!("building the index set {}", args.out.display()))?;
+    let set = IndexSet::build(out, &build, &mut bars)
+        .with_context(|| format!("building the index set {}", out.display()))?;
     bars.finish();
     let m = set.manifest();
     eprintln!(
         "{}: {} passages from {} ({}){}; {}",
-        args.out.display(),
+        out.display(),
         m.passages,
         m.source,
         m.format,
@@ -137,7 +181,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(())
+    Ok(set)
 }
 
 pub fn search(args: SearchArgs) -> Result<()> {

@@ -4,6 +4,7 @@ mod ask;
 mod bench_knn;
 mod bench_lm;
 mod bench_ralm;
+mod database_arg;
 mod engine_arg;
 mod fetch;
 mod generate;

@@ -12,6 +12,7 @@ use ralmspec_retrieval::{Corpus, Kind};
 use ralmspec_server::{Server, ServerConfig};
 
 use crate::engine_arg::EngineFlags;
+use crate::database_arg::DatabaseFlags;
 use crate::knowledge_arg::{self, kind_parser};
 use crate::model_arg::{self, Device};
 
@@ -45,6 +46,8 @@ pub struct Args {
     #[arg(long, value_parser = knowledge_arg::precision_parser(), default_value = "f32", requires = "pad_to")]
     precision: ralmspec_retrieval::Precision,
     /// Default engine of requests that do not choose one.
+    #[command(flatten)]
+    db: DatabaseFlags,
     #[command(flatten)]
     engine: EngineFlags,
     /// `max_tokens` of a request that sets none.
@@ -129,6 +132,9 @@ fn served_name(model: &str) -> String {
 /// The knowledge base: the built-in default, an index set, or a slice of the built-in one
 /// built into a set on first use (in `--index DIR`, or the asset store).
 fn open_knowledge(args: &Args) -> Result<Knowledge> {
+    if args.retriever.is_database() {
+        return args.db.knowledge(args.retriever, None, None);
+    }
     if let Some(dir) = &args.index
         && dir.join("set.json").exists()
     {

@@ -10,11 +10,15 @@ use std::sync::{Arc, Mutex};
 
 use ralmspec_lm::KvCache;
 
+/// A document: the version of the knowledge base's documents ([`crate::Knowledge::version`])
+/// and its number in that version.
+pub(crate) type Key = (u64, u32);
+
 /// Documents' KV caches, least recently used first, within a byte budget.
 #[derive(Debug)]
 pub(crate) struct DocKv {
     budget: usize,
-    entries: Mutex<Vec<(u32, Arc<KvCache>)>>,
+    entries: Mutex<Vec<(Key, Arc<KvCache>)>>,
 }
 
 impl DocKv {
@@ -27,7 +31,7 @@ impl DocKv {
     }
 
     /// The cached KV of `doc`, if present (and marks it recently used).
-    pub(crate) fn get(&self, doc: u32) -> Option<Arc<KvCache>> {
+    pub(crate) fn get(&self, doc: Key) -> Option<Arc<KvCache>> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let at = entries.iter().position(|(d, _)| *d == doc)?;
         let entry = entries.remove(at);
@@ -37,7 +41,7 @@ impl DocKv {
     }
 
     /// Remembers `kv` as `doc`'s, evicting the least recently used entries over budget.
-    pub(crate) fn insert(&self, doc: u32, kv: KvCache) {
+    pub(crate) fn insert(&self, doc: Key, kv: KvCache) {
         let bytes = kv.bytes();
         if bytes > self.budget {
             return;

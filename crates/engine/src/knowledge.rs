@@ -1,10 +1,16 @@
 //! The engine's view of a knowledge base: a retriever, the encoder its queries need (dense
 //! retrievers), and the passages' text, real or padding. The engine knows retrieval only
 //! through this and the [`Retriever`] seam.
+//!
+//! A knowledge base whose documents can change while it serves (a database table re-indexed
+//! beside the server) is pinned once per request ([`Knowledge::pinned`]), so that every
+//! retrieval of the request, baseline or speculative, reads one version.
 
 use std::sync::Arc;
 
-use ralmspec_retrieval::{Corpus, Encoder, Hit, Padding, Passage, Query, Retriever};
+use ralmspec_retrieval::{
+    Corpus, Encoder, Hit, Padded, Padding, Passage, PassageSource, Query, Retriever,
+};
 
 use crate::error::{EngineError, Result};
 
@@ -13,9 +19,11 @@ use crate::error::{EngineError, Result};
 pub struct Knowledge {
     retriever: Arc<dyn Retriever>,
     encoder: Option<Arc<Encoder>>,
-    corpus: Arc<Corpus>,
+    passages: Arc<dyn PassageSource>,
     padding: Option<Padding>,
     name: String,
+    /// The version of the documents (0 for documents that never change).
+    version: u64,
 }
 
 impl Knowledge {
@@ -31,10 +39,48 @@ impl Knowledge {
         Knowledge {
             retriever,
             encoder,
-            corpus,
+            passages: Arc::new(Padded::new(corpus, padding)),
             padding,
             name: name.into(),
+            version: 0,
         }
+    }
+
+    /// `retriever` whose documents are read back from `passages` (a database table, say).
+    pub fn from_source(
+        name: impl Into<String>,
+        retriever: Arc<dyn Retriever>,
+        encoder: Option<Arc<Encoder>>,
+        passages: Arc<dyn PassageSource>,
+    ) -> Knowledge {
+        Knowledge {
+            retriever,
+            encoder,
+            passages,
+            padding: None,
+            name: name.into(),
+            version: 0,
+        }
+    }
+
+    /// This knowledge base as one request must see it: pinned to the version of its
+    /// documents current now when they can change ([`Retriever::snapshot`]), else itself.
+    pub fn pinned(&self) -> Result<Knowledge> {
+        Ok(match self.retriever.snapshot()? {
+            None => self.clone(),
+            Some(snapshot) => Knowledge {
+                retriever: snapshot.retriever,
+                passages: snapshot.passages,
+                version: snapshot.version,
+                ..self.clone()
+            },
+        })
+    }
+
+    /// The version of the documents this knowledge reads (0 when they never change): the
+    /// same document number in two versions may be two different passages.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// The same knowledge base through another retriever over the same documents (one that
@@ -100,12 +146,8 @@ impl Knowledge {
 
     /// The passage with this id, real or padding.
     pub fn passage(&self, id: u32) -> Result<Passage> {
-        if let Some(p) = self.corpus.get(id) {
-            return Ok(p);
-        }
-        match &self.padding {
-            Some(padding) if padding.contains(id) => Ok(padding.passage(&self.corpus, id)),
-            _ => Err(EngineError::UnknownDocument(id)),
-        }
+        self.passages
+            .passage(id)?
+            .ok_or(EngineError::UnknownDocument(id))
     }
 }

@@ -117,7 +117,8 @@ impl<'a> Ralm<'a> {
         engine: Engine,
         on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
     ) -> Result<Generation> {
-        let mut request = self.request(question, on_commit)?;
+        let knowledge = self.knowledge.pinned()?;
+        let mut request = self.request(&knowledge, question, on_commit)?;
         let stop = match engine {
             Engine::Baseline => baseline::run(&mut request)?,
             Engine::Spec(spec) => speculative::run(&mut request, spec)?,
@@ -129,19 +130,21 @@ impl<'a> Ralm<'a> {
     /// spans) describe, with each step's document given instead of retrieved.
     pub fn replay(&self, question: &str, sources: &[Span]) -> Result<Generation> {
         let mut ignore = |_: Committed<'_>| ControlFlow::Continue(());
-        let mut request = self.request(question, &mut ignore)?;
+        let knowledge = self.knowledge.pinned()?;
+        let mut request = self.request(&knowledge, question, &mut ignore)?;
         let stop = replay::run(&mut request, sources)?;
         Ok(request.finish(stop))
     }
 
     fn request<'r>(
         &'r self,
+        knowledge: &'r Knowledge,
         question: &str,
         on_commit: &'r mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
     ) -> Result<request::Request<'r>> {
         request::Request::new(
             self.lm,
-            self.knowledge,
+            knowledge,
             &self.doc_kv,
             self.config,
             question,

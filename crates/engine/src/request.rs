@@ -43,7 +43,7 @@ impl<'a> Request<'a> {
     ) -> Result<Request<'a>> {
         let started = Instant::now();
         let prompt = Prompt::new(lm, knowledge, config, question)?;
-        let session = Session::new(lm, doc_kv, prompt.capacity());
+        let session = Session::new(lm, doc_kv, knowledge.version(), prompt.capacity());
         Ok(Request {
             knowledge,
             config,

@@ -19,6 +19,8 @@ use crate::error::Result;
 pub(crate) struct Session<'a> {
     lm: &'a Lm,
     doc_kv: &'a DocKv,
+    /// The knowledge base's version: the first half of every [`DocKv`] key.
+    version: u64,
     cache: KvCache,
     /// The document the cache's content starts with.
     doc: Option<u32>,
@@ -33,10 +35,11 @@ pub(crate) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    pub(crate) fn new(lm: &'a Lm, doc_kv: &'a DocKv, capacity: usize) -> Session<'a> {
+    pub(crate) fn new(lm: &'a Lm, doc_kv: &'a DocKv, version: u64, capacity: usize) -> Session<'a> {
         Session {
             lm,
             doc_kv,
+            version,
             cache: lm.model.new_cache(capacity),
             doc: None,
             lm_time: Duration::ZERO,
@@ -110,7 +113,7 @@ impl<'a> Session<'a> {
     /// Makes the cache hold `doc`'s tokens: a copy of the shared KV when it is there, else a
     /// prefill (which is then shared).
     fn switch_to(&mut self, doc: u32, document: &[u32]) -> Result<()> {
-        match self.doc_kv.get(doc) {
+        match self.doc_kv.get((self.version, doc)) {
             Some(kv) => self.cache.copy_prefix_from(&kv, kv.len()),
             None => {
                 self.cache.clear();
@@ -120,7 +123,7 @@ impl<'a> Session<'a> {
                     .forward(document, &mut self.cache, Outputs::None)?;
                 self.lm_time += start.elapsed();
                 self.tokens_fed += document.len();
-                self.doc_kv.insert(doc, self.cache.clone());
+                self.doc_kv.insert((self.version, doc), self.cache.clone());
             }
         }
         self.doc = Some(doc);

@@ -201,6 +201,33 @@ pub enum RetrievalError {
         reason: String,
     },
 
+    /// The retrieval backend cannot be reached: every database of `--database` is down, or
+    /// did not answer in time. The request that needed it fails; others go on.
+    #[error("retriever unavailable: {reason}")]
+    Unavailable {
+        /// What happened at each database tried.
+        reason: String,
+    },
+
+    /// The database answered with an error that trying again will not fix (a missing table
+    /// or extension, a wrong dimension, an index built by another encoder, ...).
+    #[error("database: {reason}")]
+    Database {
+        /// What the database said, and what to do.
+        reason: String,
+    },
+
+    /// The database holds no index of this name.
+    #[error(
+        "{database} holds no index {name:?}: load one with `ralmspec index build --kind pgvector --database URL --table {name}`"
+    )]
+    NotLoaded {
+        /// The index name (`--table`).
+        name: String,
+        /// The databases asked, passwords hidden.
+        database: String,
+    },
+
     /// A search shared with other callers failed (a server combines concurrent searches into
     /// one call): the first caller gets the original error, the others its message in this.
     #[error("{reason}")]
@@ -211,6 +238,29 @@ pub enum RetrievalError {
 }
 
 impl RetrievalError {
+    /// This error for a second caller of a call that failed (a server combines concurrent
+    /// searches into one call): the same kind where it matters to them (the backend being
+    /// unavailable, a database error), else [`RetrievalError::Shared`] with the message.
+    pub fn share(&self) -> RetrievalError {
+        match self {
+            RetrievalError::Unavailable { reason } => RetrievalError::Unavailable {
+                reason: reason.clone(),
+            },
+            RetrievalError::Database { reason } => RetrievalError::Database {
+                reason: reason.clone(),
+            },
+            other => RetrievalError::Shared {
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// True when the retrieval backend could not be reached (a request needing it fails,
+    /// and may succeed later).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, RetrievalError::Unavailable { .. })
+    }
+
     pub(crate) fn index_build(path: &Path, reason: impl std::fmt::Display) -> Self {
         RetrievalError::IndexBuild {
             path: path.to_owned(),

@@ -18,6 +18,9 @@
 //! - [`bm25`]: sparse retrieval, BM25 on tantivy ([`Bm25Index`]), with its own index folders.
 //! - [`padding`]: synthetic passages that grow a corpus to N for scale experiments;
 //!   [`dense_padding`]: their vectors.
+//! - [`passages`]: reading documents back as passages ([`PassageSource`]).
+//! - [`pg`]: PostgreSQL + pgvector as a retrieval backend ([`PgRetriever`]): exact or HNSW,
+//!   replicas, versioned tables loaded by binary COPY and swapped in atomically.
 //! - [`questions`]: evaluation questions (FanOutQA's single-hop questions).
 
 mod atomic;
@@ -36,6 +39,8 @@ mod kernel;
 pub mod metric;
 pub mod npy;
 pub mod padding;
+pub mod passages;
+pub mod pg;
 pub mod questions;
 pub mod retriever;
 pub mod set;
@@ -53,7 +58,9 @@ pub use index::Manifest;
 pub use metric::Metric;
 pub use npy::{NpyVectors, VectorFault};
 pub use padding::{Padding, PaddingRecord};
-pub use retriever::{Hit, Query, Retriever};
+pub use passages::{Padded, PassageSource};
+pub use pg::{Database, PgRetriever};
+pub use retriever::{Hit, Query, Retriever, Snapshot};
 pub use set::{IndexSet, Kind};
 pub use vectors::Precision;
 

@@ -6,8 +6,11 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
+use std::sync::Arc;
+
 use crate::encoder::Encoder;
 use crate::error::Result;
+use crate::passages::PassageSource;
 
 /// A query: its text and, for dense retrievers, its embedding, computed once and reused for
 /// speculation and verification alike.
@@ -108,6 +111,25 @@ pub trait Retriever: Send + Sync {
     fn consistent_k(&self) -> usize {
         usize::MAX
     }
+
+    /// For a retriever whose documents can change under it (a database table that is
+    /// re-indexed while it serves): a view answering every call from the version current
+    /// now, and that version's passages, so that all retrievals of one request agree. `None`
+    /// (the default) for a retriever whose documents never change.
+    fn snapshot(&self) -> Result<Option<Snapshot>> {
+        Ok(None)
+    }
+}
+
+/// One version of a changing retriever's documents ([`Retriever::snapshot`]).
+#[derive(Clone)]
+pub struct Snapshot {
+    /// Names the version: two snapshots with the same number answer alike.
+    pub version: u64,
+    /// The retriever, answering from this version only.
+    pub retriever: Arc<dyn Retriever>,
+    /// This version's passages.
+    pub passages: Arc<dyn PassageSource>,
 }
 
 /// Keeps the best `k` hits pushed into it (by [`Hit::rank_cmp`]).

@@ -44,9 +44,10 @@ const SET: &str = "set.json";
 const PASSAGES: &str = "passages";
 const FORMAT_VERSION: u32 = 1;
 
-/// A retriever kind an index set can hold.
+/// A retriever kind: the three an index set holds in its folder, and the two that live in a
+/// PostgreSQL database ([`crate::pg`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// Exact dense: inner product with every passage vector.
     Flat,
@@ -54,11 +55,24 @@ pub enum Kind {
     Hnsw,
     /// Sparse: BM25 on tantivy.
     Bm25,
+    /// Exact dense in PostgreSQL: `ORDER BY embedding <#> q` over every row (pgvector).
+    Pgvector,
+    /// Approximate dense in PostgreSQL: pgvector's HNSW index on the same table.
+    PgvectorHnsw,
 }
 
 impl Kind {
-    /// Every kind, in the order a set is searched by default.
-    pub const ALL: [Kind; 3] = [Kind::Flat, Kind::Hnsw, Kind::Bm25];
+    /// Every kind an index set folder can hold, in the order a set is searched by default.
+    pub const LOCAL: [Kind; 3] = [Kind::Flat, Kind::Hnsw, Kind::Bm25];
+
+    /// Every kind.
+    pub const ALL: [Kind; 5] = [
+        Kind::Flat,
+        Kind::Hnsw,
+        Kind::Bm25,
+        Kind::Pgvector,
+        Kind::PgvectorHnsw,
+    ];
 
     /// The name flags and folders use.
     pub fn name(self) -> &'static str {
@@ -66,12 +80,19 @@ impl Kind {
             Kind::Flat => "flat",
             Kind::Hnsw => "hnsw",
             Kind::Bm25 => "bm25",
+            Kind::Pgvector => "pgvector",
+            Kind::PgvectorHnsw => "pgvector-hnsw",
         }
     }
 
     /// True for kinds that search passage vectors (and so need an encoder for queries).
     pub fn is_dense(self) -> bool {
-        matches!(self, Kind::Flat | Kind::Hnsw)
+        !matches!(self, Kind::Bm25)
+    }
+
+    /// True for kinds that live in a database (`--database`) rather than in a set's folder.
+    pub fn is_database(self) -> bool {
+        matches!(self, Kind::Pgvector | Kind::PgvectorHnsw)
     }
 }
 
@@ -82,7 +103,10 @@ impl FromStr for Kind {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown retriever {s:?} (known: flat, hnsw, bm25)"))
+            .ok_or_else(|| {
+                let known: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+                format!("unknown retriever {s:?} (known: {})", known.join(", "))
+            })
     }
 }
 
@@ -411,6 +435,7 @@ impl IndexSet {
                     }
                 }
             }
+            Kind::Pgvector | Kind::PgvectorHnsw => return Err(in_database(kind)),
             Kind::Hnsw => {
                 let flat = match self.has(Kind::Flat) {
                     true => self.flat(Verify::Sizes)?.to_precision(Precision::F32),
@@ -584,6 +609,7 @@ impl IndexSet {
                 };
                 Arc::new(HnswIndex::open(&dir, &expect, Verify::Sizes)?.0)
             }
+            Kind::Pgvector | Kind::PgvectorHnsw => return Err(in_database(kind)),
         })
     }
 
@@ -591,25 +617,44 @@ impl IndexSet {
     /// must be the same encoder), else the recorded one (MiniLM from the asset store, or the
     /// recorded folder). `None` when the set has no dense index.
     pub fn encoder(&self, override_dir: Option<&Path>) -> Result<Option<Encoder>> {
-        let Some(record) = &self.manifest.encoder else {
-            return Ok(None);
-        };
+        self.manifest
+            .encoder
+            .as_ref()
+            .map(|record| record.open(override_dir))
+            .transpose()
+    }
+}
+
+/// The error for a database kind asked of a set's folder.
+fn in_database(kind: Kind) -> RetrievalError {
+    RetrievalError::BadIndexData {
+        reason: format!(
+            "{kind} lives in PostgreSQL, not in an index set folder: pass --database URL"
+        ),
+    }
+}
+
+impl EncoderRecord {
+    /// The encoder this record names: `override_dir` when given (it must be the same
+    /// encoder), else the recorded folder with the recorded prompts, else MiniLM from the
+    /// asset store. Another encoder than the recorded one is [`RetrievalError::EncoderMismatch`].
+    pub fn open(&self, override_dir: Option<&Path>) -> Result<Encoder> {
         let options = EncoderOptions {
-            query_prefix: Some(record.query_prefix.clone()),
-            passage_prefix: Some(record.passage_prefix.clone()),
+            query_prefix: Some(self.query_prefix.clone()),
+            passage_prefix: Some(self.passage_prefix.clone()),
         };
-        let encoder = match (override_dir, &record.dir) {
+        let encoder = match (override_dir, &self.dir) {
             (Some(dir), _) => Encoder::open(dir)?,
             (None, Some(dir)) => Encoder::open_with(dir, &options)?,
             (None, None) => Encoder::minilm()?,
         };
         let name = encoder_record(&encoder).name;
-        if name != record.name {
+        if name != self.name {
             return Err(RetrievalError::EncoderMismatch {
-                index: record.name.clone(),
+                index: self.name.clone(),
                 query: name,
             });
         }
-        Ok(Some(encoder))
+        Ok(encoder)
     }
 }

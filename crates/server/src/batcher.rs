@@ -20,13 +20,16 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use ralmspec_retrieval::{Hit, Query, Result, RetrievalError, Retriever};
+use ralmspec_retrieval::{Hit, Query, Result, RetrievalError, Retriever, Snapshot};
 
 use crate::metrics::Metrics;
 
 /// A [`Retriever`] that combines concurrent searches into one call to `inner`.
 pub struct CombiningRetriever {
     inner: Arc<dyn Retriever>,
+    /// For an inner retriever with versions ([`Retriever::snapshot`]): the combiner of the
+    /// version requests pinned last, shared by every request pinned to it.
+    pinned: Mutex<Option<(u64, Arc<CombiningRetriever>)>>,
     state: Mutex<State>,
     /// Signalled whenever a call to `inner` ends.
     called: Condvar,
@@ -62,6 +65,7 @@ impl CombiningRetriever {
     pub fn new(inner: Arc<dyn Retriever>, metrics: Arc<Metrics>) -> CombiningRetriever {
         CombiningRetriever {
             inner,
+            pinned: Mutex::new(None),
             state: Mutex::new(State::default()),
             called: Condvar::new(),
             metrics,
@@ -117,14 +121,10 @@ impl CombiningRetriever {
                     }
                 }
                 Err(e) => {
-                    let reason = e.to_string();
-                    let mut first = Some(e);
-                    for (id, _, _) in group.iter() {
-                        let e = first.take().unwrap_or_else(|| RetrievalError::Shared {
-                            reason: reason.clone(),
-                        });
-                        answers.push((*id, Err(e)));
+                    for (id, _, _) in group.iter().skip(1) {
+                        answers.push((*id, Err(e.share())));
                     }
+                    answers.push((group[0].0, Err(e)));
                 }
             }
         }
@@ -229,6 +229,30 @@ impl Retriever for CombiningRetriever {
 
     fn consistent_k(&self) -> usize {
         self.inner.consistent_k()
+    }
+
+    /// The inner retriever's snapshot, combined: requests pinned to the same version share
+    /// one combiner, so their searches still become one call.
+    fn snapshot(&self) -> Result<Option<Snapshot>> {
+        let Some(snapshot) = self.inner.snapshot()? else {
+            return Ok(None);
+        };
+        let mut pinned = self.pinned.lock().unwrap_or_else(PoisonError::into_inner);
+        let combiner = match &*pinned {
+            Some((version, combiner)) if *version == snapshot.version => combiner.clone(),
+            _ => {
+                let combiner = Arc::new(CombiningRetriever::new(
+                    snapshot.retriever.clone(),
+                    self.metrics.clone(),
+                ));
+                *pinned = Some((snapshot.version, combiner.clone()));
+                combiner
+            }
+        };
+        Ok(Some(Snapshot {
+            retriever: combiner,
+            ..snapshot
+        }))
     }
 }
 

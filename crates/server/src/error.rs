@@ -137,6 +137,20 @@ impl ApiError {
         )
     }
 
+    /// 503: the retrieval backend (a database) could not be reached for this request; the
+    /// server goes on serving, and the same request may succeed once it is back.
+    pub fn retriever_unavailable(e: impl std::fmt::Display) -> ApiError {
+        ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                Some("retriever_unavailable"),
+                e.to_string(),
+            )
+        }
+    }
+
     /// 500: something failed that the client cannot fix.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(
@@ -164,6 +178,7 @@ impl From<EngineError> for ApiError {
                 e.to_string(),
             ),
             EngineError::BadRequest(_) => ApiError::invalid(e.to_string()),
+            EngineError::Retrieval(r) if r.is_unavailable() => ApiError::retriever_unavailable(r),
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -1,0 +1,266 @@
+//! Loading an index set into PostgreSQL: binary COPY into a new table, keys and the HNSW
+//! index built there, then swapped in as the next version in one transaction.
+
+use std::pin::pin;
+
+use pgvector::Vector;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, NoTls};
+
+use crate::error::{Result, RetrievalError};
+use crate::flat::FlatIndex;
+use crate::passages::{Padded, PassageSource};
+use crate::retriever::Retriever;
+use crate::pg::database::hide_password;
+use crate::pg::table::{CREATE_MANIFEST, MANIFEST, TableInfo, check_name, version_table};
+use crate::set::{IndexSet, Kind, Progress};
+
+/// Rows between two progress reports.
+const REPORT_EVERY: usize = 4096;
+
+/// What to load.
+pub struct Load<'a> {
+    /// The index's name (`--table`).
+    pub name: &'a str,
+    /// The passages (padding included) and their record (encoder, corpus hash, padding).
+    pub set: &'a IndexSet,
+    /// The set's vectors, one row per document in document order (the set's flat index).
+    pub flat: &'a FlatIndex,
+    /// Also build the HNSW index (serves `pgvector-hnsw`).
+    pub hnsw: bool,
+}
+
+/// Loads `load` into the database at `url` (the primary) as the next version of its index,
+/// and returns that version's manifest. Readers of the index see the old version until the
+/// one transaction that swaps the new one in; a failed or killed load leaves it serving, and
+/// its half-written table is dropped by the next load.
+pub fn load(url: &str, load: &Load<'_>, progress: &mut dyn Progress) -> Result<TableInfo> {
+    check_name(load.name)?;
+    let set = load.set;
+    if load.flat.len() != set.len() || load.flat.ids().iter().enumerate().any(|(r, &d)| d as usize != r)
+    {
+        return Err(RetrievalError::BadIndexData {
+            reason: format!(
+                "the vectors ({} rows) are not the set's {} documents in order",
+                load.flat.len(),
+                set.len()
+            ),
+        });
+    }
+    let manifest = set.manifest();
+    let encoder = manifest.encoder.clone().ok_or_else(|| RetrievalError::BadIndexData {
+        reason: "the set has no passage vectors".into(),
+    })?;
+    let mut kinds = vec![Kind::Pgvector];
+    if load.hnsw {
+        kinds.push(Kind::PgvectorHnsw);
+    }
+    let mut info = TableInfo {
+        name: load.name.to_string(),
+        version: 0,
+        dim: load.flat.dim(),
+        passages: set.len(),
+        real_passages: manifest.passages,
+        corpus_hash: manifest.corpus_hash.clone(),
+        source: manifest.source.clone(),
+        padding: manifest.padding,
+        encoder,
+        kinds,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| RetrievalError::Database {
+            reason: format!("starting the database runtime: {e}"),
+        })?;
+    runtime.block_on(async {
+        let (client, connection) =
+            tokio_postgres::connect(url, NoTls)
+                .await
+                .map_err(|e| RetrievalError::Unavailable {
+                    reason: format!("{}: {e}", hide_password(url)),
+                })?;
+        tokio::spawn(connection);
+        let passages = Padded::new(set.corpus().clone(), set.padding());
+        run(&client, load, &passages, &mut info, progress).await
+    })?;
+    Ok(info)
+}
+
+/// A database error during a load, with what was being done.
+fn failed(doing: &str) -> impl Fn(tokio_postgres::Error) -> RetrievalError + '_ {
+    move |e| RetrievalError::Database {
+        reason: format!(
+            "{doing}: {}",
+            e.as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string())
+        ),
+    }
+}
+
+async fn run(
+    client: &Client,
+    load: &Load<'_>,
+    passages: &Padded,
+    info: &mut TableInfo,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    let name = load.name;
+    let building = format!("{name}_build");
+    client
+        .batch_execute(&format!(
+            "SET maintenance_work_mem = '2GB'; SET max_parallel_maintenance_workers = 1;
+             CREATE EXTENSION IF NOT EXISTS vector; {CREATE_MANIFEST}"
+        ))
+        .await
+        .map_err(failed("preparing the database (pgvector installed? rights to create tables?)"))?;
+    let relkind: Option<i8> = client
+        .query_opt(
+            "SELECT relkind::\"char\" FROM pg_class WHERE oid = to_regclass($1)",
+            &[&name],
+        )
+        .await
+        .map_err(failed("looking up the index name"))?
+        .map(|r| r.get(0));
+    if relkind.is_some_and(|k| k as u8 != b'v') {
+        return Err(RetrievalError::Database {
+            reason: format!(
+                "{name:?} is a table of the database that ralmspec did not make; choose another --table"
+            ),
+        });
+    }
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext('ralmspec-load:' || $1))",
+            &[&name],
+        )
+        .await
+        .map_err(failed("taking the load lock"))?
+        .get(0);
+    if !locked {
+        return Err(RetrievalError::Database {
+            reason: format!("another load of index {name:?} is running"),
+        });
+    }
+    // Holding the lock, any leftover build table is a killed load's.
+    client
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {building};
+             CREATE TABLE {building} (doc int4 NOT NULL, id text NOT NULL, title text NOT NULL,
+                 text text NOT NULL, embedding vector({dim}) NOT NULL)",
+            dim = info.dim
+        ))
+        .await
+        .map_err(failed("creating the table"))?;
+
+    progress.stage("copying rows into PostgreSQL", Some(info.passages as u64));
+    let vector_type = client
+        .prepare("SELECT $1::vector")
+        .await
+        .map_err(failed("looking up the vector type"))?
+        .params()[0]
+        .clone();
+    let sink = client
+        .copy_in(&format!(
+            "COPY {building} (doc, id, title, text, embedding) FROM STDIN (FORMAT BINARY)"
+        ))
+        .await
+        .map_err(failed("starting COPY"))?;
+    let types = [Type::INT4, Type::TEXT, Type::TEXT, Type::TEXT, vector_type];
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    let mut row = Vec::new();
+    for doc in 0..info.passages {
+        let passage = passages.passage(doc as u32)?.ok_or_else(|| RetrievalError::BadIndexData {
+            reason: format!("document {doc} has no passage"),
+        })?;
+        let vector = Vector::from(load.flat.row_into(doc, &mut row).expect("a row").to_vec());
+        writer
+            .as_mut()
+            .write(&[&(doc as i32), &passage.id, &passage.title, &passage.text, &vector])
+            .await
+            .map_err(failed("copying rows"))?;
+        if (doc + 1) % REPORT_EVERY == 0 {
+            progress.advance(doc as u64 + 1);
+        }
+    }
+    writer.as_mut().finish().await.map_err(failed("finishing COPY"))?;
+    progress.advance(info.passages as u64);
+
+    progress.stage("adding the primary key", None);
+    client
+        .batch_execute(&format!("ALTER TABLE {building} ADD PRIMARY KEY (doc)"))
+        .await
+        .map_err(failed("adding the primary key"))?;
+    if load.hnsw {
+        progress.stage("building the HNSW index", None);
+        client
+            .batch_execute(&format!(
+                "CREATE INDEX ON {building} USING hnsw (embedding vector_ip_ops)"
+            ))
+            .await
+            .map_err(failed("building the HNSW index"))?;
+    }
+    client
+        .batch_execute(&format!("ANALYZE {building}"))
+        .await
+        .map_err(failed("analysing the table"))?;
+
+    progress.stage("swapping the new version in", None);
+    swap(client, info).await?;
+    Ok(())
+}
+
+/// In one transaction: the build table becomes the next version, the manifest row and the
+/// view point at it, and the version before the previous one is dropped (the previous one
+/// stays for requests still reading it).
+async fn swap(client: &Client, info: &mut TableInfo) -> Result<()> {
+    let name = info.name.clone();
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(failed("starting the swap"))?;
+    let result = async {
+        let previous: Option<i64> = client
+            .query_opt(
+                &format!("SELECT version FROM {MANIFEST} WHERE name = $1 FOR UPDATE"),
+                &[&name],
+            )
+            .await?
+            .map(|r| r.get(0));
+        info.version = previous.map_or(1, |v| v as u64 + 1);
+        let table = version_table(&name, info.version);
+        let json = serde_json::to_string(&*info).expect("a manifest serialises");
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {table};
+                 ALTER TABLE {name}_build RENAME TO {table};
+                 DROP VIEW IF EXISTS {name};
+                 CREATE VIEW {name} AS SELECT doc, id, title, text, embedding FROM {table}"
+            ))
+            .await?;
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {MANIFEST} (name, version, info) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE
+                     SET version = excluded.version, info = excluded.info, loaded_at = now()"
+                ),
+                &[&name, &(info.version as i64), &json],
+            )
+            .await?;
+        if info.version > 2 {
+            let old = version_table(&name, info.version - 2);
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS {old}"))
+                .await?;
+        }
+        client.batch_execute("COMMIT").await
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(failed("swapping the new version in")(e));
+    }
+    Ok(())
+}

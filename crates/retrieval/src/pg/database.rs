@@ -1,0 +1,301 @@
+//! Connections to a database and its replicas: one deadpool pool per URL, every call under a
+//! timeout, reads spread round-robin, a database that fails or times out marked down and
+//! skipped until [`DatabaseOptions::retry_after`] has passed (then tried again). A call fails
+//! with [`RetrievalError::Unavailable`] only when every database failed it.
+//!
+//! The retriever seam is synchronous; the database side is tokio-postgres, so a `Database`
+//! owns a small tokio runtime and its callers block on it. Callers must not be tokio tasks
+//! (the engine runs on plain threads).
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::error::{Result, RetrievalError};
+
+/// How a [`Database`] connects and when it gives up.
+#[derive(Clone, Debug)]
+pub struct DatabaseOptions {
+    /// Connections per URL: the most queries one database runs at once for this process.
+    pub pool_size: usize,
+    /// The longest one call may take (connecting, waiting for a connection, running), and
+    /// the server-side `statement_timeout`.
+    pub timeout: Duration,
+    /// A database that failed is skipped for this long, then tried again.
+    pub retry_after: Duration,
+    /// Session settings (`SET name = value` on each connection).
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for DatabaseOptions {
+    fn default() -> DatabaseOptions {
+        DatabaseOptions {
+            pool_size: 16,
+            timeout: Duration::from_secs(10),
+            retry_after: Duration::from_secs(2),
+            settings: Vec::new(),
+        }
+    }
+}
+
+/// A database and its replicas, read through pooled connections.
+pub struct Database {
+    /// `Some` until drop, which shuts it down without blocking (a server may drop it from
+    /// async code).
+    runtime: Option<tokio::runtime::Runtime>,
+    replicas: Vec<Replica>,
+    next: AtomicUsize,
+    options: DatabaseOptions,
+}
+
+struct Replica {
+    /// The URL without its password, for messages.
+    shown: String,
+    pool: Pool,
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// Why one database did not answer a call.
+enum Failure {
+    /// It is down or too slow: skip it for a while.
+    Down(String),
+    /// It lacks the table version asked for (a replica behind the primary, or a version
+    /// dropped by later loads): another database may have it.
+    Missing(String),
+    /// An error every database would give.
+    Fatal(RetrievalError),
+}
+
+impl Database {
+    /// Pools for each of `urls` (`postgres://user@host:port/db`; the first is the primary,
+    /// any others its read replicas), checked by one round trip: an error names every URL
+    /// that did not answer when none did.
+    pub fn connect(urls: &[String], options: DatabaseOptions) -> Result<Database> {
+        if urls.is_empty() {
+            return Err(RetrievalError::Database {
+                reason: "no database URL given (--database postgres://…)".into(),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ralmspec-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| RetrievalError::Database {
+                reason: format!("starting the database runtime: {e}"),
+            })?;
+        let replicas = {
+            let _entered = runtime.enter();
+            urls.iter()
+                .map(|url| Replica::new(url, &options))
+                .collect::<Result<Vec<_>>>()?
+        };
+        let db = Database {
+            runtime: Some(runtime),
+            replicas,
+            next: AtomicUsize::new(0),
+            options,
+        };
+        db.block_on(db.query("SELECT 1", &[]))?;
+        Ok(db)
+    }
+
+    /// The URLs, passwords hidden.
+    pub fn urls(&self) -> Vec<String> {
+        self.replicas.iter().map(|r| r.shown.clone()).collect()
+    }
+
+    /// Runs `future` on the database's runtime, blocking the calling thread.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .block_on(future)
+    }
+
+    /// Runs one read-only statement on the next database that answers.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let n = self.replicas.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        let mut all_missing = true;
+        // First the databases that are up, then (all else failed) those marked down: one
+        // may be back already.
+        for down_pass in [false, true] {
+            for i in 0..n {
+                let replica = &self.replicas[(start + i) % n];
+                if replica.is_down() != down_pass {
+                    continue;
+                }
+                let result =
+                    tokio::time::timeout(self.options.timeout, replica.query(sql, params)).await;
+                let failure = match result {
+                    Ok(Ok(rows)) => {
+                        replica.mark_up();
+                        return Ok(rows);
+                    }
+                    Ok(Err(failure)) => failure,
+                    Err(_) => Failure::Down(format!(
+                        "no answer within {:?}",
+                        self.options.timeout
+                    )),
+                };
+                match failure {
+                    Failure::Fatal(e) => return Err(e),
+                    Failure::Down(why) => {
+                        replica.mark_down(self.options.retry_after);
+                        all_missing = false;
+                        failures.push(format!("{}: {why}", replica.shown));
+                    }
+                    Failure::Missing(why) => failures.push(format!("{}: {why}", replica.shown)),
+                }
+            }
+        }
+        let reason = failures.join("; ");
+        Err(match all_missing {
+            true => RetrievalError::Database { reason },
+            false => RetrievalError::Unavailable { reason },
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Replica {
+    fn new(url: &str, options: &DatabaseOptions) -> Result<Replica> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|e| RetrievalError::Database {
+                reason: format!("{}: not a PostgreSQL URL: {e}", hide_password(url)),
+            })?;
+        config.connect_timeout(options.timeout);
+        let mut settings = format!(
+            "-c statement_timeout={} -c default_transaction_read_only=on",
+            options.timeout.as_millis()
+        );
+        for (name, value) in &options.settings {
+            settings.push_str(&format!(" -c {name}={value}"));
+        }
+        config.options(&settings);
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.timeout))
+            .create_timeout(Some(options.timeout))
+            .recycle_timeout(Some(options.timeout))
+            .build()
+            .map_err(|e| RetrievalError::Database {
+                reason: format!("{}: {e}", hide_password(url)),
+            })?;
+        Ok(Replica {
+            shown: hide_password(url),
+            pool,
+            down_until: Mutex::new(None),
+        })
+    }
+
+    fn is_down(&self) -> bool {
+        let until = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark_down(&self, retry_after: Duration) {
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + retry_after);
+    }
+
+    fn mark_up(&self) {
+        *self.down_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<Row>, Failure> {
+        let client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| Failure::Down(e.to_string()))?;
+        let statement = client.prepare_cached(sql).await.map_err(classify)?;
+        client.query(&statement, params).await.map_err(classify)
+    }
+}
+
+/// Sorts a database error into down (try another, later this one again), missing (try
+/// another) or fatal.
+fn classify(e: tokio_postgres::Error) -> Failure {
+    if e.is_closed() {
+        return Failure::Down(e.to_string());
+    }
+    let Some(db) = e.as_db_error() else {
+        // No answer from the server: I/O, a broken protocol stream.
+        return Failure::Down(e.to_string());
+    };
+    let code = db.code();
+    let class = &code.code()[..2];
+    if *code == SqlState::UNDEFINED_TABLE {
+        Failure::Missing(db.message().to_string())
+    } else if matches!(class, "08" | "53" | "57" | "58") || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    {
+        // Connection exceptions, insufficient resources, operator intervention (shutdown,
+        // statement timeout, recovery conflicts), system errors.
+        Failure::Down(db.message().to_string())
+    } else {
+        Failure::Fatal(RetrievalError::Database {
+            reason: db.message().to_string(),
+        })
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub(crate) fn hide_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            hide_password("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(hide_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(hide_password("host=h user=u"), "host=h user=u");
+    }
+}
