@@ -65,12 +65,16 @@ pub struct BuildArgs {
 pub struct SearchArgs {
     /// The query.
     query: String,
-    /// An index set folder made by `ralmspec index build`.
-    #[arg(long)]
-    index: PathBuf,
-    /// Which retriever of the set (default: the first it has of flat, hnsw, bm25).
+    /// An index set folder made by `ralmspec index build` (or --kind pgvector|pgvector-hnsw
+    /// with --database).
+    #[arg(long, required_unless_present = "database")]
+    index: Option<PathBuf>,
+    /// Which retriever (default: the first the set has of flat, hnsw, bm25; pgvector with
+    /// --database).
     #[arg(long, value_parser = kind_parser())]
     kind: Option<Kind>,
+    #[command(flatten)]
+    db: DatabaseFlags,
     /// The encoder folder of a dense set's queries (default: the one the set records).
     #[arg(long)]
     encoder: Option<PathBuf>,
@@ -185,15 +189,27 @@ fn build_set(args: &BuildArgs, out: &Path, kinds: &[Kind]) -> Result<IndexSet> {
 }
 
 pub fn search(args: SearchArgs) -> Result<()> {
-    let set = open(&args.index)?;
-    let kind = match args.kind {
-        Some(kind) => kind,
-        None => Kind::ALL
-            .into_iter()
-            .find(|&k| set.has(k))
-            .with_context(|| format!("{} holds no index", args.index.display()))?,
+    let knowledge = match (&args.index, args.kind) {
+        (None, kind) => {
+            let kind = kind.unwrap_or(Kind::Pgvector);
+            if !kind.is_database() {
+                bail!("--kind {kind} searches an index set: pass --index DIR");
+            }
+            args.db.knowledge(kind, None, args.encoder.as_deref())?
+        }
+        (Some(dir), kind) => {
+            let set = open(dir)?;
+            let kind = match kind {
+                Some(kind) => kind,
+                None => Kind::LOCAL
+                    .into_iter()
+                    .find(|&k| set.has(k))
+                    .with_context(|| format!("{} holds no index", dir.display()))?,
+            };
+            knowledge(&set, kind, args.encoder.as_deref())?
+        }
     };
-    let knowledge = knowledge(&set, kind, args.encoder.as_deref())?;
+    let kind = knowledge.name().to_string();
     let query = knowledge.query(args.query.clone())?;
     let hits = knowledge.search(std::slice::from_ref(&query), args.k)?;
     println!(

@@ -2,6 +2,7 @@
 //! index built there, then swapped in as the next version in one transaction.
 
 use std::pin::pin;
+use std::time::Duration;
 
 use pgvector::Vector;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -83,7 +84,7 @@ pub fn load(url: &str, load: &Load<'_>, progress: &mut dyn Progress) -> Result<T
                 })?;
         tokio::spawn(connection);
         let passages = Padded::new(set.corpus().clone(), set.padding());
-        run(&client, load, &passages, &mut info, progress).await
+        run(url, &client, load, &passages, &mut info, progress).await
     })?;
     Ok(info)
 }
@@ -100,6 +101,7 @@ fn failed(doing: &str) -> impl Fn(tokio_postgres::Error) -> RetrievalError + '_ 
 }
 
 async fn run(
+    url: &str,
     client: &Client,
     load: &Load<'_>,
     passages: &Padded,
@@ -193,13 +195,8 @@ async fn run(
         .await
         .map_err(failed("adding the primary key"))?;
     if load.hnsw {
-        progress.stage("building the HNSW index", None);
-        client
-            .batch_execute(&format!(
-                "CREATE INDEX ON {building} USING hnsw (embedding vector_ip_ops)"
-            ))
-            .await
-            .map_err(failed("building the HNSW index"))?;
+        let sql = format!("CREATE INDEX ON {building} USING hnsw (embedding vector_ip_ops)");
+        build_index(url, client, &sql, progress).await?;
     }
     client
         .batch_execute(&format!("ANALYZE {building}"))
@@ -209,6 +206,49 @@ async fn run(
     progress.stage("swapping the new version in", None);
     swap(client, info).await?;
     Ok(())
+}
+
+/// Runs `sql` (a CREATE INDEX) on `client`, reporting the table blocks it has read from the
+/// database's progress view, polled on a second connection.
+async fn build_index(
+    url: &str,
+    client: &Client,
+    sql: &str,
+    progress: &mut dyn Progress,
+) -> Result<()> {
+    progress.stage("building the HNSW index", None);
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .map_err(failed("building the HNSW index"))?
+        .get(0);
+    // Without a second connection the build still runs, only without a bar.
+    let poller = match tokio_postgres::connect(url, NoTls).await {
+        Ok((poller, connection)) => {
+            tokio::spawn(connection);
+            Some(poller)
+        }
+        Err(_) => None,
+    };
+    let mut build = pin!(client.batch_execute(sql));
+    let mut total = None;
+    loop {
+        tokio::select! {
+            done = &mut build => return done.map_err(failed("building the HNSW index")),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let Some(poller) = &poller else { continue };
+        let query = "SELECT blocks_done, blocks_total FROM pg_stat_progress_create_index \
+                     WHERE pid = $1";
+        if let Ok(Some(row)) = poller.query_opt(query, &[&pid]).await {
+            let (done, blocks): (i64, i64) = (row.get(0), row.get(1));
+            if blocks > 0 && total != Some(blocks) {
+                progress.stage("building the HNSW index (table blocks read)", Some(blocks as u64));
+                total = Some(blocks);
+            }
+            progress.advance(done.max(0) as u64);
+        }
+    }
 }
 
 /// In one transaction: the build table becomes the next version, the manifest row and the
