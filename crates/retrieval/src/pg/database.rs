@@ -129,14 +129,18 @@ impl Database {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut failures = Vec::new();
         let mut all_missing = true;
-        // First the databases that are up, then (all else failed) those marked down: one
-        // may be back already.
+        // First the databases that are up, then (all else failed) those that were marked
+        // down before: one may be back already. A database is tried once per call: one that
+        // failed in the first pass (and is marked down now) is not tried again, or a call
+        // could take twice the timeout.
+        let was_down: Vec<bool> = self.replicas.iter().map(Replica::is_down).collect();
         for down_pass in [false, true] {
             for i in 0..n {
-                let replica = &self.replicas[(start + i) % n];
-                if replica.is_down() != down_pass {
+                let index = (start + i) % n;
+                if was_down[index] != down_pass {
                     continue;
                 }
+                let replica = &self.replicas[index];
                 let result =
                     tokio::time::timeout(self.options.timeout, replica.query(sql, params)).await;
                 let failure = match result {
@@ -288,6 +292,35 @@ pub(crate) fn hide_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database that hangs (accepts connections, never answers) costs one timeout per
+    /// call, not one per pass over the databases.
+    #[test]
+    fn a_hung_database_is_tried_once_per_call() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("postgres://u@{}/db", listener.local_addr().unwrap());
+        // Hold every connection open, silent.
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().collect();
+            drop(held);
+        });
+        let timeout = Duration::from_millis(800);
+        let options = DatabaseOptions {
+            timeout,
+            ..DatabaseOptions::default()
+        };
+        let started = Instant::now();
+        let err = Database::connect(std::slice::from_ref(&url), options)
+            .err()
+            .expect("a silent server cannot answer");
+        let elapsed = started.elapsed();
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(err.to_string().matches(&url).count(), 1, "{err}");
+        assert!(
+            elapsed >= timeout && elapsed < timeout * 2,
+            "took {elapsed:?} with a timeout of {timeout:?}: {err}"
+        );
+    }
 
     #[test]
     fn passwords_are_hidden() {
