@@ -243,7 +243,7 @@ impl Replica {
             .pool
             .get()
             .await
-            .map_err(|e| Failure::Down(e.to_string()))?;
+            .map_err(|e| Failure::Down(describe(&e)))?;
         let statement = client.prepare_cached(sql).await.map_err(classify)?;
         client.query(&statement, params).await.map_err(classify)
     }
@@ -253,11 +253,11 @@ impl Replica {
 /// another) or fatal.
 fn classify(e: tokio_postgres::Error) -> Failure {
     if e.is_closed() {
-        return Failure::Down(e.to_string());
+        return Failure::Down(describe(&e));
     }
     let Some(db) = e.as_db_error() else {
         // No answer from the server: I/O, a broken protocol stream.
-        return Failure::Down(e.to_string());
+        return Failure::Down(describe(&e));
     };
     let code = db.code();
     let class = &code.code()[..2];
@@ -273,6 +273,22 @@ fn classify(e: tokio_postgres::Error) -> Failure {
             reason: db.message().to_string(),
         })
     }
+}
+
+/// `e` and its causes, `: `-separated. tokio-postgres leaves the cause out of an error's
+/// text ("error connecting to server", not why), and deadpool's wraps that text.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `url` with any password replaced by `***`.
@@ -316,10 +332,27 @@ mod tests {
         let elapsed = started.elapsed();
         assert!(err.is_unavailable(), "{err}");
         assert_eq!(err.to_string().matches(&url).count(), 1, "{err}");
+        assert!(err.to_string().contains("imeout"), "{err}");
         assert!(
             elapsed >= timeout && elapsed < timeout * 2,
             "took {elapsed:?} with a timeout of {timeout:?}: {err}"
         );
+    }
+
+    /// A database nothing listens on: the error says why, not only that connecting failed.
+    #[test]
+    fn a_refused_connection_says_so() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("postgres://u@127.0.0.1:{port}/db");
+        let err = Database::connect(std::slice::from_ref(&url), DatabaseOptions::default())
+            .err()
+            .expect("nothing listens there");
+        let text = err.to_string();
+        assert!(err.is_unavailable(), "{text}");
+        assert!(text.contains(&url) && text.contains("refused"), "{text}");
     }
 
     #[test]
