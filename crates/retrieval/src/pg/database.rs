@@ -129,14 +129,18 @@ impl Database {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut failures = Vec::new();
         let mut all_missing = true;
-        // First the databases that are up, then (all else failed) those marked down: one
-        // may be back already.
+        // First the databases that are up, then (all else failed) those that were marked
+        // down before: one may be back already. A database is tried once per call: one that
+        // failed in the first pass (and is marked down now) is not tried again, or a call
+        // could take twice the timeout.
+        let was_down: Vec<bool> = self.replicas.iter().map(Replica::is_down).collect();
         for down_pass in [false, true] {
             for i in 0..n {
-                let replica = &self.replicas[(start + i) % n];
-                if replica.is_down() != down_pass {
+                let index = (start + i) % n;
+                if was_down[index] != down_pass {
                     continue;
                 }
+                let replica = &self.replicas[index];
                 let result =
                     tokio::time::timeout(self.options.timeout, replica.query(sql, params)).await;
                 let failure = match result {
@@ -239,7 +243,7 @@ impl Replica {
             .pool
             .get()
             .await
-            .map_err(|e| Failure::Down(e.to_string()))?;
+            .map_err(|e| Failure::Down(describe(&e)))?;
         let statement = client.prepare_cached(sql).await.map_err(classify)?;
         client.query(&statement, params).await.map_err(classify)
     }
@@ -249,11 +253,11 @@ impl Replica {
 /// another) or fatal.
 fn classify(e: tokio_postgres::Error) -> Failure {
     if e.is_closed() {
-        return Failure::Down(e.to_string());
+        return Failure::Down(describe(&e));
     }
     let Some(db) = e.as_db_error() else {
         // No answer from the server: I/O, a broken protocol stream.
-        return Failure::Down(e.to_string());
+        return Failure::Down(describe(&e));
     };
     let code = db.code();
     let class = &code.code()[..2];
@@ -269,6 +273,22 @@ fn classify(e: tokio_postgres::Error) -> Failure {
             reason: db.message().to_string(),
         })
     }
+}
+
+/// `e` and its causes, `: `-separated. tokio-postgres leaves the cause out of an error's
+/// text ("error connecting to server", not why), and deadpool's wraps that text.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// `url` with any password replaced by `***`.
@@ -288,6 +308,52 @@ pub(crate) fn hide_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database that hangs (accepts connections, never answers) costs one timeout per
+    /// call, not one per pass over the databases.
+    #[test]
+    fn a_hung_database_is_tried_once_per_call() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("postgres://u@{}/db", listener.local_addr().unwrap());
+        // Hold every connection open, silent.
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().collect();
+            drop(held);
+        });
+        let timeout = Duration::from_millis(800);
+        let options = DatabaseOptions {
+            timeout,
+            ..DatabaseOptions::default()
+        };
+        let started = Instant::now();
+        let err = Database::connect(std::slice::from_ref(&url), options)
+            .err()
+            .expect("a silent server cannot answer");
+        let elapsed = started.elapsed();
+        assert!(err.is_unavailable(), "{err}");
+        assert_eq!(err.to_string().matches(&url).count(), 1, "{err}");
+        assert!(err.to_string().contains("imeout"), "{err}");
+        assert!(
+            elapsed >= timeout && elapsed < timeout * 2,
+            "took {elapsed:?} with a timeout of {timeout:?}: {err}"
+        );
+    }
+
+    /// A database nothing listens on: the error says why, not only that connecting failed.
+    #[test]
+    fn a_refused_connection_says_so() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let url = format!("postgres://u@127.0.0.1:{port}/db");
+        let err = Database::connect(std::slice::from_ref(&url), DatabaseOptions::default())
+            .err()
+            .expect("nothing listens there");
+        let text = err.to_string();
+        assert!(err.is_unavailable(), "{text}");
+        assert!(text.contains(&url) && text.contains("refused"), "{text}");
+    }
 
     #[test]
     fn passwords_are_hidden() {
