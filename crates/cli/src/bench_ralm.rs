@@ -153,9 +153,8 @@ pub fn run(args: Args) -> Result<()> {
                 runs.push(base, oracle, spec);
             }
             let padding = knowledge.padding().map(|p| p.describe()).or_else(|| {
-                (kind.is_database() && size.is_some_and(|s| s > 0)).then(|| {
-                    format!("the knowledge base padded to {} passages", knowledge.len())
-                })
+                (kind.is_database() && size.is_some_and(|s| s > 0))
+                    .then(|| format!("the knowledge base padded to {} passages", knowledge.len()))
             });
             rows.extend(runs.rows(kind.name(), knowledge.len(), padding, &variants()));
         }

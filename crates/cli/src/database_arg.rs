@@ -62,8 +62,13 @@ impl DatabaseFlags {
     /// The `kind` retriever over index `table` (`--table` when `None`).
     pub fn retriever(&self, kind: Kind, table: Option<&str>) -> Result<PgRetriever> {
         let table = table.unwrap_or(&self.table);
-        let retriever =
-            PgRetriever::connect(self.urls(kind)?, table, kind, self.ef_search, self.options()?)?;
+        let retriever = PgRetriever::connect(
+            self.urls(kind)?,
+            table,
+            kind,
+            self.ef_search,
+            self.options()?,
+        )?;
         Ok(retriever)
     }
 
@@ -82,7 +87,12 @@ impl DatabaseFlags {
     /// The built-in knowledge base padded to `pad_to` (0: unpadded) in the database as
     /// `--table` (with `_pad<N>` appended when padded), loaded from its local index set first
     /// when the database does not hold it yet.
-    pub fn kb_knowledge(&self, kind: Kind, pad_to: usize, precision: Precision) -> Result<Knowledge> {
+    pub fn kb_knowledge(
+        &self,
+        kind: Kind,
+        pad_to: usize,
+        precision: Precision,
+    ) -> Result<Knowledge> {
         let table = match pad_to {
             0 => self.table.clone(),
             n => format!("{}_pad{n}", self.table),
@@ -144,8 +154,10 @@ pub fn load(urls: &[String], table: &str, set: &IndexSet, hnsw: bool) -> Result<
         "{table} version {} in the database: {} passages{}, {}",
         info.version,
         info.passages,
-        info.padding
-            .map_or(String::new(), |p| format!(" (padded from {})", info.real_passages.min(p.total))),
+        info.padding.map_or(String::new(), |p| format!(
+            " (padded from {})",
+            info.real_passages.min(p.total)
+        )),
         info.kinds
             .iter()
             .map(|k| k.name())

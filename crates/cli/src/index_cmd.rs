@@ -87,7 +87,12 @@ pub fn build(args: BuildArgs) -> Result<()> {
     if args.kind.is_empty() {
         bail!("--kind needs at least one of flat, hnsw, bm25, pgvector, pgvector-hnsw");
     }
-    let database: Vec<Kind> = args.kind.iter().copied().filter(|k| k.is_database()).collect();
+    let database: Vec<Kind> = args
+        .kind
+        .iter()
+        .copied()
+        .filter(|k| k.is_database())
+        .collect();
     let Some(&db_kind) = database.first() else {
         let Some(out) = &args.out else {
             bail!("--out DIR is needed: the index set folder to write");
@@ -98,7 +103,12 @@ pub fn build(args: BuildArgs) -> Result<()> {
     // A database index is loaded from a set holding the flat vectors.
     let urls = args.db.urls(db_kind)?;
     ralmspec_retrieval::pg::check_name(&args.db.table)?;
-    let mut kinds: Vec<Kind> = args.kind.iter().copied().filter(|k| !k.is_database()).collect();
+    let mut kinds: Vec<Kind> = args
+        .kind
+        .iter()
+        .copied()
+        .filter(|k| !k.is_database())
+        .collect();
     if !kinds.contains(&Kind::Flat) {
         kinds.push(Kind::Flat);
     }

@@ -11,8 +11,8 @@ use ralmspec_engine::{Knowledge, RalmConfig};
 use ralmspec_retrieval::{Corpus, Kind};
 use ralmspec_server::{Server, ServerConfig};
 
-use crate::engine_arg::EngineFlags;
 use crate::database_arg::DatabaseFlags;
+use crate::engine_arg::EngineFlags;
 use crate::knowledge_arg::{self, kind_parser};
 use crate::model_arg::{self, Device};
 

@@ -12,9 +12,9 @@ use tokio_postgres::{Client, NoTls};
 use crate::error::{Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::passages::{Padded, PassageSource};
-use crate::retriever::Retriever;
 use crate::pg::database::hide_password;
 use crate::pg::table::{CREATE_MANIFEST, MANIFEST, TableInfo, check_name, version_table};
+use crate::retriever::Retriever;
 use crate::set::{IndexSet, Kind, Progress};
 
 /// Rows between two progress reports.
@@ -39,7 +39,13 @@ pub struct Load<'a> {
 pub fn load(url: &str, load: &Load<'_>, progress: &mut dyn Progress) -> Result<TableInfo> {
     check_name(load.name)?;
     let set = load.set;
-    if load.flat.len() != set.len() || load.flat.ids().iter().enumerate().any(|(r, &d)| d as usize != r)
+    if load.flat.len() != set.len()
+        || load
+            .flat
+            .ids()
+            .iter()
+            .enumerate()
+            .any(|(r, &d)| d as usize != r)
     {
         return Err(RetrievalError::BadIndexData {
             reason: format!(
@@ -50,9 +56,12 @@ pub fn load(url: &str, load: &Load<'_>, progress: &mut dyn Progress) -> Result<T
         });
     }
     let manifest = set.manifest();
-    let encoder = manifest.encoder.clone().ok_or_else(|| RetrievalError::BadIndexData {
-        reason: "the set has no passage vectors".into(),
-    })?;
+    let encoder = manifest
+        .encoder
+        .clone()
+        .ok_or_else(|| RetrievalError::BadIndexData {
+            reason: "the set has no passage vectors".into(),
+        })?;
     let mut kinds = vec![Kind::Pgvector];
     if load.hnsw {
         kinds.push(Kind::PgvectorHnsw);
@@ -116,7 +125,9 @@ async fn run(
              CREATE EXTENSION IF NOT EXISTS vector; {CREATE_MANIFEST}"
         ))
         .await
-        .map_err(failed("preparing the database (pgvector installed? rights to create tables?)"))?;
+        .map_err(failed(
+            "preparing the database (pgvector installed? rights to create tables?)",
+        ))?;
     let relkind: Option<i8> = client
         .query_opt(
             "SELECT relkind::\"char\" FROM pg_class WHERE oid = to_regclass($1)",
@@ -177,20 +188,33 @@ async fn run(
     let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
     let mut row = Vec::new();
     for doc in 0..info.passages {
-        let passage = passages.passage(doc as u32)?.ok_or_else(|| RetrievalError::BadIndexData {
-            reason: format!("document {doc} has no passage"),
-        })?;
+        let passage =
+            passages
+                .passage(doc as u32)?
+                .ok_or_else(|| RetrievalError::BadIndexData {
+                    reason: format!("document {doc} has no passage"),
+                })?;
         let vector = Vector::from(load.flat.row_into(doc, &mut row).expect("a row").to_vec());
         writer
             .as_mut()
-            .write(&[&(doc as i32), &passage.id, &passage.title, &passage.text, &vector])
+            .write(&[
+                &(doc as i32),
+                &passage.id,
+                &passage.title,
+                &passage.text,
+                &vector,
+            ])
             .await
             .map_err(failed("copying rows"))?;
         if (doc + 1) % REPORT_EVERY == 0 {
             progress.advance(doc as u64 + 1);
         }
     }
-    writer.as_mut().finish().await.map_err(failed("finishing COPY"))?;
+    writer
+        .as_mut()
+        .finish()
+        .await
+        .map_err(failed("finishing COPY"))?;
     progress.advance(info.passages as u64);
 
     progress.stage("adding the primary key", None);
@@ -247,7 +271,10 @@ async fn build_index(
         if let Ok(Some(row)) = poller.query_opt(query, &[&pid]).await {
             let (done, blocks): (i64, i64) = (row.get(0), row.get(1));
             if blocks > 0 && total != Some(blocks) {
-                progress.stage("building the HNSW index (table blocks read)", Some(blocks as u64));
+                progress.stage(
+                    "building the HNSW index (table blocks read)",
+                    Some(blocks as u64),
+                );
                 total = Some(blocks);
             }
             progress.advance(done.max(0) as u64);

@@ -149,10 +149,7 @@ impl Database {
                         return Ok(rows);
                     }
                     Ok(Err(failure)) => failure,
-                    Err(_) => Failure::Down(format!(
-                        "no answer within {:?}",
-                        self.options.timeout
-                    )),
+                    Err(_) => Failure::Down(format!("no answer within {:?}", self.options.timeout)),
                 };
                 match failure {
                     Failure::Fatal(e) => return Err(e),
@@ -263,7 +260,8 @@ fn classify(e: tokio_postgres::Error) -> Failure {
     let class = &code.code()[..2];
     if *code == SqlState::UNDEFINED_TABLE {
         Failure::Missing(db.message().to_string())
-    } else if matches!(class, "08" | "53" | "57" | "58") || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    } else if matches!(class, "08" | "53" | "57" | "58")
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
     {
         // Connection exceptions, insufficient resources, operator intervention (shutdown,
         // statement timeout, recovery conflicts), system errors.

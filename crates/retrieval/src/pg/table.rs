@@ -110,7 +110,14 @@ mod tests {
         for good in ["passages", "_x", "wiki_kb_2"] {
             assert!(check_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "Passages", "2x", "a-b", "a;drop table x", &"a".repeat(41)] {
+        for bad in [
+            "",
+            "Passages",
+            "2x",
+            "a-b",
+            "a;drop table x",
+            &"a".repeat(41),
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }
