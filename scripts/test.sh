@@ -9,8 +9,9 @@
 # 3. Starts a PostgreSQL 18 + pgvector primary and a hot-standby replica of it with
 #    scripts/postgres.sh (names primary and replica, 127.0.0.1:55432 and :55433), exports their
 #    URLs as RALMSPEC_TEST_DATABASE and RALMSPEC_TEST_REPLICA, and stops them on exit (those it
-#    started; clusters already running are left running). RALMSPEC_NO_POSTGRES=1 skips this step
-#    (CI never sets it).
+#    started; clusters already running are left running). It also exports
+#    RALMSPEC_REQUIRE_POSTGRES=1, so the database tests fail rather than skip. RALMSPEC_NO_POSTGRES=1
+#    skips this step and the database tests skip too (CI never sets it).
 # 4. cargo test --release --workspace "$@" (without --workspace when "$@" names a -p package).
 #
 # The store is $RALMSPEC_HOME, else $XDG_CACHE_HOME/ralmspec, else ~/.cache/ralmspec (the same
@@ -85,6 +86,8 @@ else
   RALMSPEC_TEST_DATABASE=$(scripts/postgres.sh start)
   RALMSPEC_TEST_REPLICA=$(scripts/postgres.sh start --replica)
   export RALMSPEC_TEST_DATABASE RALMSPEC_TEST_REPLICA
+  # The database tests skip without a database; here one was started, so they must run.
+  export RALMSPEC_REQUIRE_POSTGRES=1
   echo "RALMSPEC_TEST_DATABASE=$RALMSPEC_TEST_DATABASE RALMSPEC_TEST_REPLICA=$RALMSPEC_TEST_REPLICA" >&2
 fi
 
