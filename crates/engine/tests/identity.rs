@@ -4,6 +4,11 @@
 //! Real model (SmolLM2), real knowledge-base passages, real FanOutQA questions. The CI setting
 //! is short (`RALMSPEC_IDENTITY_TOKENS`, default 16 new tokens, and 64-token documents) so 50
 //! questions × 7 settings fit the test budget; `ralmspec bench ralm` checks the full setting.
+//!
+//! The pgvector retrievers read the same passages and vectors from a real PostgreSQL
+//! (`RALMSPEC_TEST_DATABASE`; skipped without it, see `common`).
+
+mod common;
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfi
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::hnsw::{HnswIndex, HnswParams};
 use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
-use ralmspec_retrieval::{Bm25Index, Corpus, Encoder, FlatIndex};
+use ralmspec_retrieval::{Bm25Index, Corpus, Encoder, FlatIndex, Kind};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -116,16 +121,7 @@ fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
 /// The dense retrievers' shared setup: the flat index of a fixed slice of the knowledge base
 /// (cached in the asset store: the first encoding takes a minute or two).
 fn dense() -> (Arc<Corpus>, Arc<Encoder>, FlatIndex) {
-    let corpus = Corpus::wiki_kb().unwrap();
-    let corpus = Arc::new(corpus.head(env_usize("RALMSPEC_IDENTITY_PASSAGES", 1000)));
-    let encoder = Arc::new(Encoder::minilm().unwrap());
-    let store = ralmspec_assets::Store::from_env().unwrap();
-    let dir = store
-        .root()
-        .join("indexes")
-        .join(format!("test-flat-{}", &corpus.hash()[..16]));
-    let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
-    (corpus, encoder, flat)
+    common::kb(env_usize("RALMSPEC_IDENTITY_PASSAGES", 1000))
 }
 
 #[test]
@@ -188,4 +184,40 @@ fn bm25_speculation_equals_baseline() {
     let knowledge = Knowledge::new("bm25", Arc::new(bm25), None, corpus, None);
     let ralm = Ralm::new(&lm, &knowledge, config());
     assert_identical(&ralm, &questions());
+}
+
+/// The same passages and vectors loaded into PostgreSQL as index `name`, searched by `kind`.
+fn pgvector_identity(test: &str, name: &str, kind: Kind) {
+    let Some(url) = common::database(test) else {
+        return;
+    };
+    let lm = lm();
+    let (corpus, encoder, flat) = dense();
+    let dir = tempfile::tempdir().unwrap();
+    let set = common::index_set(&dir.path().join("set"), &corpus, &encoder, &flat);
+    let info = common::load(&url, name, &set, kind == Kind::PgvectorHnsw);
+    assert_eq!(info.passages, corpus.len());
+    let knowledge = common::knowledge(&url, name, kind, encoder);
+    let ralm = Ralm::new(&lm, &knowledge, config());
+    assert_identical(&ralm, &questions());
+}
+
+#[test]
+fn pgvector_speculation_equals_baseline() {
+    pgvector_identity(
+        "pgvector_speculation_equals_baseline",
+        "t_ident_pgvector",
+        Kind::Pgvector,
+    );
+}
+
+/// ef_search 40 caps every search at 40 documents (prefetch 64 and 256 included), so that
+/// the first hit never depends on how many were asked for.
+#[test]
+fn pgvector_hnsw_speculation_equals_baseline() {
+    pgvector_identity(
+        "pgvector_hnsw_speculation_equals_baseline",
+        "t_ident_pgvector_hnsw",
+        Kind::PgvectorHnsw,
+    );
 }
