@@ -54,8 +54,7 @@ fn answer(g: &Generation) -> impl PartialEq + std::fmt::Debug + '_ {
 
 #[test]
 fn requests_read_one_version_while_loads_swap_versions() {
-    let Some(url) = common::database("requests_read_one_version_while_loads_swap_versions")
-    else {
+    let Some(url) = common::database("requests_read_one_version_while_loads_swap_versions") else {
         return;
     };
     let started = Instant::now();

@@ -26,8 +26,7 @@ use ralmspec_retrieval::questions::fanoutqa_dev;
 use ralmspec_retrieval::set::{Build, Quiet, Source, Vectors, encoder_record, encoding};
 use ralmspec_retrieval::{
     Corpus, Encoder, FlatIndex, Hit, IndexSet, Kind, Passage, PassageSource, PgRetriever,
-    Precision, Query,
-    RetrievalError, Retriever,
+    Precision, Query, RetrievalError, Retriever,
 };
 
 /// Knowledge-base passages loaded (the slice the engine's and server's tests use, so its
@@ -115,17 +114,14 @@ fn forget(url: &str, name: &str) {
                 .await
                 .unwrap();
         }
-        c.execute(
-            "DELETE FROM ralmspec_indexes WHERE name = $1",
-            &[&name],
-        )
-        .await
-        .or_else(|e| match e.code() {
-            // No manifest table yet: nothing to forget.
-            Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
-            _ => Err(e),
-        })
-        .unwrap();
+        c.execute("DELETE FROM ralmspec_indexes WHERE name = $1", &[&name])
+            .await
+            .or_else(|e| match e.code() {
+                // No manifest table yet: nothing to forget.
+                Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => Ok(0),
+                _ => Err(e),
+            })
+            .unwrap();
     })
 }
 
@@ -216,7 +212,11 @@ fn connect(url: &str, name: &str, kind: Kind, ef_search: Option<usize>) -> PgRet
 
 fn questions(encoder: &Encoder) -> Vec<Query> {
     let all = fanoutqa_dev().unwrap();
-    let texts: Vec<&str> = all.iter().take(QUESTIONS).map(|q| q.text.as_str()).collect();
+    let texts: Vec<&str> = all
+        .iter()
+        .take(QUESTIONS)
+        .map(|q| q.text.as_str())
+        .collect();
     assert_eq!(texts.len(), QUESTIONS);
     Query::encode_all(encoder, &texts).unwrap()
 }
@@ -263,21 +263,36 @@ fn knowledge_base_in_postgres() {
         eprintln!("{kind}: {ms:.1} ms per query in a batch of {QUESTIONS}");
         for (q, hits) in queries.iter().zip(&batch) {
             assert_eq!(hits.len(), K, "{kind} {:?}", q.as_str());
-            assert!(hits.windows(2).all(|w| w[0].rank_cmp(&w[1]).is_lt()), "{hits:?}");
+            assert!(
+                hits.windows(2).all(|w| w[0].rank_cmp(&w[1]).is_lt()),
+                "{hits:?}"
+            );
             let docs: Vec<u32> = hits.iter().map(|h| h.doc).collect();
             let scores = retriever.score(q, &docs).unwrap();
             for (h, s) in hits.iter().zip(&scores) {
-                assert_eq!(h.score.to_bits(), s.to_bits(), "{kind} {:?} doc {}", q.as_str(), h.doc);
+                assert_eq!(
+                    h.score.to_bits(),
+                    s.to_bits(),
+                    "{kind} {:?} doc {}",
+                    q.as_str(),
+                    h.doc
+                );
             }
             let alone = retriever.search(std::slice::from_ref(q), K).unwrap();
-            assert_eq!(bits(&alone)[0], bits(std::slice::from_ref(hits))[0], "{kind}");
+            assert_eq!(
+                bits(&alone)[0],
+                bits(std::slice::from_ref(hits))[0],
+                "{kind}"
+            );
         }
         // Passages come back as loaded.
         for doc in [0, 1, passages() as u32 - 1] {
             assert_eq!(retriever.passage(doc).unwrap(), corpus.get(doc));
         }
         assert_eq!(retriever.passage(passages() as u32).unwrap(), None);
-        let err = retriever.score(&queries[0], &[passages() as u32]).unwrap_err();
+        let err = retriever
+            .score(&queries[0], &[passages() as u32])
+            .unwrap_err();
         assert!(matches!(err, RetrievalError::UnknownDoc { .. }), "{err}");
     }
 
@@ -338,7 +353,13 @@ fn exact_ranks_like_flat(exact: &PgRetriever, flat: &FlatIndex, queries: &[Query
 
 /// HNSW: within ef_search every k is a prefix of one re-ranked candidate list; above it, k
 /// is capped; a smaller ef_search caps lower. Recall against exact is printed.
-fn hnsw_prefixes(url: &str, name: &str, hnsw: &PgRetriever, exact: &PgRetriever, queries: &[Query]) {
+fn hnsw_prefixes(
+    url: &str,
+    name: &str,
+    hnsw: &PgRetriever,
+    exact: &PgRetriever,
+    queries: &[Query],
+) {
     let ef = hnsw.consistent_k();
     let full = bits(&hnsw.search(queries, ef).unwrap());
     assert!(full.iter().all(|h| h.len() == ef));
@@ -353,16 +374,30 @@ fn hnsw_prefixes(url: &str, name: &str, hnsw: &PgRetriever, exact: &PgRetriever,
     }
     let narrow = connect(url, name, Kind::PgvectorHnsw, Some(16));
     assert_eq!(narrow.consistent_k(), 16);
-    assert!(narrow.search(queries, 100).unwrap().iter().all(|h| h.len() == 16));
+    assert!(
+        narrow
+            .search(queries, 100)
+            .unwrap()
+            .iter()
+            .all(|h| h.len() == 16)
+    );
 
     let truth = exact.search(queries, K).unwrap();
     let found = hnsw.search(queries, K).unwrap();
     let hits: usize = truth
         .iter()
         .zip(&found)
-        .map(|(t, f)| t.iter().filter(|h| f.iter().any(|g| g.doc == h.doc)).count())
+        .map(|(t, f)| {
+            t.iter()
+                .filter(|h| f.iter().any(|g| g.doc == h.doc))
+                .count()
+        })
         .sum();
-    let top1 = truth.iter().zip(&found).filter(|(t, f)| t[0].doc == f[0].doc).count();
+    let top1 = truth
+        .iter()
+        .zip(&found)
+        .filter(|(t, f)| t[0].doc == f[0].doc)
+        .count();
     eprintln!(
         "pgvector-hnsw (ef_search {ef}) recall@{K} {:.3}, same top-1 {top1}/{}",
         hits as f64 / (K * queries.len()) as f64,
@@ -379,26 +414,31 @@ fn replica_answers_alike(url: &str, name: &str, version: u64, queries: &[Query],
     let kinds = [Kind::Pgvector, Kind::PgvectorHnsw];
     let on_replica: Vec<PgRetriever> = kinds
         .iter()
-        .map(|&kind| loop {
-            match PgRetriever::connect(
-                std::slice::from_ref(&replica),
-                name,
-                kind,
-                None,
-                DatabaseOptions::default(),
-            ) {
-                Ok(r) if r.info().version == version => break r,
-                Ok(_) | Err(RetrievalError::NotLoaded { .. }) => {}
-                Err(e) => panic!("{e}"),
+        .map(|&kind| {
+            loop {
+                match PgRetriever::connect(
+                    std::slice::from_ref(&replica),
+                    name,
+                    kind,
+                    None,
+                    DatabaseOptions::default(),
+                ) {
+                    Ok(r) if r.info().version == version => break r,
+                    Ok(_) | Err(RetrievalError::NotLoaded { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(60),
+                    "the replica has not caught up with version {version} in 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(100));
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the replica has not caught up with version {version} in 60 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
         })
         .collect();
-    eprintln!("the replica had version {version} after {:.2} s", start.elapsed().as_secs_f64());
+    eprintln!(
+        "the replica had version {version} after {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
     for (kind, r) in kinds.iter().zip(&on_replica) {
         let primary = connect(url, name, *kind, None);
         assert_eq!(
@@ -414,7 +454,9 @@ fn replica_answers_alike(url: &str, name: &str, version: u64, queries: &[Query],
 /// on until the load after next drops it; the view names the current one.
 #[test]
 fn versions_pin_and_retire() {
-    let Some(url) = database("versions_pin_and_retire") else { return };
+    let Some(url) = database("versions_pin_and_retire") else {
+        return;
+    };
     let name = "t_pg_versions";
     forget(&url, name);
     let (corpus, encoder, flat) = kb();
@@ -449,13 +491,20 @@ fn versions_pin_and_retire() {
     )
     .err()
     .unwrap();
-    assert!(err.to_string().contains("loaded without pgvector-hnsw"), "{err}");
+    assert!(
+        err.to_string().contains("loaded without pgvector-hnsw"),
+        "{err}"
+    );
 
     let (v2, _) = load(&url, name, &b, false);
     assert_eq!(v2.version, 2);
     assert_eq!(v2.passages, corpus_b.len());
     assert_eq!(relkind(&url, name), Some('v'));
-    assert_eq!(count(&url), corpus_b.len() as i64, "the view shows version 2");
+    assert_eq!(
+        count(&url),
+        corpus_b.len() as i64,
+        "the view shows version 2"
+    );
     // Version 1, through the pinned snapshot and the retriever opened on it: as before.
     assert_eq!(bits(&pinned1.retriever.search(&queries, K).unwrap()), on_a);
     assert_eq!(bits(&first.search(&queries, K).unwrap()), on_a);
@@ -472,11 +521,19 @@ fn versions_pin_and_retire() {
     assert_eq!(pinned2.passages.passage(0).unwrap(), corpus_b.get(0));
     assert_ne!(corpus_b.get(0).unwrap().id, corpus.get(0).unwrap().id);
     let top1 = |h: &[Vec<(u32, u32)>]| h.iter().map(|h| h[0].0).collect::<Vec<_>>();
-    assert_eq!(top1(&on_b), top1(&flat_b_hits), "version 2 ranks B's vectors");
+    assert_eq!(
+        top1(&on_b),
+        top1(&flat_b_hits),
+        "version 2 ranks B's vectors"
+    );
 
     let (v3, _) = load(&url, name, &a, false);
     assert_eq!(v3.version, 3);
-    assert_eq!(relkind(&url, &format!("{name}_v1")), None, "version 1 is dropped");
+    assert_eq!(
+        relkind(&url, &format!("{name}_v1")),
+        None,
+        "version 1 is dropped"
+    );
     assert_eq!(relkind(&url, &format!("{name}_v2")), Some('r'));
     assert_eq!(relkind(&url, &format!("{name}_v3")), Some('r'));
     assert_eq!(relkind(&url, &format!("{name}_build")), None);
@@ -499,7 +556,9 @@ fn versions_pin_and_retire() {
 /// was), a name never loaded, a name that is not a plain identifier.
 #[test]
 fn refusals() {
-    let Some(url) = database("refusals") else { return };
+    let Some(url) = database("refusals") else {
+        return;
+    };
     let (user, never) = ("t_pg_user", "t_pg_never");
     forget(&url, never);
     with_client(&url, async |c| {
@@ -542,7 +601,11 @@ fn refusals() {
             .unwrap()
             .get(0)
     });
-    assert_eq!((relkind(&url, user), sum), (Some('r'), 6), "the user's table is untouched");
+    assert_eq!(
+        (relkind(&url, user), sum),
+        (Some('r'), 6),
+        "the user's table is untouched"
+    );
     assert_eq!(relkind(&url, &format!("{user}_build")), None);
     let err = PgRetriever::connect(
         std::slice::from_ref(&url),
@@ -572,7 +635,10 @@ fn refusals() {
 
     for bad in ["a-b", "T_pg", "t_pg;drop table t_pg_user"] {
         let err = load_as(bad).unwrap_err();
-        assert!(err.to_string().contains("lower-case letters"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("lower-case letters"),
+            "{bad}: {err}"
+        );
         let err = PgRetriever::connect(
             std::slice::from_ref(&url),
             bad,
@@ -582,10 +648,15 @@ fn refusals() {
         )
         .err()
         .unwrap();
-        assert!(err.to_string().contains("lower-case letters"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("lower-case letters"),
+            "{bad}: {err}"
+        );
     }
     assert_eq!(relkind(&url, user), Some('r'));
     with_client(&url, async |c| {
-        c.batch_execute(&format!("DROP TABLE {user}")).await.unwrap()
+        c.batch_execute(&format!("DROP TABLE {user}"))
+            .await
+            .unwrap()
     });
 }
