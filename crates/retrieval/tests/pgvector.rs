@@ -607,6 +607,36 @@ fn refusals() {
         "the user's table is untouched"
     );
     assert_eq!(relkind(&url, &format!("{user}_build")), None);
+    // A user's view of that name, likewise (a view is ralmspec's only with a manifest row).
+    let view = "t_pg_user_view";
+    forget(&url, view);
+    with_client(&url, async |c| {
+        c.batch_execute(&format!(
+            "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS SELECT 41 + 1 AS answer"
+        ))
+        .await
+        .unwrap()
+    });
+    let err = load_as(view).unwrap_err();
+    assert!(
+        matches!(&err, RetrievalError::Database { reason } if reason.contains("did not make")),
+        "{err:?}"
+    );
+    let answer: i32 = with_client(&url, async |c| {
+        c.query_one(&format!("SELECT answer FROM {view}"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(
+        (relkind(&url, view), answer),
+        (Some('v'), 42),
+        "the user's view is untouched"
+    );
+    assert_eq!(relkind(&url, &format!("{view}_v1")), None);
+    with_client(&url, async |c| {
+        c.batch_execute(&format!("DROP VIEW {view}")).await.unwrap()
+    });
     let err = PgRetriever::connect(
         std::slice::from_ref(&url),
         user,

@@ -128,18 +128,37 @@ async fn run(
         .map_err(failed(
             "preparing the database (pgvector installed? rights to create tables?)",
         ))?;
-    let relkind: Option<i8> = client
+    let relkind: Option<u8> = client
         .query_opt(
             "SELECT relkind::\"char\" FROM pg_class WHERE oid = to_regclass($1)",
             &[&name],
         )
         .await
         .map_err(failed("looking up the index name"))?
-        .map(|r| r.get(0));
-    if relkind.is_some_and(|k| k as u8 != b'v') {
+        .map(|r| r.get::<_, i8>(0) as u8);
+    let ours = match relkind {
+        None => true,
+        // A view is ralmspec's when the manifest names it (the first load makes both in one
+        // transaction); anything else of that name is the user's, never to be replaced.
+        Some(b'v') => client
+            .query_opt(
+                &format!("SELECT 1 FROM {MANIFEST} WHERE name = $1"),
+                &[&name],
+            )
+            .await
+            .map_err(failed("looking up the index name"))?
+            .is_some(),
+        Some(_) => false,
+    };
+    if !ours {
+        let what = match relkind {
+            Some(b'v') => "a view",
+            Some(b'r' | b'p') => "a table",
+            _ => "a relation",
+        };
         return Err(RetrievalError::Database {
             reason: format!(
-                "{name:?} is a table of the database that ralmspec did not make; choose another --table"
+                "{name:?} is {what} of the database that ralmspec did not make; choose another --table"
             ),
         });
     }
