@@ -18,6 +18,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ralmspec_retrieval::index::Verify;
@@ -130,15 +131,20 @@ fn forget(url: &str, name: &str) {
 /// The first `passages()` knowledge-base passages and their MiniLM vectors (cached in the
 /// asset store under the name the engine's tests use).
 fn kb() -> (Corpus, Encoder, FlatIndex) {
-    let corpus = Corpus::wiki_kb().unwrap().head(passages());
+    // Once per binary: the tests run in parallel, and the first run encodes the passages.
+    static KB: OnceLock<(Corpus, FlatIndex)> = OnceLock::new();
     let encoder = Encoder::minilm().unwrap();
-    let store = ralmspec_assets::Store::from_env().unwrap();
-    let dir = store
-        .root()
-        .join("indexes")
-        .join(format!("test-flat-{}", &corpus.hash()[..16]));
-    let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
-    (corpus, encoder, flat)
+    let (corpus, flat) = KB.get_or_init(|| {
+        let corpus = Corpus::wiki_kb().unwrap().head(passages());
+        let store = ralmspec_assets::Store::from_env().unwrap();
+        let dir = store
+            .root()
+            .join("indexes")
+            .join(format!("test-flat-{}", &corpus.hash()[..16]));
+        let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
+        (corpus, flat)
+    });
+    (corpus.clone(), encoder, flat.clone())
 }
 
 /// An index set at `dir` of `corpus` whose flat index holds `flat`'s vectors.
