@@ -107,7 +107,13 @@ impl DatabaseFlags {
                     (pad_to > 0).then_some(pad_to),
                     precision,
                 )?;
-                load(self.urls(kind)?, &table, &set, true)?;
+                load(
+                    self.urls(kind)?,
+                    &table,
+                    &set,
+                    true,
+                    pg::DEFAULT_KEEP_OLD_FOR,
+                )?;
                 self.retriever(kind, Some(&table))?
             }
             other => other?,
@@ -131,8 +137,15 @@ fn knowledge(kind: Kind, retriever: PgRetriever, encoder: Option<&Path>) -> Resu
 }
 
 /// Loads `set` (which must hold a flat index) into the primary of `urls` as index `table`,
-/// with its HNSW index when `hnsw`, drawing progress bars.
-pub fn load(urls: &[String], table: &str, set: &IndexSet, hnsw: bool) -> Result<()> {
+/// with its HNSW index when `hnsw`, keeping the version it replaces readable for
+/// `keep_old_for`; draws progress bars.
+pub fn load(
+    urls: &[String],
+    table: &str,
+    set: &IndexSet,
+    hnsw: bool,
+    keep_old_for: Duration,
+) -> Result<()> {
     let flat = set
         .flat(ralmspec_retrieval::index::Verify::Sizes)
         .with_context(|| format!("reading the vectors of {}", set.dir().display()))?
@@ -145,6 +158,7 @@ pub fn load(urls: &[String], table: &str, set: &IndexSet, hnsw: bool) -> Result<
             set,
             flat: &flat,
             hnsw,
+            keep_old_for,
         },
         &mut bars,
     )

@@ -57,6 +57,10 @@ pub struct BuildArgs {
     /// a search reads; recall@10 against f32 ≥ 0.99 on real questions). HNSW keeps f32.
     #[arg(long, value_parser = precision_parser(), default_value = "f32")]
     precision: Precision,
+    /// Database kinds: seconds a replaced version stays readable, so that requests pinned to
+    /// it finish (the version just replaced is always kept).
+    #[arg(long, default_value_t = ralmspec_retrieval::pg::DEFAULT_KEEP_OLD_FOR.as_secs_f64())]
+    keep_old_for: f64,
     #[command(flatten)]
     db: DatabaseFlags,
 }
@@ -129,7 +133,11 @@ pub fn build(args: BuildArgs) -> Result<()> {
         )?,
     };
     let hnsw = database.contains(&Kind::PgvectorHnsw);
-    crate::database_arg::load(urls, &args.db.table, &set, hnsw)
+    if !(args.keep_old_for.is_finite() && args.keep_old_for >= 0.0) {
+        bail!("--keep-old-for must be a number of seconds ≥ 0");
+    }
+    let keep = std::time::Duration::from_secs_f64(args.keep_old_for);
+    crate::database_arg::load(urls, &args.db.table, &set, hnsw, keep)
 }
 
 /// Builds the set of `args` with `kinds` into `out`.

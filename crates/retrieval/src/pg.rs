@@ -6,6 +6,7 @@
 //! ```text
 //! ralmspec_indexes   one row per NAME: its current version and table, dimension, passages,
 //!                    encoder, corpus hash, padding and kinds (the manifest row, table.rs)
+//! ralmspec_retired   replaced versions still kept, and since when
 //! NAME_v<n>          doc int4 primary key, id text, title text, text text,
 //!                    embedding vector(dim); an HNSW index (vector_ip_ops) when built for
 //!                    pgvector-hnsw. Never written after it is swapped in.
@@ -13,8 +14,10 @@
 //! ```
 //!
 //! - [`load`] (build.rs) fills `NAME_build` by binary COPY, adds its keys and HNSW index, then
-//!   in one transaction renames it `NAME_v<n+1>`, points the manifest row and the view at it
-//!   and drops `NAME_v<n-1>`: a failed or killed load leaves the old version serving.
+//!   in one transaction renames it `NAME_v<n+1>`, points the manifest row and the view at it,
+//!   records `NAME_v<n>` as retired (`ralmspec_retired`) and drops the versions retired more
+//!   than `keep_old_for` ago (default ten minutes): a failed or killed load leaves the old
+//!   version serving, and a request pinned to a replaced version finishes on it.
 //! - [`PgRetriever`] (retriever.rs) searches one version: `pgvector` exactly
 //!   (`ORDER BY embedding <#> q, doc`, index scans off), `pgvector-hnsw` through the HNSW index
 //!   (`hnsw.ef_search` candidates, re-ranked by the ranking rule). Scores are the database's
@@ -31,7 +34,7 @@ mod database;
 mod retriever;
 mod table;
 
-pub use build::{Load, load};
+pub use build::{DEFAULT_KEEP_OLD_FOR, Load, load};
 pub use database::{Database, DatabaseOptions};
 pub use retriever::PgRetriever;
 pub use table::{DEFAULT_TABLE, TableInfo, check_name};

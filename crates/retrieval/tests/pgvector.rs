@@ -198,6 +198,7 @@ fn load(url: &str, name: &str, set: &IndexSet, hnsw: bool) -> (TableInfo, f64) {
             set,
             flat: &flat,
             hnsw,
+            keep_old_for: std::time::Duration::ZERO,
         },
         &mut Quiet,
     )
@@ -591,6 +592,7 @@ fn refusals() {
                 set: &set,
                 flat: &flat_of_set,
                 hnsw: false,
+                keep_old_for: std::time::Duration::ZERO,
             },
             &mut Quiet,
         )

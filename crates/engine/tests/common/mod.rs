@@ -105,6 +105,7 @@ pub fn load(url: &str, name: &str, set: &IndexSet, hnsw: bool) -> TableInfo {
             set,
             flat: &flat,
             hnsw,
+            keep_old_for: pg::DEFAULT_KEEP_OLD_FOR,
         },
         &mut Quiet,
     )

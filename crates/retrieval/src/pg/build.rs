@@ -13,7 +13,7 @@ use crate::error::{Result, RetrievalError};
 use crate::flat::FlatIndex;
 use crate::passages::{Padded, PassageSource};
 use crate::pg::database::hide_password;
-use crate::pg::table::{CREATE_MANIFEST, MANIFEST, TableInfo, check_name, version_table};
+use crate::pg::table::{CREATE_MANIFEST, MANIFEST, RETIRED, TableInfo, check_name, version_table};
 use crate::retriever::Retriever;
 use crate::set::{IndexSet, Kind, Progress};
 
@@ -30,7 +30,13 @@ pub struct Load<'a> {
     pub flat: &'a FlatIndex,
     /// Also build the HNSW index (serves `pgvector-hnsw`).
     pub hnsw: bool,
+    /// How long a replaced version stays readable, so that requests pinned to it finish
+    /// ([`DEFAULT_KEEP_OLD_FOR`]); the version just replaced is always kept.
+    pub keep_old_for: Duration,
 }
+
+/// `--keep-old-for`: ten minutes, far longer than any request.
+pub const DEFAULT_KEEP_OLD_FOR: Duration = Duration::from_secs(600);
 
 /// Loads `load` into the database at `url` (the primary) as the next version of its index,
 /// and returns that version's manifest. Readers of the index see the old version until the
@@ -251,7 +257,7 @@ async fn run(
         .map_err(failed("analysing the table"))?;
 
     progress.stage("swapping the new version in", None);
-    swap(client, info).await?;
+    swap(client, info, load.keep_old_for).await?;
     Ok(())
 }
 
@@ -302,9 +308,10 @@ async fn build_index(
 }
 
 /// In one transaction: the build table becomes the next version, the manifest row and the
-/// view point at it, and the version before the previous one is dropped (the previous one
-/// stays for requests still reading it).
-async fn swap(client: &Client, info: &mut TableInfo) -> Result<()> {
+/// view point at it, the version it replaces is recorded as retired now, and versions retired
+/// more than `keep_old_for` ago are dropped (requests pinned to a retired version finish on
+/// it).
+async fn swap(client: &Client, info: &mut TableInfo, keep_old_for: Duration) -> Result<()> {
     let name = info.name.clone();
     client
         .batch_execute("BEGIN")
@@ -339,8 +346,32 @@ async fn swap(client: &Client, info: &mut TableInfo) -> Result<()> {
                 &[&name, &(info.version as i64), &json],
             )
             .await?;
-        if info.version > 2 {
-            let old = version_table(&name, info.version - 2);
+        if let Some(previous) = previous {
+            client
+                .execute(
+                    &format!(
+                        "INSERT INTO {RETIRED} (name, version) VALUES ($1, $2)
+                         ON CONFLICT DO NOTHING"
+                    ),
+                    &[&name, &previous],
+                )
+                .await?;
+        }
+        let expired = client
+            .query(
+                &format!(
+                    "DELETE FROM {RETIRED} WHERE name = $1 AND version < $2
+                     AND retired_at < now() - make_interval(secs => $3) RETURNING version"
+                ),
+                &[
+                    &name,
+                    &(info.version as i64 - 1),
+                    &keep_old_for.as_secs_f64(),
+                ],
+            )
+            .await?;
+        for row in expired {
+            let old = version_table(&name, row.get::<_, i64>(0) as u64);
             client
                 .batch_execute(&format!("DROP TABLE IF EXISTS {old}"))
                 .await?;

@@ -79,7 +79,16 @@ pub(crate) const CREATE_MANIFEST: &str = "CREATE TABLE IF NOT EXISTS ralmspec_in
     version bigint NOT NULL,
     info text NOT NULL,
     loaded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS ralmspec_retired (
+    name text NOT NULL,
+    version bigint NOT NULL,
+    retired_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, version)
 )";
+
+/// The table of replaced versions still kept for the requests pinned to them.
+pub(crate) const RETIRED: &str = "ralmspec_retired";
 
 /// The current version of index `name`, read from whichever database answers.
 pub(crate) async fn current(db: &Database, name: &str) -> Result<TableInfo> {
