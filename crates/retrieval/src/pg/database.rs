@@ -22,6 +22,9 @@ use tokio_postgres::{NoTls, Row};
 
 use crate::error::{Result, RetrievalError};
 
+/// Prepared statements kept per connection (a retriever uses four per table version).
+const MAX_STATEMENTS: usize = 64;
+
 /// How a [`Database`] connects and when it gives up.
 #[derive(Clone, Debug)]
 pub struct DatabaseOptions {
@@ -263,6 +266,11 @@ impl Replica {
             .get()
             .await
             .map_err(|e| Failure::Down(describe(&e)))?;
+        // Each table version has its own statements: a server that outlives many loads
+        // would keep them all.
+        if client.statement_cache.size() > MAX_STATEMENTS {
+            client.statement_cache.clear();
+        }
         let statement = client.prepare_cached(sql).await.map_err(classify)?;
         client.query(&statement, params).await.map_err(classify)
     }
