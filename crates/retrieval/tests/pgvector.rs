@@ -303,6 +303,16 @@ fn knowledge_base_in_postgres() {
         assert!(matches!(err, RetrievalError::UnknownDoc { .. }), "{err}");
     }
 
+    // The exact batch's one-pass scan (k ≤ 40, the table has an HNSW index) answers exactly
+    // like one ORDER BY statement per query (used for k above 40), bit for bit.
+    for k in [1, 3, K] {
+        let scanned = exact.search(&queries, k).unwrap();
+        let ordered = exact.search(&queries, 41).unwrap();
+        for (a, b) in scanned.iter().zip(&ordered) {
+            assert_eq!(bits(std::slice::from_ref(a)), bits(&[b[..k].to_vec()]), "k={k}");
+        }
+    }
+
     exact_ranks_like_flat(&exact, &flat, &queries);
     hnsw_prefixes(&url, name, &hnsw, &exact, &queries);
     replica_answers_alike(&url, name, info.version, &queries, test);
