@@ -18,8 +18,9 @@
 //!   records `NAME_v<n>` as retired (`ralmspec_retired`) and drops the versions retired more
 //!   than `keep_old_for` ago (default ten minutes): a failed or killed load leaves the old
 //!   version serving, and a request pinned to a replaced version finishes on it.
-//! - [`PgRetriever`] (retriever.rs) searches one version: `pgvector` exactly
-//!   (`ORDER BY embedding <#> q, doc`, index scans off), `pgvector-hnsw` through the HNSW index
+//! - [`PgRetriever`] (retriever.rs) searches one version: `pgvector` exactly (a batch in one
+//!   pass over the table, each query bounded by an HNSW probe; or one `ORDER BY embedding <#>
+//!   q` per query, written so that the index cannot serve it), `pgvector-hnsw` through the HNSW index
 //!   (`hnsw.ef_search` candidates, re-ranked by the ranking rule). Scores are the database's
 //!   `<#>` in both `search` and `score`, so they agree bit for bit. Its
 //!   [`crate::Retriever::snapshot`] pins the version current when a request starts, so a load

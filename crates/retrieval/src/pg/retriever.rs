@@ -25,7 +25,8 @@ const PROBE_LIMIT: usize = DEFAULT_EF_SEARCH;
 /// How a [`PgRetriever`] searches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Search {
-    /// Every row: `ORDER BY embedding <#> q, doc` with index scans turned off.
+    /// Every row: a batch in one pass over the table bounded by HNSW probes when the table
+    /// has the index ([`PgRetriever::scan`]), else `ORDER BY (embedding <#> q) + 0, doc`.
     Exact,
     /// The HNSW index: `ef_search` candidates, re-ranked here.
     Hnsw { ef_search: usize },
