@@ -665,7 +665,10 @@ fn losing_a_replica_or_the_primary_under_load_loses_no_request() {
     while replica.connections() == 0 && back.elapsed() < Duration::from_secs(15) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("the restarted replica is read again after {:.1?}", back.elapsed());
+    eprintln!(
+        "the restarted replica is read again after {:.1?}",
+        back.elapsed()
+    );
     let took = load_with_fault(&server, &reference, rounds, 4, || {
         // The replica is read again.
         assert!(

@@ -309,7 +309,11 @@ fn knowledge_base_in_postgres() {
         let scanned = exact.search(&queries, k).unwrap();
         let ordered = exact.search(&queries, 41).unwrap();
         for (a, b) in scanned.iter().zip(&ordered) {
-            assert_eq!(bits(std::slice::from_ref(a)), bits(&[b[..k].to_vec()]), "k={k}");
+            assert_eq!(
+                bits(std::slice::from_ref(a)),
+                bits(&[b[..k].to_vec()]),
+                "k={k}"
+            );
         }
     }
 
