@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use ralmspec_engine::Stride;
 use ralmspec_engine::knn::datastore::is_held_out;
 use ralmspec_engine::knn::{Datastore, KeySearch, KnnEngine, KnnLm, KnnSpec, KnnStats};
-use ralmspec_retrieval::Corpus;
+use ralmspec_retrieval::{Corpus, Precision, Query};
 use serde::Serialize;
 use serde_json::json;
 
@@ -35,6 +35,10 @@ pub struct Args {
     /// Datastore sizes (comma-separated): 0 is the real datastore, N pads it to N entries.
     #[arg(long, default_value = "0", value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// How the keys are stored: f32, or f16 (half the bytes per exact search; for the
+    /// paper-scale sizes that fit in memory only so).
+    #[arg(long, value_parser = crate::knowledge_arg::precision_parser(), default_value = "f32")]
+    precision: Precision,
     /// Neighbour counts (comma-separated).
     #[arg(long, default_value = "1,16,256,1024", value_delimiter = ',')]
     k: Vec<usize>,
@@ -80,6 +84,11 @@ struct Row {
     speedup: f64,
     /// Mean single search over mean LM step, from the plain runs.
     b_over_a: f64,
+    /// Each further query of a batched search over the mean LM step (c from [`batch_cost`]).
+    c_over_a: f64,
+    /// (a + b)/(a + c): the speed-up if every guess were right and strides endless (each
+    /// token then costs one LM step and one further query of a batch).
+    bound: f64,
     acceptance: Option<f64>,
     mean_stride: Option<f64>,
     /// Fraction of speculating rounds verified asynchronously.
@@ -123,9 +132,13 @@ pub fn run(args: Args) -> Result<()> {
             datastore: None,
             max_tokens: args.max_tokens,
             pad_to: (size > 0).then_some(size),
+            precision: args.precision,
         };
-        // A graph over a padded datastore takes long; it is built only for the real size.
-        let hnsw = size == 0 && searches.contains(&KeySearch::Approximate);
+        // A graph over a padded datastore takes long; it is built only for the real size
+        // (and over f32 keys only).
+        let hnsw = size == 0
+            && args.precision == Precision::F32
+            && searches.contains(&KeySearch::Approximate);
         let store = knn_cmd::open_or_build(&lm, &model_path, &source, hnsw)?;
         let m = store.manifest().clone();
         manifests.push(m.clone());
@@ -190,7 +203,10 @@ fn report(
                    continued by plain kNN-LM and by each speculative setting, one after the \
                    other, the LM on the given device and every search on the CPU cores; \
                    latency per token is total wall clock over total tokens; b/a is the plain \
-                   runs' mean search over their mean LM step",
+                   runs' mean search over their mean LM step; c is each further query of a \
+                   batched search ((b(8) − b(1))/7, fastest of 3, before the runs); bound = \
+                   (a+b)/(a+c), the speed-up with every guess right and endless strides",
+        "precision": args.precision.to_string(),
         "rows": rows,
         "perplexity": perplexity,
         "mismatches": mismatches,
@@ -247,6 +263,7 @@ fn measure(
             }
         }
     }
+    let c = batch_cost(store, search, k)?;
     let mut plain = Totals::default();
     let mut spec: Vec<Totals> = settings.iter().map(|_| Totals::default()).collect();
     let mut mismatches = vec![0; settings.len()];
@@ -277,6 +294,8 @@ fn measure(
         eprintln!("{line}");
     }
     let manifest = store.manifest();
+    let a = plain.lm / plain.steps as f64;
+    let b = plain.search / plain.calls as f64;
     Ok(settings
         .iter()
         .zip(spec)
@@ -293,7 +312,9 @@ fn measure(
                 plain_ms_per_token: plain.ms_per_token(),
                 spec_ms_per_token: s.ms_per_token(),
                 speedup: plain.wall / s.wall,
-                b_over_a: (plain.search / plain.calls as f64) / (plain.lm / plain.steps as f64),
+                b_over_a: b / a,
+                c_over_a: c / a,
+                bound: (a + b) / (a + c),
                 acceptance: (s.verified > 0).then(|| s.accepted as f64 / s.verified as f64),
                 mean_stride: (s.rounds > 0).then(|| s.speculated as f64 / s.rounds as f64),
                 overlapped: (s.rounds > 0).then(|| s.overlapped as f64 / s.rounds as f64),
@@ -302,6 +323,38 @@ fn measure(
             }
         })
         .collect())
+}
+
+/// Queries in the batch [`batch_cost`] times.
+const PROBE_BATCH: usize = 8;
+
+/// c, the cost in seconds of each further query of a batched search: (b(s) − b(1))/(s − 1)
+/// for s = [`PROBE_BATCH`] queries (stored keys of entries spread over the real ones), each
+/// time the fastest of three.
+fn batch_cost(store: &Datastore, search: KeySearch, k: usize) -> Result<f64> {
+    let real = store.manifest().real_entries;
+    let mut buf = Vec::new();
+    let queries: Vec<Query> = (0..PROBE_BATCH)
+        .map(|i| {
+            let key = store
+                .key(i * real / PROBE_BATCH, &mut buf)
+                .expect("a real entry");
+            Query::embedded("", key.to_vec())
+        })
+        .collect();
+    let retriever = store.search(search)?;
+    let time = |n: usize| -> Result<f64> {
+        let mut best = f64::INFINITY;
+        for _ in 0..3 {
+            let t = std::time::Instant::now();
+            retriever.search(&queries[..n], k)?;
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        Ok(best)
+    };
+    let one = time(1)?;
+    let all = time(PROBE_BATCH)?;
+    Ok(((all - one) / (PROBE_BATCH - 1) as f64).max(0.0))
 }
 
 /// Sums over prompts.
@@ -354,17 +407,19 @@ fn markdown(report: &serde_json::Value, rows: &[Row], ppl: &[PerplexityRow]) -> 
         report["lambda"],
         report["temperature"],
     );
-    md.push_str("| entries | search | k | setting | b/a | plain ms/token | spec ms/token | speed-up | accepted | mean stride | async rounds | searches/token | identical |\n");
-    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    md.push_str("| entries | search | k | setting | b/a | c/a | bound (a+b)/(a+c) | plain ms/token | spec ms/token | speed-up | accepted | mean stride | async rounds | searches/token | identical |\n");
+    md.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in rows {
         md.push_str(&format!(
-            "| {}{} | {} | {} | {} | {:.2} | {:.1} | {:.1} | {:.2}× | {} | {} | {} | {:.2} | {} |\n",
+            "| {}{} | {} | {} | {} | {:.2} | {:.2} | {:.2}× | {:.1} | {:.1} | {:.2}× | {} | {} | {} | {:.2} | {} |\n",
             r.entries,
             if r.padded { " (padded)" } else { "" },
             r.search,
             r.k,
             r.setting,
             r.b_over_a,
+            r.c_over_a,
+            r.bound,
             r.plain_ms_per_token,
             r.spec_ms_per_token,
             r.speedup,

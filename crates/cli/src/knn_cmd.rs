@@ -13,7 +13,7 @@ use ralmspec_engine::knn::{
     KnnSpec,
 };
 use ralmspec_lm::Lm;
-use ralmspec_retrieval::{Corpus, HnswParams};
+use ralmspec_retrieval::{Corpus, HnswParams, Precision};
 
 use crate::engine_arg::parse_stride;
 use crate::index_cmd::load_corpus;
@@ -43,6 +43,10 @@ pub struct SourceArgs {
     /// manifest).
     #[arg(long)]
     pub pad_to: Option<usize>,
+    /// How the keys are stored: f32, or f16 (half the memory and the bytes each exact search
+    /// reads; the default folder gets `-f16`; no --hnsw).
+    #[arg(long, value_parser = crate::knowledge_arg::precision_parser(), default_value = "f32")]
+    pub precision: Precision,
 }
 
 #[derive(clap::Args)]
@@ -133,6 +137,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         pad_to: args.source.pad_to,
         hnsw: args.hnsw.then(HnswParams::default),
         reuse: unpadded_dir(&args.source)?,
+        precision: args.source.precision,
     };
     let m = build_with_progress(
         &lm,
@@ -142,11 +147,12 @@ pub fn build(args: BuildArgs) -> Result<()> {
         &options,
     )?;
     println!(
-        "datastore {}: {} entries ({} real, from {} passages), keys of width {}{}",
+        "datastore {}: {} entries ({} real, from {} passages), {} keys of width {}{}",
         dir.display(),
         m.entries,
         m.real_entries,
         m.passages,
+        args.source.precision,
         m.dim,
         if m.hnsw { ", with an HNSW graph" } else { "" }
     );
@@ -181,14 +187,18 @@ pub fn datastore_dir(source: &SourceArgs) -> Result<PathBuf> {
         Device::Cpu => "",
         Device::Cuda => "-cuda",
     };
+    let precision = match source.precision {
+        Precision::F32 => "",
+        Precision::F16 => "-f16",
+    };
     Ok(Store::from_env()?
         .root()
         .join("datastores")
-        .join(format!("{name}-{size}{pad}{device}")))
+        .join(format!("{name}-{size}{pad}{precision}{device}")))
 }
 
-/// For a padded datastore, the default folder of its unpadded twin, whose entries the build
-/// copies instead of running the LM again when it exists.
+/// For a padded datastore, the default folder of its unpadded (f32) twin, whose entries the
+/// build copies instead of running the LM again when it exists.
 fn unpadded_dir(source: &SourceArgs) -> Result<Option<PathBuf>> {
     if source.pad_to.is_none() {
         return Ok(None);
@@ -196,6 +206,7 @@ fn unpadded_dir(source: &SourceArgs) -> Result<Option<PathBuf>> {
     let twin = SourceArgs {
         datastore: None,
         pad_to: None,
+        precision: Precision::F32,
         ..source.clone()
     };
     datastore_dir(&twin).map(Some)
@@ -234,12 +245,25 @@ pub fn build_with_progress(
             .expect("a valid template"),
     );
     bar.set_message("datastore");
+    let mut writing = false;
     let manifest = Datastore::build(lm, model_id, corpus, dir, options, &mut |p| match p {
         BuildProgress::Encoding { done, total } => {
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
-        BuildProgress::Writing => bar.set_message("writing"),
+        BuildProgress::Writing { done, total } => {
+            if !writing {
+                writing = true;
+                bar.set_message("writing keys");
+                bar.set_style(
+                    ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} keys {per_sec} {eta}")
+                        .expect("a valid template"),
+                );
+                bar.reset();
+            }
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
         BuildProgress::Graph { entries } => {
             bar.set_message(format!("HNSW graph over {entries} keys"))
         }
@@ -281,6 +305,7 @@ pub fn open_or_build(
             pad_to: source.pad_to,
             reuse: unpadded_dir(source)?,
             hnsw: hnsw.then(HnswParams::default),
+            precision: source.precision,
             ..BuildOptions::default()
         };
         build_with_progress(lm, &model, &corpus, &dir, &options)?;

@@ -161,3 +161,113 @@ fn damaged_or_foreign_datastores_are_clear_errors() {
     assert!(Datastore::build(&lm, MODEL, &empty, &other, &options, &mut |_| {}).is_err());
     assert!(!other.exists());
 }
+
+/// A padded datastore is streamed to disk: copying the real entries of an unpadded twin gives
+/// the same folder as running the LM again, an f16 datastore holds exactly the f32 keys
+/// rounded to f16 (real and padding), and speculative kNN-LM over f16 keys still gives plain
+/// kNN-LM's tokens.
+#[test]
+fn padded_and_f16_datastores_stream_and_keep_identity() {
+    use ralmspec_retrieval::Precision;
+    use ralmspec_retrieval::vectors::to_f16;
+
+    let lm = lm();
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let build = |name: &str, pad_to: Option<usize>, reuse: bool, precision: Precision| {
+        let options = BuildOptions {
+            max_tokens: Some(2000),
+            pad_to,
+            reuse: reuse.then(|| path("real")),
+            precision,
+            ..BuildOptions::default()
+        };
+        let mut written = 0;
+        let m = Datastore::build(&lm, MODEL, &corpus, &path(name), &options, &mut |p| {
+            if let ralmspec_engine::knn::BuildProgress::Writing { done, total } = p {
+                assert!(done > written && done <= total);
+                written = done;
+            }
+        })
+        .unwrap();
+        assert_eq!(written, m.entries);
+        Datastore::open(&path(name), MODEL).unwrap()
+    };
+    let real = build("real", None, false, Precision::F32);
+    assert_eq!(real.len(), 2000);
+    // 9,000 entries: the first chunk of the writer mixes real and padding keys.
+    let reused = build("reused", Some(9000), true, Precision::F32);
+    assert_eq!(reused.len(), 9000);
+    let fresh = build("fresh", Some(9000), false, Precision::F32);
+    let half = build("half", Some(9000), true, Precision::F16);
+    assert_eq!(half.precision(), Precision::F16);
+    let file = |name: &str, f: &str| std::fs::read(path(name).join(f)).unwrap();
+    for f in [
+        "keys/vectors.f32",
+        "keys/manifest.json",
+        "values.u32",
+        "datastore.json",
+    ] {
+        assert!(file("reused", f) == file("fresh", f), "{f} differs");
+    }
+    assert_eq!(half.values(), fresh.values());
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for e in 0..fresh.len() {
+        let want: Vec<f32> = fresh
+            .key(e, &mut a)
+            .unwrap()
+            .iter()
+            .map(|&x| to_f16(x).to_f32())
+            .collect();
+        assert_eq!(half.key(e, &mut b).unwrap(), &want[..], "entry {e}");
+    }
+    // Padding keys are displaced copies: entry 2000 + j is near, not equal to, real key j.
+    assert_ne!(
+        fresh.key(2000, &mut a).unwrap(),
+        real.key(0, &mut b).unwrap()
+    );
+
+    let options = BuildOptions {
+        max_tokens: Some(200),
+        hnsw: Some(HnswParams::default()),
+        precision: Precision::F16,
+        ..BuildOptions::default()
+    };
+    let err = Datastore::build(&lm, MODEL, &corpus, &path("x"), &options, &mut |_| {});
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("HNSW graph needs f32 keys")
+    );
+
+    let tokens = env_usize("RALMSPEC_KNN_TOKENS", 16);
+    let mut checked = 0;
+    for k in [1, 16] {
+        let params = KnnParams {
+            k,
+            ..KnnParams::default()
+        };
+        let knn = KnnLm::new(&lm, &half, KeySearch::Exact, params).unwrap();
+        for (i, prompt) in prompts(&lm, &corpus).iter().enumerate() {
+            let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
+            for (stride, async_verify) in
+                [(Stride::Os3, false), (Stride::Fixed(3 + i % 5), i % 2 == 1)]
+            {
+                let spec = KnnSpec {
+                    stride,
+                    async_verify,
+                    ..KnnSpec::default()
+                };
+                let got = knn.generate(prompt, tokens, KnnEngine::Spec(spec)).unwrap();
+                assert_eq!(
+                    got.tokens, plain.tokens,
+                    "f16 k={k} {spec:?} prompt {prompt:?}"
+                );
+                assert_eq!(got.stop, plain.stop);
+                checked += 1;
+            }
+        }
+    }
+    eprintln!("{checked} generations over f16 keys equal");
+}

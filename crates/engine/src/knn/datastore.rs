@@ -5,13 +5,15 @@
 //! On disk a datastore is one folder, written atomically ([`build_dir_atomically`]):
 //! - `datastore.json`: the [`DatastoreManifest`] (format version, model, corpus, sizes,
 //!   held-out rule, padding, checksums);
-//! - `keys/`: the keys as a flat L2 index (memory-mapped `vectors.f32`, see
-//!   `ralmspec_retrieval::index`);
+//! - `keys/`: the keys as a flat L2 index (memory-mapped `vectors.f32`, or `vectors.f16` for
+//!   a compact datastore, see `ralmspec_retrieval::index`);
 //! - `values.u32`: one little-endian token id per entry;
 //! - `hnsw/` (optional): an HNSW graph over the same keys, for approximate search.
 //!
 //! An interrupted build leaves the previous datastore (or none) in place, never a half-written
-//! one; building again starts over.
+//! one; building again starts over. The keys are streamed to disk chunk by chunk
+//! ([`FlatWriter`]): only the real entries' keys are held in memory, so a datastore padded to
+//! tens of millions of entries builds in bounded memory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,8 +22,10 @@ use ralmspec_lm::{Lm, Outputs, Step};
 use ralmspec_retrieval::index::{Expect, Verify, build_dir_atomically, sha256};
 use ralmspec_retrieval::padding::splitmix64;
 use ralmspec_retrieval::{
-    Corpus, FlatIndex, HnswIndex, HnswParams, Metric, RetrievalError, Retriever,
+    Corpus, FlatIndex, FlatWriter, HnswIndex, HnswParams, Metric, Precision, RetrievalError,
+    Retriever,
 };
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
@@ -40,6 +44,8 @@ const VALUES: &str = "values.u32";
 const BATCH_PASSAGES: usize = 8;
 /// The relative length of the noise on a padding key (see [`DatastoreManifest::padding`]).
 const PADDING_NOISE: f32 = 2.0;
+/// Keys handed to the writer at a time (4 MB of f32 keys at SmolLM2's 576 values).
+const WRITE_ROWS: usize = 2048;
 
 /// What a datastore folder says about itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,8 +89,12 @@ pub struct BuildOptions {
     /// Also build an HNSW graph over the keys.
     pub hnsw: Option<HnswParams>,
     /// An unpadded datastore of the same model, corpus and text whose entries can be copied
-    /// instead of running the LM again (for `pad_to`); ignored unless it matches.
+    /// instead of running the LM again (for `pad_to`); ignored unless it matches and holds
+    /// f32 keys.
     pub reuse: Option<PathBuf>,
+    /// How the keys are stored: f32, or f16 (half the bytes to scan; each key rounded to
+    /// nearest, so f16 search ranks by the rounded keys). No HNSW graph over f16 keys.
+    pub precision: Precision,
 }
 
 impl Default for BuildOptions {
@@ -95,6 +105,7 @@ impl Default for BuildOptions {
             pad_to: None,
             hnsw: None,
             reuse: None,
+            precision: Precision::F32,
         }
     }
 }
@@ -104,8 +115,8 @@ impl Default for BuildOptions {
 pub enum BuildProgress {
     /// `done` of `total` real entries computed by the LM.
     Encoding { done: usize, total: usize },
-    /// Writing padding entries, checksums and files.
-    Writing,
+    /// `done` of `total` keys (real, then padding) written to disk.
+    Writing { done: usize, total: usize },
     /// Building the HNSW graph over `entries` keys.
     Graph { entries: usize },
 }
@@ -159,6 +170,7 @@ fn reusable(
     let store = Datastore::open(options.reuse.as_deref()?, model).ok()?;
     let m = &store.manifest;
     (m.padding.is_none()
+        && store.keys.precision() == Precision::F32
         && m.corpus_hash == corpus.hash()
         && m.real_entries == total
         && m.held_out_every == options.held_out_every
@@ -167,17 +179,16 @@ fn reusable(
 }
 
 /// Runs the LM over `passages` (in batches) and returns the keys and values of every position
-/// but each passage's last, with room for `entries`.
+/// but each passage's last.
 fn encode(
     lm: &Lm,
     passages: &[Vec<u32>],
-    entries: usize,
     progress: &mut dyn FnMut(BuildProgress),
 ) -> Result<(Vec<f32>, Vec<u32>)> {
     let dim = lm.model.config().dim;
     let total: usize = passages.iter().map(|t| t.len() - 1).sum();
-    let mut keys: Vec<f32> = Vec::with_capacity(entries * dim);
-    let mut values: Vec<u32> = Vec::with_capacity(entries);
+    let mut keys: Vec<f32> = Vec::with_capacity(total * dim);
+    let mut values: Vec<u32> = Vec::with_capacity(total);
     progress(BuildProgress::Encoding { done: 0, total });
     for group in passages.chunks(BATCH_PASSAGES) {
         let mut caches: Vec<_> = group.iter().map(|t| lm.model.new_cache(t.len())).collect();
@@ -236,21 +247,28 @@ impl Datastore {
                 "--pad-to {pad} is below the {total} real entries"
             )));
         }
+        if options.hnsw.is_some() && options.precision != Precision::F32 {
+            return Err(EngineError::BadRequest(format!(
+                "an HNSW graph needs f32 keys, not {} (drop --hnsw or use --precision f32)",
+                options.precision
+            )));
+        }
         let entries = options.pad_to.unwrap_or(total);
-        let (mut keys, mut values) = match reusable(options, model, corpus, total) {
-            Some(store) => {
-                let mut keys = Vec::with_capacity(entries * dim);
-                keys.extend_from_slice(store.keys.vectors());
-                let mut values = Vec::with_capacity(entries);
-                values.extend_from_slice(&store.values);
-                (keys, values)
-            }
-            None => encode(lm, &passages, entries, progress)?,
+        if u32::try_from(entries).is_err() {
+            return Err(EngineError::BadRequest(format!(
+                "{entries} entries: a datastore holds at most {} (entry ids are u32)",
+                u32::MAX
+            )));
+        }
+        let (keys, mut values) = match reusable(options, model, corpus, total) {
+            Some(store) => (store.keys.vectors().to_vec(), store.values),
+            None => encode(lm, &passages, progress)?,
         };
-        progress(BuildProgress::Writing);
-        let padding = (entries > total).then(|| pad(&mut keys, &mut values, dim, entries));
-        let index =
-            FlatIndex::new(dim, keys, (0..entries as u32).collect())?.with_metric(Metric::L2);
+        // Entry `e` of the padding copies the value of real entry `(e − total) % total`.
+        for e in 0..entries - total {
+            values.push(values[e % total]);
+        }
+        let padding = (entries > total).then(|| padding_note(total, entries));
         let value_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         let manifest = DatastoreManifest {
             format_version: DATASTORE_FORMAT,
@@ -267,10 +285,24 @@ impl Datastore {
             hnsw: options.hnsw.is_some(),
         };
         build_dir_atomically(dir, |tmp| {
-            index.save(&tmp.join(KEYS), &manifest.corpus_hash, model)?;
+            let keys_dir = tmp.join(KEYS);
+            write_keys(
+                &keys_dir,
+                &keys,
+                dim,
+                entries,
+                options.precision,
+                &manifest,
+                progress,
+            )?;
             if let Some(params) = options.hnsw {
                 progress(BuildProgress::Graph { entries });
-                HnswIndex::build(index.clone(), params)?.save(
+                let expect = Expect {
+                    corpus_hash: &manifest.corpus_hash,
+                    encoder: model,
+                };
+                let (index, _) = FlatIndex::open(&keys_dir, &expect, Verify::Sizes)?;
+                HnswIndex::build(index, params)?.save(
                     &tmp.join(HNSW),
                     &manifest.corpus_hash,
                     model,
@@ -369,6 +401,16 @@ impl Datastore {
         &self.manifest
     }
 
+    /// How the keys are stored.
+    pub fn precision(&self) -> Precision {
+        self.keys.precision()
+    }
+
+    /// The key of entry `e` as f32 (widened from f16 into `buf`); `None` past the last.
+    pub fn key<'a>(&'a self, e: usize, buf: &'a mut Vec<f32>) -> Option<&'a [f32]> {
+        self.keys.row_into(e, buf)
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.values.len()
@@ -425,30 +467,69 @@ impl KeySearch {
     }
 }
 
-/// Grows `keys`/`values` to `entries` with synthetic entries and describes how. Entry
-/// `real + c·real + j` is a displaced copy of real entry `j`: its key plus seeded uniform noise
-/// of length [`PADDING_NOISE`] × ‖key‖, its value. The displacement is several times the
-/// distance between real neighbours (measured on the knowledge base: ‖key‖ ≈ 45, nearest
-/// neighbour ≈ 21, 256th ≈ 35), so padding costs search time like real entries while the
-/// neighbours that decide tokens stay the real text's (so does the accuracy of speculation);
-/// copies keep corpus order, and each is a pure function of the real entries and `e`.
-fn pad(keys: &mut Vec<f32>, values: &mut Vec<u32>, dim: usize, entries: usize) -> String {
-    let real = values.len();
-    let mut noise = vec![0f32; dim];
-    for e in real..entries {
-        let j = (e - real) % real;
-        let mut state = 0x5eed_4b4e_u64 ^ (e as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for n in noise.iter_mut() {
-            *n = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
-        }
-        let key = &keys[j * dim..(j + 1) * dim];
-        let len = key.iter().map(|x| x * x).sum::<f32>().sqrt();
-        let noise_len = noise.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-        let scale = PADDING_NOISE * len / noise_len;
-        let row: Vec<f32> = key.iter().zip(&noise).map(|(k, n)| k + n * scale).collect();
-        keys.extend_from_slice(&row);
-        values.push(values[j]);
+/// Writes the keys folder: the `real` keys (`keys`, f32), then `entries − real` padding keys
+/// made chunk by chunk ([`padding_key`]), rounded to `precision` by the writer; an L2 index
+/// whose manifest names the datastore's corpus and model.
+fn write_keys(
+    dir: &Path,
+    keys: &[f32],
+    dim: usize,
+    entries: usize,
+    precision: Precision,
+    manifest: &DatastoreManifest,
+    progress: &mut dyn FnMut(BuildProgress),
+) -> std::result::Result<(), RetrievalError> {
+    let real = keys.len() / dim;
+    let mut writer = FlatWriter::create(dir, dim, precision)?.with_metric(Metric::L2);
+    let mut rows = vec![0f32; WRITE_ROWS * dim];
+    let mut ids = Vec::with_capacity(WRITE_ROWS);
+    for start in (0..entries).step_by(WRITE_ROWS) {
+        let end = (start + WRITE_ROWS).min(entries);
+        ids.clear();
+        ids.extend(start as u32..end as u32);
+        let chunk = &mut rows[..(end - start) * dim];
+        chunk
+            .par_chunks_mut(dim)
+            .zip(start..end)
+            .for_each(|(row, e)| match e < real {
+                true => row.copy_from_slice(&keys[e * dim..(e + 1) * dim]),
+                false => padding_key(keys, dim, e, row),
+            });
+        writer.push(chunk, &ids)?;
+        progress(BuildProgress::Writing {
+            done: end,
+            total: entries,
+        });
     }
+    writer.finish(&manifest.corpus_hash, &manifest.model, None)?;
+    Ok(())
+}
+
+/// Padding entry `e` (≥ the `real` entries of `keys`): a displaced copy of real entry
+/// `j = (e − real) % real`, its key plus seeded uniform noise of length [`PADDING_NOISE`] ×
+/// ‖key‖ (its value is `j`'s). The displacement is several times the distance between real
+/// neighbours (measured on the knowledge base: ‖key‖ ≈ 45, nearest neighbour ≈ 21, 256th ≈
+/// 35), so padding costs search time like real entries while the neighbours that decide
+/// tokens stay the real text's (so does the accuracy of speculation); copies keep corpus
+/// order, and each is a pure function of the real entries and `e`.
+fn padding_key(keys: &[f32], dim: usize, e: usize, out: &mut [f32]) {
+    let real = keys.len() / dim;
+    let j = (e - real) % real;
+    let mut state = 0x5eed_4b4e_u64 ^ (e as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for n in out.iter_mut() {
+        *n = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+    }
+    let key = &keys[j * dim..(j + 1) * dim];
+    let len = key.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let noise_len = out.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    let scale = PADDING_NOISE * len / noise_len;
+    for (o, k) in out.iter_mut().zip(key) {
+        *o = k + *o * scale;
+    }
+}
+
+/// The manifest's description of the padding.
+fn padding_note(real: usize, entries: usize) -> String {
     format!(
         "{} synthetic entries after {real} real ones: displaced copies of the real entries in \
          corpus order (key + seeded uniform noise of length {PADDING_NOISE} × its norm, same \
