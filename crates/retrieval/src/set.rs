@@ -195,6 +195,15 @@ pub enum Vectors<'a> {
 }
 
 impl Vectors<'_> {
+    /// Values per vector.
+    fn dim(&self) -> usize {
+        match self {
+            Vectors::Encode(e) => e.dim(),
+            Vectors::Npy(npy, _) => npy.dims(),
+            Vectors::Index(flat, _) => flat.dim(),
+        }
+    }
+
     fn record(&self) -> EncoderRecord {
         match self {
             Vectors::Encode(e) | Vectors::Npy(_, e) => encoder_record(e),
@@ -236,6 +245,9 @@ pub trait Progress {
     /// `done` items of the current stage are finished.
     fn advance(&mut self, done: u64);
 }
+
+/// Rows read from a vectors source at a time (48 MB of f32 at 768 values).
+const READ_ROWS: usize = 16_384;
 
 /// How a build writes its dense indexes.
 #[derive(Clone, Copy)]
@@ -414,27 +426,25 @@ impl IndexSet {
                     BuildProgress::Checksumming => progress.stage("BM25 checksumming", None),
                 })?;
             }
-            Kind::Flat => {
-                let real = self.real_vectors(vectors, how.every, progress)?;
-                let (hash, encoder) = self.expect()?;
-                match self.padding {
-                    None => {
-                        real.to_precision(how.precision)
-                            .save(&dir, &hash, &encoder)?;
-                    }
-                    // Streamed: a padded index may be far larger than memory.
-                    Some(padding) => {
-                        progress.stage("padding the vectors", Some(padding.total() as u64));
-                        let mut writer = FlatWriter::create(&dir, real.dim(), how.precision)?;
-                        write_padded(&real, &padding, DEFAULT_NOISE, &mut writer, &mut |n, _| {
-                            progress.advance(n as u64)
-                        })?;
-                        progress.stage("writing the index", None);
-                        let record = PaddingRecord::new(&padding, DEFAULT_NOISE);
-                        writer.finish(&hash, &encoder, Some(record))?;
-                    }
+            Kind::Flat => match self.padding {
+                // Streamed from the source to the file: a real corpus's vectors may be far
+                // larger than memory (21M × 768 f32 is 64 GB).
+                None => self.write_real(vectors, how, &dir, progress)?,
+                // Streamed too: a padded index may be far larger than memory (its real
+                // vectors, which the padding copies, are held).
+                Some(padding) => {
+                    let real = self.real_vectors(vectors, how.every, progress)?;
+                    let (hash, encoder) = self.expect()?;
+                    progress.stage("padding the vectors", Some(padding.total() as u64));
+                    let mut writer = FlatWriter::create(&dir, real.dim(), how.precision)?;
+                    write_padded(&real, &padding, DEFAULT_NOISE, &mut writer, &mut |n, _| {
+                        progress.advance(n as u64)
+                    })?;
+                    progress.stage("writing the index", None);
+                    let record = PaddingRecord::new(&padding, DEFAULT_NOISE);
+                    writer.finish(&hash, &encoder, Some(record))?;
                 }
-            }
+            },
             Kind::Pgvector | Kind::PgvectorHnsw => return Err(in_database(kind)),
             Kind::Hnsw => {
                 let flat = match self.has(Kind::Flat) {
@@ -472,58 +482,124 @@ impl IndexSet {
             })
     }
 
-    /// The real passages' vectors from `vectors` (unpadded), recording their encoder.
+    /// The real passages' vectors from `vectors` (unpadded), in memory (or the given index),
+    /// recording their encoder.
     fn real_vectors(
         &mut self,
         vectors: Option<Vectors<'_>>,
         every: usize,
         progress: &mut dyn Progress,
     ) -> Result<FlatIndex> {
+        if let Some(Vectors::Index(flat, record)) = vectors {
+            self.check_encoder(record)?;
+            self.check_count(flat.len(), flat.padding().is_some())?;
+            self.manifest.encoder = Some(record.clone());
+            return Ok(flat.clone());
+        }
+        let mut all = Vec::new();
+        let dim = self.real_rows(vectors, every, progress, &mut |_, rows| {
+            all.extend_from_slice(rows);
+            Ok(())
+        })?;
+        FlatIndex::new(dim, all, self.corpus.docs())
+    }
+
+    /// Writes the real passages' vectors from `vectors` into a flat index at `dir` in
+    /// `how.precision`, chunk by chunk (nothing but a chunk in memory), recording their
+    /// encoder.
+    fn write_real(
+        &mut self,
+        vectors: Option<Vectors<'_>>,
+        how: How,
+        dir: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let Some(dim) = vectors.as_ref().map(Vectors::dim) else {
+            return self
+                .real_rows(None, how.every, progress, &mut |_, _| Ok(()))
+                .map(drop);
+        };
+        let mut writer = FlatWriter::create(dir, dim, how.precision)?;
+        let mut ids = Vec::new();
+        self.real_rows(vectors, how.every, progress, &mut |first, rows| {
+            ids.clear();
+            ids.extend(first as u32..(first + rows.len() / dim) as u32);
+            writer.push(rows, &ids)
+        })?;
+        progress.stage("writing the index", None);
+        let (hash, encoder) = self.expect()?;
+        writer.finish(&hash, &encoder, None)?;
+        Ok(())
+    }
+
+    /// Checks that vectors of `record`'s encoder may go into this set.
+    fn check_encoder(&self, record: &EncoderRecord) -> Result<()> {
+        match &self.manifest.encoder {
+            Some(have) if have.name != record.name => Err(RetrievalError::EncoderMismatch {
+                index: have.name.clone(),
+                query: record.name.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks that an index of `rows` vectors holds one per passage, unpadded.
+    fn check_count(&self, rows: usize, padded: bool) -> Result<()> {
+        if rows != self.corpus.len() || padded {
+            return Err(RetrievalError::BadIndexData {
+                reason: format!("{rows} vectors for {} passages", self.corpus.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Streams the real passages' vectors from `vectors` (unpadded, in corpus order) to
+    /// `sink(first row, rows)` in chunks, checked, and records their encoder; returns their
+    /// dimension.
+    fn real_rows(
+        &mut self,
+        vectors: Option<Vectors<'_>>,
+        every: usize,
+        progress: &mut dyn Progress,
+        sink: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<usize> {
         let vectors = vectors.ok_or_else(|| RetrievalError::BadIndexData {
             reason: "a dense index needs passage vectors (an encoder or a vectors file)".into(),
         })?;
         let record = vectors.record();
-        if let Some(have) = &self.manifest.encoder
-            && have.name != record.name
-        {
-            return Err(RetrievalError::EncoderMismatch {
-                index: have.name.clone(),
-                query: record.name,
-            });
-        }
-        let real = match vectors {
+        self.check_encoder(&record)?;
+        let dim = match vectors {
             Vectors::Encode(encoder) => {
                 let dir = encoding::checkpoint_dir(&self.home, &self.corpus, encoder, every);
-                let flat = encoding::encode(encoder, &self.corpus, &dir, every, progress)?;
+                encoding::encode(encoder, &self.corpus, &dir, every, progress, sink)?;
                 self.checkpoints.push(dir);
-                flat
+                encoder.dim()
             }
             Vectors::Npy(npy, encoder) => {
                 npy.check_for(self.corpus.len(), encoder)?;
                 progress.stage("checking the vectors", Some(npy.rows() as u64));
-                let mut vectors = Vec::with_capacity(npy.rows() * npy.dims());
-                for chunk in npy.chunks(65_536) {
+                for chunk in npy.chunks(READ_ROWS) {
                     npy.check_values(chunk.first_row, &chunk.values, encoder.normalises())?;
-                    vectors.extend_from_slice(&chunk.values);
-                    progress.advance((vectors.len() / npy.dims()) as u64);
+                    sink(chunk.first_row, &chunk.values)?;
+                    progress.advance((chunk.first_row + chunk.values.len() / npy.dims()) as u64);
                 }
-                FlatIndex::new(npy.dims(), vectors, self.corpus.docs())?
+                npy.dims()
             }
             Vectors::Index(flat, _) => {
-                if flat.len() != self.corpus.len() || flat.padding().is_some() {
-                    return Err(RetrievalError::BadIndexData {
-                        reason: format!(
-                            "{} vectors for {} passages",
-                            flat.len(),
-                            self.corpus.len()
-                        ),
-                    });
+                self.check_count(flat.len(), flat.padding().is_some())?;
+                let (mut chunk, mut buf) = (Vec::new(), Vec::new());
+                for first in (0..flat.len()).step_by(READ_ROWS) {
+                    chunk.clear();
+                    for r in first..(first + READ_ROWS).min(flat.len()) {
+                        chunk.extend_from_slice(flat.row_into(r, &mut buf).expect("a row"));
+                    }
+                    sink(first, &chunk)?;
                 }
-                flat.clone()
+                flat.dim()
             }
         };
         self.manifest.encoder = Some(record);
-        Ok(real)
+        Ok(dim)
     }
 
     /// The set's folder.

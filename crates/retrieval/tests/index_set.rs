@@ -228,3 +228,81 @@ fn another_encoder_is_refused_and_kinds_can_be_added() {
     );
     assert!(err.to_string().contains("--encoder"), "{err}");
 }
+
+/// A real corpus's flat index is streamed from its source chunk by chunk: a `.npy` file longer
+/// than one read chunk (16,384 rows) and encodings read back from checkpoints of any size give
+/// exactly the source's vectors, in order.
+#[test]
+fn flat_indexes_stream_their_vectors_in_chunks() {
+    let root = tempfile::tempdir().unwrap();
+    let encoder = Encoder::minilm().unwrap();
+    const ROWS: usize = 20_000;
+    let mut text = String::new();
+    for i in 0..ROWS {
+        text.push_str(
+            &serde_json::json!({"id": format!("p{i}"), "contents": format!("passage {i}")})
+                .to_string(),
+        );
+        text.push('\n');
+    }
+    let corpus = root.path().join("many.jsonl");
+    std::fs::write(&corpus, text).unwrap();
+    let mut state = 7u64;
+    let mut rows = Vec::with_capacity(ROWS * 384);
+    for _ in 0..ROWS {
+        let row: Vec<f32> = (0..384)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect();
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+        rows.extend(row.iter().map(|x| x / norm));
+    }
+    let npy = root.path().join("many.npy");
+    write_npy(&npy, &rows, 384, false);
+    let vectors = NpyVectors::open(&npy).unwrap();
+    let set = build(
+        &root.path().join("many"),
+        &corpus,
+        &[Kind::Flat],
+        Some(Vectors::Npy(&vectors, &encoder)),
+    )
+    .unwrap();
+    let flat = set.flat(ralmspec_retrieval::index::Verify::Full).unwrap();
+    assert_eq!(flat.vectors(), &rows[..]);
+    assert_eq!(flat.ids(), (0..ROWS as u32).collect::<Vec<_>>());
+
+    let (kb, _) = beir(root.path());
+    let encoded = |name: &str, every: usize| {
+        let build = Build {
+            source: Source::File {
+                path: &kb,
+                format: Format::Beir,
+            },
+            kinds: &[Kind::Flat],
+            pad_to: None,
+            vectors: Some(Vectors::Encode(&encoder)),
+            checkpoint_every: every,
+            precision: ralmspec_retrieval::Precision::F32,
+        };
+        let set = IndexSet::build(&root.path().join(name), &build, &mut Quiet).unwrap();
+        set.flat(ralmspec_retrieval::index::Verify::Full)
+            .unwrap()
+            .vectors()
+            .to_vec()
+    };
+    // 60 passages in checkpoints of 8: seven of 8 and a last of 4, each encoded as one call
+    // (an encoder call's bits depend on its batch, so that is what the index must hold).
+    let passages = Corpus::wiki_kb().unwrap().head(N);
+    let texts: Vec<String> = passages.iter().map(|p| p.prompt_text()).collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want: Vec<f32> = refs
+        .chunks(8)
+        .flat_map(|chunk| encoder.encode_passages_flat(chunk).unwrap())
+        .collect();
+    assert_eq!(want.len(), N * 384);
+    assert!(encoded("eights", 8) == want);
+}

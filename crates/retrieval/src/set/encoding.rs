@@ -21,7 +21,6 @@ use super::Progress;
 use crate::corpus::Corpus;
 use crate::encoder::Encoder;
 use crate::error::{IoContext, Result, RetrievalError};
-use crate::flat::FlatIndex;
 
 /// Passages per checkpoint by default.
 pub const DEFAULT_CHECKPOINT_EVERY: usize = 4096;
@@ -55,14 +54,17 @@ pub(crate) fn checkpoint_dir(
     parent.join(format!(".{name}.encode-{key}"))
 }
 
-/// The vectors of every passage of `corpus`, `every` passages per checkpoint in `dir`.
+/// Encodes every passage of `corpus`, `every` passages per checkpoint in `dir`, then hands
+/// the vectors to `sink(first row, rows)` in corpus order, `every` rows at a time (read back
+/// from the checkpoint file: never all in memory).
 pub(crate) fn encode(
     encoder: &Encoder,
     corpus: &Corpus,
     dir: &Path,
     every: usize,
     progress: &mut dyn Progress,
-) -> Result<FlatIndex> {
+    sink: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+) -> Result<()> {
     let every = every.max(1);
     let dim = encoder.dim();
     let row_bytes = (dim * 4) as u64;
@@ -115,14 +117,23 @@ pub(crate) fn encode(
         progress.advance(end as u64);
         start = end;
     }
-    let mut bytes = Vec::with_capacity(corpus.len() * dim * 4);
     file.seek(SeekFrom::Start(0)).at(&path)?;
-    file.read_to_end(&mut bytes).at(&path)?;
-    let vectors: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-        .collect();
-    FlatIndex::new(dim, vectors, corpus.docs())
+    let mut file = std::io::BufReader::new(file);
+    let mut bytes = vec![0u8; every * dim * 4];
+    let mut rows = Vec::with_capacity(every * dim);
+    for first in (0..corpus.len()).step_by(every) {
+        let n = every.min(corpus.len() - first);
+        let bytes = &mut bytes[..n * dim * 4];
+        file.read_exact(bytes).at(&path)?;
+        rows.clear();
+        rows.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))),
+        );
+        sink(first, &rows)?;
+    }
+    Ok(())
 }
 
 /// Removes the checkpoint folder `dir` (the set it served is in place).
