@@ -185,3 +185,30 @@ pub fn run(args: Args) -> Result<()> {
 fn same(a: &Generation, b: &Generation) -> bool {
     a.tokens == b.tokens && a.spans == b.spans && a.stop == b.stop
 }
+
+/// `ralmspec bench plot`: draws the plot of a saved `bench ralm` report again.
+#[derive(clap::Args)]
+pub struct PlotArgs {
+    /// A report written by `bench ralm --json`.
+    json: std::path::PathBuf,
+    /// Where to write the SVG.
+    #[arg(long)]
+    svg: std::path::PathBuf,
+}
+
+pub fn plot(args: PlotArgs) -> Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(&args.json)
+        .with_context(|| format!("reading {}", args.json.display()))?;
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", args.json.display()))?;
+    let rows: Vec<summary::Row> = serde_json::from_value(report["rows"].clone())
+        .with_context(|| format!("{} is not a `bench ralm` report", args.json.display()))?;
+    if rows.is_empty() {
+        bail!("{} holds no rows", args.json.display());
+    }
+    std::fs::write(&args.svg, plot::speedup_svg(&rows))
+        .with_context(|| format!("writing {}", args.svg.display()))?;
+    eprintln!("wrote {}", args.svg.display());
+    Ok(())
+}

@@ -79,6 +79,8 @@ enum Bench {
     /// Speculative kNN-LM against plain kNN-LM: latency per token, speed-up, b/a, acceptance,
     /// perplexity, for several k, exact and approximate search, several datastore sizes.
     Knn(bench_knn::Args),
+    /// Draws the plot of a saved `bench ralm --json` report again (SVG).
+    Plot(bench_ralm::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +97,7 @@ fn main() -> ExitCode {
         Command::Bench(Bench::Lm(args)) => bench_lm::run(args),
         Command::Bench(Bench::Ralm(args)) => bench_ralm::run(args),
         Command::Bench(Bench::Knn(args)) => bench_knn::run(args),
+        Command::Bench(Bench::Plot(args)) => bench_ralm::plot(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

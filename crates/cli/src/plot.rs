@@ -1,5 +1,6 @@
-//! SVG line plots of speed-ups (one line per series, log-scaled x, a dashed line at 1×),
-//! written by hand: no plotting dependency for a few charts.
+//! SVG plots of speed-ups, written by hand (no plotting dependency for a few charts): line
+//! plots (one line per series, log-scaled x) and grouped bar charts, each with a dashed line
+//! at 1×.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -94,6 +95,70 @@ pub fn speedup_svg(
             MARGIN + 10.0,
             MARGIN + 16.0 * i as f64
         );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Horizontal bars of speed-ups: one block per group (its title above it), one bar per
+/// (label, speed-up) with its value written at its end; a dashed line marks 1×.
+pub fn bars_svg(title: &str, groups: &[(String, Vec<(String, f64)>)]) -> String {
+    const BAR: f64 = 22.0;
+    const LABEL: f64 = 230.0;
+    let bars: usize = groups.iter().map(|(_, b)| b.len()).sum();
+    let h = MARGIN + (bars as f64 + 1.5 * groups.len() as f64) * BAR + MARGIN;
+    let max = groups
+        .iter()
+        .flat_map(|(_, b)| b.iter().map(|p| p.1))
+        .fold(2.0f64, f64::max)
+        .ceil();
+    let px = |v: f64| LABEL + v / max * (W - LABEL - MARGIN);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"20\" text-anchor=\"middle\" font-size=\"14\">{title}</text>\n",
+        W / 2.0
+    );
+    let bottom = h - MARGIN + 4.0;
+    for s in 0..=max as usize {
+        let x = px(s as f64);
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{x:.1}\" y1=\"{MARGIN}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{}\" {}/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{s}×</text>",
+            if s == 1 { "gray" } else { "#e0e0e0" },
+            if s == 1 {
+                "stroke-dasharray=\"4 4\""
+            } else {
+                ""
+            },
+            bottom + 16.0
+        );
+    }
+    let mut y = MARGIN;
+    for (g, (group, bars)) in groups.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            "<text x=\"10\" y=\"{:.1}\" font-weight=\"bold\">{group}</text>",
+            y + BAR * 0.9
+        );
+        y += 1.5 * BAR;
+        for (label, value) in bars {
+            let color = COLORS[g % COLORS.len()];
+            let _ = writeln!(
+                svg,
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>\
+                 <rect x=\"{LABEL}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{label}: {value:.2}×</title></rect>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{value:.2}×</text>",
+                LABEL - 8.0,
+                y + BAR * 0.65,
+                y + 3.0,
+                px(*value) - LABEL,
+                BAR - 6.0,
+                px(*value) + 4.0,
+                y + BAR * 0.65,
+            );
+            y += BAR;
+        }
     }
     svg.push_str("</svg>\n");
     svg

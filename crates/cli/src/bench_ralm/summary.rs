@@ -1,7 +1,7 @@
 //! Per-engine statistics of a benchmark group and the Markdown report.
 
 use ralmspec_engine::{Generation, SpecConfig};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The measurements of one (retriever, size) group, per engine.
@@ -12,7 +12,7 @@ pub struct Runs {
 }
 
 /// One line of the report: an engine on a (retriever, size).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub retriever: String,
     pub passages: usize,
