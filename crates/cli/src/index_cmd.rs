@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::set::{Build, Source, Vectors, encoding};
-use ralmspec_retrieval::{Corpus, Encoder, Format, IndexSet, Kind, NpyVectors, Precision};
+use ralmspec_retrieval::{
+    Corpus, Encoder, EncoderOptions, Format, IndexSet, Kind, NpyVectors, Precision,
+};
 
 use crate::database_arg::DatabaseFlags;
 use crate::knowledge_arg::{Bars, format_parser, kind_parser, knowledge, precision_parser};
+use crate::model_arg::Device;
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
@@ -57,6 +60,10 @@ pub struct BuildArgs {
     /// a search reads; recall@10 against f32 ≥ 0.99 on real questions). HNSW keeps f32.
     #[arg(long, value_parser = precision_parser(), default_value = "f32")]
     precision: Precision,
+    /// Where the passages are encoded: cpu, or cuda (GPU 0; a build with `--features cuda`).
+    /// Queries are still encoded on the CPU.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    device: Device,
     /// Database kinds: seconds a replaced version stays readable, so that requests pinned to
     /// it finish (the version just replaced is always kept).
     #[arg(long, default_value_t = ralmspec_retrieval::pg::DEFAULT_KEEP_OLD_FOR.as_secs_f64())]
@@ -163,8 +170,11 @@ fn build_set(args: &BuildArgs, out: &Path, kinds: &[Kind]) -> Result<IndexSet> {
     if args.vectors.is_some() && !dense {
         bail!("--vectors is for the dense kinds (--kind flat or hnsw)");
     }
+    if args.device == Device::Cuda && (args.vectors.is_some() || !dense) {
+        bail!("--device cuda is for encoding passages (a dense --kind without --vectors)");
+    }
     let encoder = match dense {
-        true => Some(load_encoder(&args.encoder)?),
+        true => Some(load_encoder_on(&args.encoder, args.device)?),
         false => None,
     };
     let npy = match &args.vectors {
@@ -253,16 +263,28 @@ pub fn search(args: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--encoder minilm|DIR`.
+/// `--encoder minilm|DIR`, on the CPU.
 pub fn load_encoder(name: &str) -> Result<Encoder> {
+    load_encoder_on(name, Device::Cpu)
+}
+
+/// `--encoder minilm|DIR` on `device` (GPU 0 for cuda).
+fn load_encoder_on(name: &str, device: Device) -> Result<Encoder> {
+    if device == Device::Cuda && !cfg!(feature = "cuda") {
+        bail!("--device cuda: {}", ralmspec_lm::LmError::CudaNotBuilt);
+    }
+    let options = EncoderOptions {
+        gpu: (device == Device::Cuda).then_some(0),
+        ..EncoderOptions::default()
+    };
     if name == "minilm" {
-        return Encoder::minilm().context("loading the MiniLM encoder");
+        return Encoder::minilm_with(&options).context("loading the MiniLM encoder");
     }
     let dir = Path::new(name);
     if !dir.is_dir() {
         bail!("--encoder {name}: not `minilm` nor a sentence-transformers folder");
     }
-    Encoder::open(dir).with_context(|| format!("loading the encoder in {name}"))
+    Encoder::open_with(dir, &options).with_context(|| format!("loading the encoder in {name}"))
 }
 
 /// The index set in `dir`.

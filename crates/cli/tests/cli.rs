@@ -69,9 +69,20 @@ fn cuda_request_on_a_cpu_build_is_a_clear_error() {
         &["knn", "build", "--device", "cuda"],
         &["knn", "generate", "--device", "cuda", "hi"],
         &["bench", "knn", "--device", "cuda"],
+        &[
+            "index",
+            "build",
+            "--kind",
+            "flat",
+            "--out",
+            "/nonexistent/set",
+            "--device",
+            "cuda",
+        ],
     ] {
         assert_clean_failure(&ralmspec(args), "--device cuda");
     }
+    assert!(!std::path::Path::new("/nonexistent/set").exists());
 }
 
 #[test]

@@ -718,6 +718,7 @@ impl EncoderRecord {
         let options = EncoderOptions {
             query_prefix: Some(self.query_prefix.clone()),
             passage_prefix: Some(self.passage_prefix.clone()),
+            gpu: None,
         };
         let encoder = match (override_dir, &self.dir) {
             (Some(dir), _) => Encoder::open(dir)?,

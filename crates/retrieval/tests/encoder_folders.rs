@@ -206,6 +206,7 @@ fn prompts_go_before_queries_and_passages_only() {
     let options = EncoderOptions {
         query_prefix: Some(String::new()),
         passage_prefix: Some("doc: ".into()),
+        ..EncoderOptions::default()
     };
     let over = Encoder::open_with(&dir, &options).unwrap();
     assert_eq!(

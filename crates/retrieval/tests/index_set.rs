@@ -203,6 +203,7 @@ fn another_encoder_is_refused_and_kinds_can_be_added() {
     let options = EncoderOptions {
         query_prefix: Some("query: ".into()),
         passage_prefix: Some("passage: ".into()),
+        ..EncoderOptions::default()
     };
     let prefixed = Encoder::open_with(&minilm_dir, &options).unwrap();
     assert_ne!(prefixed.name(), ralmspec_retrieval::ENCODER_NAME);
