@@ -174,7 +174,7 @@ fn build_set(args: &BuildArgs, out: &Path, kinds: &[Kind]) -> Result<IndexSet> {
         bail!("--device cuda is for encoding passages (a dense --kind without --vectors)");
     }
     let encoder = match dense {
-        true => Some(load_encoder_on(&args.encoder, args.device)?),
+        true => Some(load_encoder(&args.encoder, args.device)?),
         false => None,
     };
     let npy = match &args.vectors {
@@ -263,13 +263,8 @@ pub fn search(args: SearchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `--encoder minilm|DIR`, on the CPU.
-pub fn load_encoder(name: &str) -> Result<Encoder> {
-    load_encoder_on(name, Device::Cpu)
-}
-
 /// `--encoder minilm|DIR` on `device` (GPU 0 for cuda).
-fn load_encoder_on(name: &str, device: Device) -> Result<Encoder> {
+fn load_encoder(name: &str, device: Device) -> Result<Encoder> {
     if device == Device::Cuda && !cfg!(feature = "cuda") {
         bail!("--device cuda: {}", ralmspec_lm::LmError::CudaNotBuilt);
     }

@@ -114,7 +114,7 @@ impl<'a> Session<'a> {
     /// prefill (which is then shared).
     fn switch_to(&mut self, doc: u32, document: &[u32]) -> Result<()> {
         match self.doc_kv.get((self.version, doc)) {
-            Some(kv) => self.cache.copy_prefix_from(&kv, kv.len()),
+            Some(kv) => self.cache.copy_prefix_from(&kv, kv.len())?,
             None => {
                 self.cache.clear();
                 let start = Instant::now();

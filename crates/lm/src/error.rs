@@ -27,10 +27,10 @@ pub enum LmError {
     CudaNotBuilt,
     #[error("no usable CUDA GPU {ordinal}: {reason}")]
     NoGpu { ordinal: usize, reason: String },
-    #[error("the KV cache lives on {cache}, but the model computes on {model}")]
+    #[error(
+        "the KV cache lives on {cache}, but the model (or the cache copied into) is on {model}"
+    )]
     CacheDevice { model: String, cache: String },
-    #[error("KV cache unusable after a failed device copy: {0}")]
-    CacheFault(String),
     #[error("tensor backend: {0}")]
     Candle(#[from] candle_core::Error),
 }

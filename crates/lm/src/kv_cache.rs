@@ -10,15 +10,32 @@
 //! for both, so truncation is O(1) on either.
 
 use crate::Config;
+use crate::error::{LmError, Result};
 
 /// Keys and values of every layer for positions `0..len`.
 #[derive(Debug, Clone)]
 pub struct KvCache {
     tokens: Vec<u32>,
     capacity: usize,
-    /// Why the contents are unusable (a failed cross-device copy); the next forward reports it.
-    fault: Option<String>,
     store: Store,
+}
+
+/// Where a cache's keys and values live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheDevice {
+    /// Host memory.
+    Cpu,
+    /// GPU memory.
+    Cuda,
+}
+
+impl std::fmt::Display for CacheDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CacheDevice::Cpu => "cpu",
+            CacheDevice::Cuda => "cuda",
+        })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +64,6 @@ impl KvCache {
         Self {
             tokens: Vec::with_capacity(capacity),
             capacity,
-            fault: None,
             store: Store::Cpu(CpuKv {
                 keys: (0..config.layers).map(|_| layer()).collect(),
                 values: (0..config.layers).map(|_| layer()).collect(),
@@ -62,7 +78,6 @@ impl KvCache {
         Self {
             tokens: Vec::with_capacity(capacity),
             capacity,
-            fault: None,
             store: Store::Cuda(store),
         }
     }
@@ -95,12 +110,12 @@ impl KvCache {
         &self.tokens
     }
 
-    /// Where the keys and values live: `"cpu"` or `"cuda"`.
-    pub fn device_name(&self) -> &'static str {
+    /// Where the keys and values live.
+    pub fn device(&self) -> CacheDevice {
         match self.store {
-            Store::Cpu(_) => "cpu",
+            Store::Cpu(_) => CacheDevice::Cpu,
             #[cfg(feature = "cuda")]
-            Store::Cuda(_) => "cuda",
+            Store::Cuda(_) => CacheDevice::Cuda,
         }
     }
 
@@ -122,22 +137,24 @@ impl KvCache {
         }
     }
 
-    /// Empties the cache, keeping its memory (and forgets a failed copy).
+    /// Empties the cache, keeping its memory.
     pub fn clear(&mut self) {
         self.truncate(0);
-        self.fault = None;
     }
 
     /// Makes this cache hold the first `len` positions of `other` (e.g. a document prefix shared
     /// by several continuations), reusing this cache's memory. Both caches must live on the same
-    /// device: a copy across devices, or a device copy that fails, leaves this cache empty and
-    /// makes its next forward return [`crate::LmError::CacheFault`] (until [`Self::clear`]).
-    pub fn copy_prefix_from(&mut self, other: &KvCache, len: usize) {
+    /// device: a copy across devices is [`LmError::CacheDevice`], and a device copy that fails
+    /// is an error too; either leaves this cache empty.
+    pub fn copy_prefix_from(&mut self, other: &KvCache, len: usize) -> Result<()> {
         let len = len.min(other.len()).min(self.capacity);
         self.tokens.clear();
-        self.fault = None;
-        #[cfg(feature = "cuda")]
-        let (from, to) = (other.device_name(), self.device_name());
+        if self.device() != other.device() {
+            return Err(LmError::CacheDevice {
+                model: self.device().to_string(),
+                cache: other.device().to_string(),
+            });
+        }
         match (&mut self.store, &other.store) {
             (Store::Cpu(dst), Store::Cpu(src)) => {
                 let n = len * dst.kv_dim;
@@ -151,24 +168,12 @@ impl KvCache {
                 }
             }
             #[cfg(feature = "cuda")]
-            (Store::Cuda(dst), Store::Cuda(src)) => {
-                if let Err(e) = dst.copy_prefix_from(src, len) {
-                    self.fault = Some(e.to_string());
-                    return;
-                }
-            }
+            (Store::Cuda(dst), Store::Cuda(src)) => dst.copy_prefix_from(src, len)?,
             #[cfg(feature = "cuda")]
-            _ => {
-                self.fault = Some(format!("cannot copy a {from} cache into a {to} cache"));
-                return;
-            }
+            _ => unreachable!("the devices were compared above"),
         }
         self.tokens.extend_from_slice(&other.tokens[..len]);
-    }
-
-    /// The error a failed copy left, if any.
-    pub(crate) fn fault(&self) -> Option<&str> {
-        self.fault.as_deref()
+        Ok(())
     }
 
     #[cfg(feature = "cuda")]

@@ -29,7 +29,7 @@ pub mod tokenizer;
 pub use config::{Architecture, Config, RopeStyle};
 pub use device::{CudaOptions, Device, GpuWeights};
 pub use error::{LmError, Result};
-pub use kv_cache::KvCache;
+pub use kv_cache::{CacheDevice, KvCache};
 pub use lm::{Lm, StopReason, argmax};
 pub use model::{Model, Output, Outputs, Step};
 pub use tokenizer::Tokenizer;

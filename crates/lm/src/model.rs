@@ -17,7 +17,7 @@ pub(crate) mod rope;
 
 use crate::gguf::GgufFile;
 use crate::quant::{QuantMatrix, matmul_concat};
-use crate::{Architecture, Config, Device, KvCache, LmError, Result};
+use crate::{Architecture, CacheDevice, Config, Device, KvCache, LmError, Result};
 pub(crate) use attention::dot;
 use attention::{Query, Shape};
 use rope::Rope;
@@ -209,13 +209,10 @@ impl Model {
             if let Some(&id) = step.tokens.iter().find(|&&t| t as usize >= c.vocab) {
                 return Err(LmError::BadToken { id, vocab: c.vocab });
             }
-            if let Some(fault) = step.cache.fault() {
-                return Err(LmError::CacheFault(fault.to_string()));
-            }
-            if step.cache.device_name() != device_name(device) {
+            if step.cache.device() != cache_device(device) {
                 return Err(LmError::CacheDevice {
                     model: device.to_string(),
-                    cache: step.cache.device_name().to_string(),
+                    cache: step.cache.device().to_string(),
                 });
             }
         }
@@ -230,11 +227,11 @@ impl Model {
     }
 }
 
-/// The name [`KvCache::device_name`] gives a cache of `device`.
-fn device_name(device: Device) -> &'static str {
+/// Where a cache of a model computing on `device` lives.
+fn cache_device(device: Device) -> CacheDevice {
     match device {
-        Device::Cpu => "cpu",
-        Device::Cuda(_) => "cuda",
+        Device::Cpu => CacheDevice::Cpu,
+        Device::Cuda(_) => CacheDevice::Cuda,
     }
 }
 

@@ -224,7 +224,7 @@ fn a_copied_prefix_continues_like_the_original() {
     lm.model
         .forward(&[7, 8, 9], &mut copy, Outputs::None)
         .unwrap();
-    copy.copy_prefix_from(&original, 40);
+    copy.copy_prefix_from(&original, 40).unwrap();
     assert_eq!(copy.tokens(), &text[..40]);
     let rest = lm
         .model
