@@ -18,7 +18,6 @@ pub(crate) mod rope;
 use crate::gguf::GgufFile;
 use crate::quant::{QuantMatrix, matmul_concat};
 use crate::{Architecture, Config, Device, KvCache, LmError, Result};
-pub(crate) use attention::dot;
 use attention::{Query, Shape};
 use rope::Rope;
 
