@@ -288,7 +288,7 @@ impl CpuWeights {
             });
         }
         Ok(Self {
-            rope: Rope::new(config),
+            rope: Rope::new(config)?,
             embed,
             head,
             norm,
