@@ -5,6 +5,7 @@
 //! format requires. A misaligned offset means a corrupt or badly written file, and reading it
 //! anyway yields weights shifted by a few bytes: garbage that loads silently.
 
+use crate::error::candle_message;
 use crate::{LmError, Result};
 use candle_core::Device;
 use candle_core::quantized::QTensor;
@@ -33,7 +34,7 @@ impl GgufFile {
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| LmError::InvalidGguf {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: candle_message(&e),
         })?;
         let file = Self {
             path,
@@ -106,7 +107,7 @@ impl GgufFile {
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| LmError::InvalidGguf {
                 path: self.path.clone(),
-                reason: format!("tensor `{name}`: {e}"),
+                reason: format!("tensor `{name}`: {}", candle_message(&e)),
             })
     }
 
