@@ -2,9 +2,12 @@
 //! retrieval defaults a request may override, and the limits enforced at the edge. Plain data
 //! with defaults; [`ServerConfig::check`] validates it once, against the model, at start-up.
 
+use std::time::Duration;
+
 use ralmspec_engine::{Engine, RalmConfig, SpecConfig, Stride};
 
 use crate::error::ServerError;
+use crate::validation::{MAX_PREFETCH, MAX_STRIDE};
 
 /// Everything the server needs besides the model and the knowledge bases.
 #[derive(Clone, Debug)]
@@ -29,6 +32,17 @@ pub struct ServerConfig {
     pub workers: usize,
     /// The `Retry-After` a refused request is told, in seconds.
     pub retry_after_secs: u32,
+    /// With a key, every request but `GET /health` needs `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// Origins that browsers may call the API from (CORS); `*` for any; empty: none.
+    pub allowed_origins: Vec<String>,
+    /// Time a client has to send a request's head (from the moment the connection waits for
+    /// one: idle keep-alive connections close after it too).
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body.
+    pub body_read_timeout: Duration,
+    /// Open connections at most; more wait in the kernel's backlog.
+    pub max_connections: usize,
 }
 
 /// Half the logical CPUs, 1 to 4: one generation keeps about two cores busy (measured on a
@@ -55,6 +69,11 @@ impl Default for ServerConfig {
             queue_capacity: 64,
             workers: default_workers(),
             retry_after_secs: 1,
+            api_key: None,
+            allowed_origins: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 512,
         }
     }
 }
@@ -66,6 +85,21 @@ impl ServerConfig {
     /// Checks the limits against a model whose context holds `context` positions: every request
     /// that passes validation must fit, so that no admitted request fails for its length.
     pub fn check(&self, context: usize) -> Result<(), ServerError> {
+        self.check_flags()?;
+        let needed =
+            self.max_prompt_tokens + self.ralm.doc_tokens + self.max_tokens_limit + FRAMING_SLACK;
+        if needed > context {
+            return Err(ServerError::Config(format!(
+                "a {}-token prompt, a {}-token document and {} new tokens need {needed} positions; the model's context holds {context}",
+                self.max_prompt_tokens, self.ralm.doc_tokens, self.max_tokens_limit
+            )));
+        }
+        Ok(())
+    }
+
+    /// The checks that need no model: each setting alone and against the others, and the
+    /// server's defaults against the caps a request is held to.
+    pub fn check_flags(&self) -> Result<(), ServerError> {
         let bad = |why: String| Err(ServerError::Config(why));
         if self.model.is_empty() {
             return bad("the model name is empty".into());
@@ -76,6 +110,37 @@ impl ServerConfig {
         if self.queue_capacity == 0 {
             return bad("the queue capacity must be at least 1".into());
         }
+        if let Engine::Spec(spec) = self.engine {
+            if spec.prefetch > MAX_PREFETCH as usize {
+                return bad(format!(
+                    "the default prefetch {} exceeds {MAX_PREFETCH}, the most a request may ask for",
+                    spec.prefetch
+                ));
+            }
+            if let Stride::Fixed(n) = spec.stride
+                && !(1..=MAX_STRIDE as usize).contains(&n)
+            {
+                return bad(format!(
+                    "the default stride {n} is not between 1 and {MAX_STRIDE}, the range a request may ask for"
+                ));
+            }
+        }
+        if self.api_key.as_deref().is_some_and(|k| {
+            k.is_empty() || k.len() > 512 || !k.bytes().all(|b| b.is_ascii_graphic())
+        }) {
+            return bad(
+                "the API key must be 1 to 512 printable ASCII characters, no spaces".into(),
+            );
+        }
+        for origin in &self.allowed_origins {
+            crate::edge::check_origin(origin).or_else(bad)?;
+        }
+        if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
+            return bad("the header and body read timeouts must be above zero".into());
+        }
+        if self.max_connections == 0 {
+            return bad("at least one connection must be allowed".into());
+        }
         if self.ralm.stride == 0 || self.max_tokens_limit == 0 || self.max_prompt_tokens == 0 {
             return bad("the stride and the token limits must be at least 1".into());
         }
@@ -83,14 +148,6 @@ impl ServerConfig {
             return bad(format!(
                 "the default max_tokens {} exceeds the limit {}",
                 self.ralm.max_new_tokens, self.max_tokens_limit
-            ));
-        }
-        let needed =
-            self.max_prompt_tokens + self.ralm.doc_tokens + self.max_tokens_limit + FRAMING_SLACK;
-        if needed > context {
-            return bad(format!(
-                "a {}-token prompt, a {}-token document and {} new tokens need {needed} positions; the model's context holds {context}",
-                self.max_prompt_tokens, self.ralm.doc_tokens, self.max_tokens_limit
             ));
         }
         Ok(())
@@ -107,6 +164,51 @@ mod tests {
         assert!(config.check(8192).is_ok());
         let err = config.check(1024).unwrap_err().to_string();
         assert!(err.contains("context holds 1024"), "{err}");
+    }
+
+    #[test]
+    fn server_defaults_obey_the_request_caps() {
+        let config = ServerConfig {
+            engine: Engine::Spec(SpecConfig {
+                prefetch: 100_000,
+                ..SpecConfig::FULL
+            }),
+            ..ServerConfig::default()
+        };
+        let err = config.check(8192).unwrap_err().to_string();
+        assert!(err.contains("prefetch 100000 exceeds 256"), "{err}");
+        let config = ServerConfig {
+            engine: Engine::Spec(SpecConfig {
+                stride: Stride::Fixed(1000),
+                ..SpecConfig::FULL
+            }),
+            ..ServerConfig::default()
+        };
+        assert!(config.check(8192).is_err());
+    }
+
+    #[test]
+    fn bad_edge_settings_are_refused() {
+        for config in [
+            ServerConfig {
+                api_key: Some("has space".into()),
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                allowed_origins: vec!["example.com".into()],
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                header_read_timeout: Duration::ZERO,
+                ..ServerConfig::default()
+            },
+            ServerConfig {
+                max_connections: 0,
+                ..ServerConfig::default()
+            },
+        ] {
+            assert!(config.check(8192).is_err(), "{config:?}");
+        }
     }
 
     #[test]

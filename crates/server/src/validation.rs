@@ -11,9 +11,9 @@ use crate::state::AppState;
 use crate::wire::{ChatRequest, Common, CompletionRequest, Message, RetrievalOptions};
 
 /// Largest `prefetch` accepted (the speculation cache holds what is prefetched).
-const MAX_PREFETCH: u64 = 256;
+pub(crate) const MAX_PREFETCH: u64 = 256;
 /// Largest fixed speculation stride accepted.
-const MAX_STRIDE: u64 = 64;
+pub(crate) const MAX_STRIDE: u64 = 64;
 
 /// Which endpoint a request came through (it decides the response's shape).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
