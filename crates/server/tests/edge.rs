@@ -463,6 +463,40 @@ fn slow_headers_and_bodies_are_cut_off() {
     server.shut_down();
 }
 
+/// Regression (issue 15): 200 connections dribbling their headers all stayed open; now each
+/// is closed at the header deadline, and the server answers others meanwhile.
+#[test]
+fn two_hundred_slow_connections_are_all_closed() {
+    let server = live(ServerConfig {
+        header_read_timeout: Duration::from_secs(1),
+        ..common::config()
+    });
+    let mut slow: Vec<TcpStream> = (0..200)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            s.write_all(b"GET /health HTTP/1.1\r\nHo").unwrap();
+            s
+        })
+        .collect();
+    let mut health = TcpStream::connect(server.addr).unwrap();
+    health
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (reply, _) = read_all(&mut health, Duration::from_secs(5));
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let started = Instant::now();
+    for s in &mut slow {
+        let left = Duration::from_secs(5).saturating_sub(started.elapsed());
+        let (_, closed) = read_all(s, left.max(Duration::from_millis(10)));
+        assert!(
+            closed,
+            "a slow connection is still open after {:?}",
+            started.elapsed()
+        );
+    }
+    server.shut_down();
+}
+
 /// Connections beyond `max_connections` wait until one closes.
 #[test]
 fn connections_beyond_the_cap_wait() {
