@@ -6,8 +6,15 @@ use std::time::Duration;
 
 use ralmspec_engine::{Engine, RalmConfig, SpecConfig, Stride};
 
+use axum::http::HeaderValue;
+
 use crate::error::ServerError;
-use crate::validation::{MAX_PREFETCH, MAX_STRIDE};
+
+/// Largest `prefetch` a request may ask for (the speculation cache holds what is prefetched);
+/// the server's default is held to it too.
+pub const MAX_PREFETCH: u64 = 256;
+/// Largest fixed speculation stride a request may ask for, and the server's default.
+pub const MAX_STRIDE: u64 = 64;
 
 /// Everything the server needs besides the model and the knowledge bases.
 #[derive(Clone, Debug)]
@@ -133,7 +140,7 @@ impl ServerConfig {
             );
         }
         for origin in &self.allowed_origins {
-            crate::edge::check_origin(origin).or_else(bad)?;
+            check_origin(origin).or_else(bad)?;
         }
         if self.header_read_timeout.is_zero() || self.body_read_timeout.is_zero() {
             return bad("the header and body read timeouts must be above zero".into());
@@ -151,6 +158,26 @@ impl ServerConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Checks one allowed origin: `*`, or `scheme://host[:port]` with no path.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match host {
+        Some(host)
+            if !host.is_empty() && !host.contains('/') && HeaderValue::from_str(origin).is_ok() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{origin}` is not an origin: use `*` or scheme://host[:port], e.g. https://chat.example.com"
+        )),
     }
 }
 
@@ -208,6 +235,21 @@ mod tests {
             },
         ] {
             assert!(config.check(8192).is_err(), "{config:?}");
+        }
+    }
+
+    #[test]
+    fn origins_are_checked() {
+        for ok in ["*", "https://chat.example.com", "http://localhost:3000"] {
+            assert!(check_origin(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "chat.example.com",
+            "https://x.com/path",
+            "ftp://x",
+            "https://",
+        ] {
+            assert!(check_origin(bad).is_err(), "{bad}");
         }
     }
 

@@ -23,7 +23,7 @@
 //!
 //! Modules: [`config`] (what the server is started with), [`error`] (the one error → HTTP
 //! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), [`edge`]
-//! (the layers around the routes), and privately `listener`, `queue`, `validation`, `worker`,
+//! (the layers around the routes), and privately `listener`, `job`, `queue`, `validation`, `worker`,
 //! `handlers`, `response`, `stream`, `router`, `state`.
 
 pub mod batcher;
@@ -31,6 +31,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 mod handlers;
+mod job;
 mod listener;
 pub mod metrics;
 mod queue;

@@ -13,8 +13,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use crate::error::ApiError;
+use crate::job::Job;
 use crate::metrics::Metrics;
-use crate::worker::Job;
 
 /// The sending side (cheap to clone). The workers stop once every clone is dropped and the
 /// queue is drained.
@@ -149,7 +149,7 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::worker::tests::job;
+    use crate::job::tests::job;
 
     #[test]
     fn a_withdrawn_job_frees_its_slot_at_once() {

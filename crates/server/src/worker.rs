@@ -35,58 +35,14 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ralmspec_engine::{EngineError, Knowledge, Ralm, RalmConfig, Span, Stop};
+use ralmspec_engine::{EngineError, Knowledge, Ralm, RalmConfig, Span};
 use ralmspec_lm::Lm;
-use tokio::sync::mpsc::UnboundedSender;
 
-use crate::edge::RequestLog;
 use crate::error::{ApiError, ServerError};
-use crate::metrics::{Labels, Metrics, Outcome};
+pub use crate::job::{Event, Finished, Job, Piece};
+use crate::metrics::{Metrics, Outcome};
 use crate::queue::{self, Jobs, Queue};
-use crate::validation::Validated;
 use crate::wire::Source;
-
-/// One admitted request and where its events go.
-pub struct Job {
-    pub request: Validated,
-    pub events: UnboundedSender<Event>,
-    /// When it was admitted (latency and queue wait are measured from here).
-    pub admitted: Instant,
-    /// The labels of its metrics (retriever, engine).
-    pub labels: Labels,
-    /// What the access log reports of it (tokens).
-    pub log: Arc<RequestLog>,
-}
-
-/// What a worker reports about a job, in order: commits, then `Done` or `Failed`.
-#[derive(Debug)]
-pub enum Event {
-    /// Tokens that just became final.
-    Commit(Piece),
-    /// The answer is complete.
-    Done(Finished),
-    /// The generation failed.
-    Failed(ApiError),
-}
-
-/// Final tokens: their text (complete characters only) and the document they came from.
-#[derive(Debug)]
-pub struct Piece {
-    pub text: String,
-    pub source: Source,
-}
-
-/// A complete answer.
-#[derive(Debug)]
-pub struct Finished {
-    /// The whole answer's text.
-    pub text: String,
-    /// Text not yet sent in a `Piece` (a character split across the last tokens).
-    pub tail: String,
-    pub stop: Stop,
-    pub completion_tokens: usize,
-    pub sources: Vec<Source>,
-}
 
 /// The worker threads. They stop once every [`Queue`] is dropped and the queue is drained.
 pub struct Workers {
@@ -250,33 +206,5 @@ fn source(knowledge: &Knowledge, span: Span) -> Source {
         title,
         start: span.start,
         end: span.end,
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::validation::Endpoint;
-    use ralmspec_engine::Engine;
-
-    /// A job for queue tests (never run).
-    pub fn job() -> Job {
-        let (events, _) = tokio::sync::mpsc::unbounded_channel();
-        Job {
-            request: Validated {
-                endpoint: Endpoint::Completions,
-                question: "q".into(),
-                prompt_tokens: 1,
-                max_tokens: 1,
-                engine: Engine::Baseline,
-                knowledge: 0,
-                stream: false,
-                include_usage: false,
-            },
-            events,
-            admitted: Instant::now(),
-            labels: Labels::new("flat", Engine::Baseline),
-            log: Arc::default(),
-        }
     }
 }
