@@ -16,8 +16,9 @@ pub const MAX_PREFETCH: u64 = 256;
 /// Largest fixed speculation stride a request may ask for, and the server's default.
 pub const MAX_STRIDE: u64 = 64;
 
-/// Everything the server needs besides the model and the knowledge bases.
-#[derive(Clone, Debug)]
+/// Everything the server needs besides the model and the knowledge bases. Its `Debug` shows
+/// whether an API key is set, never the key.
+#[derive(Clone)]
 pub struct ServerConfig {
     /// The name clients put in `model` (e.g. `smollm2`); any other name is a 404.
     pub model: String,
@@ -50,6 +51,27 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Open connections at most; more wait in the kernel's backlog.
     pub max_connections: usize,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("model", &self.model)
+            .field("ralm", &self.ralm)
+            .field("engine", &self.engine)
+            .field("max_tokens_limit", &self.max_tokens_limit)
+            .field("max_prompt_tokens", &self.max_prompt_tokens)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("workers", &self.workers)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("allowed_origins", &self.allowed_origins)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
 }
 
 /// Half the logical CPUs, 1 to 4: one generation keeps about two cores busy (measured on a
@@ -236,6 +258,11 @@ mod tests {
         ] {
             assert!(config.check(8192).is_err(), "{config:?}");
         }
+        let keyed = ServerConfig {
+            api_key: Some("s3cret".into()),
+            ..ServerConfig::default()
+        };
+        assert!(!format!("{keyed:?}").contains("s3cret"));
     }
 
     #[test]
