@@ -27,6 +27,14 @@ pub fn resolve(model: &str) -> Result<PathBuf> {
             .with_context(|| format!("fetching model `{model}`"));
     }
     let path = PathBuf::from(model);
+    if path.is_dir() {
+        bail!(
+            "--model {} is a directory; pass a GGUF file (such as {}) or a built-in model name ({})",
+            path.display(),
+            path.join("model.gguf").display(),
+            MODELS.map(|(name, _)| name).join(", ")
+        );
+    }
     if model.ends_with(".gguf") || path.components().count() > 1 {
         if !path.is_file() {
             bail!("model file {} does not exist", path.display());

@@ -1,6 +1,8 @@
-//! `ralmspec serve`: the OpenAI-compatible HTTP server. Opens the model and the knowledge
-//! base, starts `ralmspec-server` on `--addr`, and shuts down gracefully on Ctrl-C or SIGTERM
-//! (in-flight requests finish; after `--grace` seconds the process exits anyway).
+//! `ralmspec serve`: the OpenAI-compatible HTTP server. Checks the flags, opens the model and
+//! the knowledge base, starts `ralmspec-server` on `--addr`, logs one access line per request
+//! to stderr (`tracing`; `RUST_LOG` filters it), and shuts down gracefully on Ctrl-C or
+//! SIGTERM (requests in flight finish; after `--grace` seconds the process exits anyway, with
+//! an error naming how many were still in flight).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,11 +70,25 @@ pub struct Args {
     /// Seconds to let in-flight requests finish after a shutdown signal.
     #[arg(long, default_value_t = 30)]
     grace: u64,
+    /// Require `Authorization: Bearer <KEY>` on every request but GET /health (401 otherwise).
+    #[arg(long, env = "RALMSPEC_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Origins browsers may call the API from (CORS), comma-separated, or `*` for any.
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Seconds a client has to send a request's headers (idle keep-alive connections close
+    /// after it too).
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a client has to send a request's whole body (408 otherwise).
+    #[arg(long, default_value_t = 30)]
+    body_timeout: u64,
+    /// Open connections at most; more wait until one closes.
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let lm = Arc::new(model_arg::load(&args.model, args.device)?);
-    let knowledge = Arc::new(open_knowledge(&args)?);
     let config = ServerConfig {
         model: served_name(&args.model),
         ralm: RalmConfig {
@@ -83,8 +99,18 @@ pub fn run(args: Args) -> Result<()> {
         max_tokens_limit: args.max_tokens_limit,
         queue_capacity: args.queue,
         workers: args.workers,
+        api_key: args.api_key.clone(),
+        allowed_origins: args.allowed_origins.clone(),
+        header_read_timeout: Duration::from_secs(args.header_timeout),
+        body_read_timeout: Duration::from_secs(args.body_timeout),
+        max_connections: args.max_connections,
         ..ServerConfig::default()
     };
+    // The flags are checked before minutes go into loading the model and the index.
+    config.check_flags()?;
+    init_access_log();
+    let lm = Arc::new(model_arg::load(&args.model, args.device)?);
+    let knowledge = Arc::new(open_knowledge(&args)?);
     let model = config.model.clone();
     let passages = knowledge.len();
     let server = Server::start(lm, vec![knowledge], config)?;
@@ -109,14 +135,31 @@ pub fn run(args: Args) -> Result<()> {
             let _ = signalled_tx.send(());
         };
         let grace = Duration::from_secs(args.grace);
+        let in_flight = server.in_flight();
         let serve = server.serve(listener, shutdown);
         tokio::select! {
             result = serve => result.map_err(anyhow::Error::from),
             _ = async { let _ = signalled_rx.await; tokio::time::sleep(grace).await } => {
-                bail!("in-flight requests did not finish within {} s; exiting", args.grace)
+                bail!(
+                    "{} requests were still in flight after {} s; exiting",
+                    in_flight.count(),
+                    args.grace
+                )
             }
         }
     })
+}
+
+/// Access-log lines (target `ralmspec::access`) and warnings to stderr; `RUST_LOG` overrides
+/// the default filter (`info`).
+fn init_access_log() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }
 
 /// The name clients use in `model`: the built-in name, or a GGUF file's stem.

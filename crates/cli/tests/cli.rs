@@ -477,3 +477,145 @@ fn knn_build_and_generate_on_a_jsonl_corpus() {
         "built from model",
     );
 }
+
+/// Regression (issue 15): `--model <a directory>` said the file did not exist.
+#[test]
+fn a_model_directory_is_named_as_such() {
+    let dir = std::env::temp_dir();
+    let out = ralmspec(&["generate", "--model", dir.to_str().unwrap(), "hi"]);
+    assert_clean_failure(&out, "is a directory");
+    assert!(stderr(&out).contains("GGUF file"), "{}", stderr(&out));
+}
+
+/// Regression (issue 15): `serve --prefetch 100000` was accepted although a request may ask
+/// for 256 at most; bad edge flags are refused too, all before the model is loaded.
+#[test]
+fn serve_refuses_flags_beyond_the_request_caps() {
+    for (flags, needle) in [
+        (&["--prefetch", "100000"][..], "prefetch 100000 exceeds 256"),
+        (&["--stride", "1000"], "stride 1000"),
+        (&["--allowed-origins", "example.com"], "not an origin"),
+        (&["--header-timeout", "0"], "timeouts must be above zero"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = ralmspec(&[&["serve", "--addr", "127.0.0.1:0"][..], flags].concat());
+        assert_clean_failure(&out, needle);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+}
+
+/// Regression (issue 15): with `RUST_BACKTRACE=1`, a bad model file printed a backtrace.
+#[test]
+fn user_errors_print_no_backtrace() {
+    let dir = std::env::temp_dir().join(format!("ralmspec-cli-bt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = ralmspec_assets_path();
+    let real = std::fs::read(store).unwrap();
+    let cut = dir.join("cut.gguf");
+    std::fs::write(&cut, &real[..real.len() / 2]).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ralmspec"))
+        .args(["generate", "--model", cut.to_str().unwrap(), "hi"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_clean_failure(&out, "not a valid GGUF model");
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!err.contains(".rs:"), "{err}");
+}
+
+/// The cached SmolLM2 file (the tests' model).
+fn ralmspec_assets_path() -> std::path::PathBuf {
+    let home = std::env::var_os("RALMSPEC_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/ralmspec")
+        });
+    home.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Regression (issue 15): one stalled connection made SIGTERM wait the whole `--grace` and
+/// exit 1 saying requests were in flight. Also: the access log reaches stderr.
+#[test]
+fn sigterm_with_a_stalled_connection_exits_at_once() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ralmspec"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--passages",
+            "10",
+            "--grace",
+            "20",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let addr = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no serving line: {seen:?}"));
+        seen.push(line.clone());
+        if let Some(at) = line.find("http://") {
+            break line[at + 7..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    let mut health = std::net::TcpStream::connect(&addr).unwrap();
+    health
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    health.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(b"POST /v1/completions HTTP/1.1\r\nHo")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let signalled = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    seen.extend(lines.try_iter());
+    let log = seen.join("\n");
+    assert!(status.success(), "{status}: {log}");
+    assert!(!log.contains("in flight after"), "{log}");
+    assert!(
+        log.contains("ralmspec::access")
+            && log.contains("path=/health")
+            && log.contains("status=200"),
+        "{log}"
+    );
+}

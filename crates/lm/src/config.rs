@@ -1,4 +1,6 @@
-//! The hyper-parameters of a model, read from its GGUF metadata.
+//! The hyper-parameters of a model, read from its GGUF metadata, checked against the model's
+//! tensors and against upper bounds before anything is allocated from them (a header claiming
+//! 2³¹ layers or positions is a clear [`LmError::Unsupported`], never an allocation abort).
 
 use crate::{LmError, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -19,6 +21,24 @@ pub enum RopeStyle {
     Interleaved,
     /// Dimensions (i, i + d/2) rotate together (GPT-NeoX style, qwen2).
     Halves,
+}
+
+/// Upper bounds of a shape this crate accepts: far above any model it can run on a CPU (the
+/// largest llama has 126 layers, 16k-wide embeddings, 128k-token vocabularies and contexts), far
+/// below what would make a table sized from them fail to allocate.
+pub mod limits {
+    /// Transformer blocks.
+    pub const LAYERS: usize = 1024;
+    /// Embedding width.
+    pub const DIM: usize = 1 << 16;
+    /// Feed-forward width.
+    pub const FFN_DIM: usize = 1 << 18;
+    /// Attention heads.
+    pub const HEADS: usize = 1024;
+    /// Vocabulary size.
+    pub const VOCAB: usize = 1 << 20;
+    /// Context length (positions). The rotary table holds `context × head_dim` f32 values.
+    pub const CONTEXT: usize = 1 << 20;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -76,10 +96,36 @@ impl Config {
             rms_eps: float(content, &key("attention.layer_norm_rms_epsilon"))?,
         };
         config.validate()?;
+        // The block count must match the tensors: the last block exists, the next does not.
+        let block = |i: usize| format!("blk.{i}.attn_norm.weight");
+        if !content.tensor_infos.contains_key(&block(config.layers - 1))
+            || content.tensor_infos.contains_key(&block(config.layers))
+        {
+            return Err(LmError::Unsupported(format!(
+                "`{}` is {}, but the file's tensors are for another number of blocks",
+                key("block_count"),
+                config.layers
+            )));
+        }
         Ok(config)
     }
 
     fn validate(&self) -> Result<()> {
+        for (name, value, max) in [
+            ("block_count", self.layers, limits::LAYERS),
+            ("embedding_length", self.dim, limits::DIM),
+            ("feed_forward_length", self.ffn_dim, limits::FFN_DIM),
+            ("attention.head_count", self.heads, limits::HEADS),
+            ("attention.head_count_kv", self.kv_heads, limits::HEADS),
+            ("vocabulary size", self.vocab, limits::VOCAB),
+            ("context_length", self.context, limits::CONTEXT),
+        ] {
+            if value == 0 || value > max {
+                return Err(LmError::Unsupported(format!(
+                    "{name} is {value}; this crate runs models with 1 to {max}"
+                )));
+            }
+        }
         let ok = self.layers > 0
             && self.heads > 0
             && self.kv_heads > 0

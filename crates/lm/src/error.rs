@@ -31,8 +31,23 @@ pub enum LmError {
         "the KV cache lives on {cache}, but the model (or the cache copied into) is on {model}"
     )]
     CacheDevice { model: String, cache: String },
-    #[error("tensor backend: {0}")]
+    #[error("tensor backend: {}", candle_message(.0))]
     Candle(#[from] candle_core::Error),
+}
+
+/// A candle error's message without the backtrace candle appends to it when `RUST_BACKTRACE`
+/// is set: a bad file is a user error, and its message is the whole story.
+pub fn candle_message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => candle_message(inner),
+        candle_core::Error::Context { inner, context } => {
+            format!("{context}: {}", candle_message(inner))
+        }
+        candle_core::Error::WithPath { inner, path } => {
+            format!("{}: {}", path.display(), candle_message(inner))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The LM crate's result type.

@@ -1,12 +1,21 @@
 //! Opening a GGUF file: its metadata, and its tensors one by one, with clear errors.
+//!
+//! Candle's parser reads the header; this file adds the checks it leaves out: every tensor's
+//! offset is a multiple of the file's alignment (`general.alignment`, 32 by default), as the
+//! format requires. A misaligned offset means a corrupt or badly written file, and reading it
+//! anyway yields weights shifted by a few bytes: garbage that loads silently.
 
+use crate::error::candle_message;
 use crate::{LmError, Result};
 use candle_core::Device;
 use candle_core::quantized::QTensor;
-use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::gguf_file::{Content, Value};
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+
+/// The alignment of tensor data when `general.alignment` is absent (GGUF's default).
+const DEFAULT_ALIGNMENT: u64 = 32;
 
 /// An open GGUF file.
 pub struct GgufFile {
@@ -25,13 +34,56 @@ impl GgufFile {
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| LmError::InvalidGguf {
             path: path.clone(),
-            reason: e.to_string(),
+            reason: candle_message(&e),
         })?;
-        Ok(Self {
+        let file = Self {
             path,
             reader,
             content,
-        })
+        };
+        file.check_alignment()?;
+        Ok(file)
+    }
+
+    /// Every tensor starts at a multiple of the file's alignment.
+    fn check_alignment(&self) -> Result<()> {
+        let alignment = match self.content.metadata.get("general.alignment") {
+            None => DEFAULT_ALIGNMENT,
+            Some(value) => match value {
+                Value::U8(v) => u64::from(*v),
+                Value::U16(v) => u64::from(*v),
+                Value::U32(v) => u64::from(*v),
+                Value::U64(v) => *v,
+                Value::I8(v) => u64::try_from(*v).unwrap_or(0),
+                Value::I16(v) => u64::try_from(*v).unwrap_or(0),
+                Value::I32(v) => u64::try_from(*v).unwrap_or(0),
+                _ => 0,
+            },
+        };
+        if alignment == 0 || !alignment.is_power_of_two() {
+            return Err(self.invalid(format!(
+                "general.alignment must be a power of two, not {:?}",
+                self.content.metadata.get("general.alignment")
+            )));
+        }
+        if !self.content.tensor_data_offset.is_multiple_of(alignment) {
+            return Err(self.invalid(format!(
+                "the tensor data starts at byte {}, not a multiple of the alignment {alignment}",
+                self.content.tensor_data_offset
+            )));
+        }
+        let mut infos: Vec<_> = self.content.tensor_infos.iter().collect();
+        infos.sort_by_key(|(_, info)| info.offset);
+        for (name, info) in infos {
+            if !info.offset.is_multiple_of(alignment) {
+                return Err(self.invalid(format!(
+                    "tensor `{name}` starts at offset {}, not a multiple of the file's \
+                     alignment {alignment}",
+                    info.offset
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn content(&self) -> &Content {
@@ -55,7 +107,7 @@ impl GgufFile {
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| LmError::InvalidGguf {
                 path: self.path.clone(),
-                reason: format!("tensor `{name}`: {e}"),
+                reason: format!("tensor `{name}`: {}", candle_message(&e)),
             })
     }
 

@@ -3,6 +3,7 @@
 //! - [`gguf`]: opens a GGUF file (metadata and tensors) with clear errors.
 //! - [`config`]: the model's hyper-parameters, from the GGUF metadata.
 //! - [`tokenizer`]: byte-level BPE rebuilt from the GGUF metadata, with the ChatML template.
+//! - `kernel`: the f32 inner product shared by the model and the quantized kernel.
 //! - [`quant`]: quantized weight matrices and the batch-invariant matrix kernel.
 //! - [`model`]: the transformer (llama and qwen2 architectures) and its forward pass.
 //! - [`kv_cache`]: the caller-owned, truncatable key/value cache (rollback for speculation).
@@ -20,6 +21,7 @@ pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod gguf;
+mod kernel;
 pub mod kv_cache;
 pub mod lm;
 pub mod model;

@@ -18,7 +18,6 @@ pub(crate) mod rope;
 use crate::gguf::GgufFile;
 use crate::quant::{QuantMatrix, matmul_concat};
 use crate::{Architecture, CacheDevice, Config, Device, KvCache, LmError, Result};
-pub(crate) use attention::dot;
 use attention::{Query, Shape};
 use rope::Rope;
 
@@ -286,7 +285,7 @@ impl CpuWeights {
             });
         }
         Ok(Self {
-            rope: Rope::new(config),
+            rope: Rope::new(config)?,
             embed,
             head,
             norm,

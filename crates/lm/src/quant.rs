@@ -145,7 +145,7 @@ impl QuantMatrix {
         let finish = |r: usize, t: usize, partial: f32| match (self.offsets.is_empty(), q) {
             (false, Some(q)) => {
                 let m = &self.offsets[r * blocks..(r + 1) * blocks];
-                partial + crate::model::dot(m, &q.s[t * blocks..(t + 1) * blocks])
+                partial + crate::kernel::dot(m, &q.s[t * blocks..(t + 1) * blocks])
             }
             _ => partial,
         };

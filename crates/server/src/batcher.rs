@@ -26,6 +26,8 @@ use crate::metrics::Metrics;
 
 /// A [`Retriever`] that combines concurrent searches into one call to `inner`.
 pub struct CombiningRetriever {
+    /// The knowledge base's name (the `retriever` label of its metrics).
+    name: String,
     inner: Arc<dyn Retriever>,
     /// For an inner retriever with versions ([`Retriever::snapshot`]): the combiner of the
     /// version requests pinned last, shared by every request pinned to it.
@@ -60,10 +62,15 @@ type Taken = (u64, usize, Vec<Query>);
 type Answer = Result<Vec<Vec<Hit>>>;
 
 impl CombiningRetriever {
-    /// Combines the searches on `inner`; `metrics` counts the calls and how many searches
-    /// each served.
-    pub fn new(inner: Arc<dyn Retriever>, metrics: Arc<Metrics>) -> CombiningRetriever {
+    /// Combines the searches on `inner`, the retriever of knowledge base `name`; `metrics`
+    /// counts every search, the calls, and how many searches each served.
+    pub fn new(
+        name: impl Into<String>,
+        inner: Arc<dyn Retriever>,
+        metrics: Arc<Metrics>,
+    ) -> CombiningRetriever {
         CombiningRetriever {
+            name: name.into(),
             inner,
             pinned: Mutex::new(None),
             state: Mutex::new(State::default()),
@@ -165,6 +172,7 @@ fn panicked() -> RetrievalError {
 
 impl Retriever for CombiningRetriever {
     fn search(&self, queries: &[Query], k: usize) -> Result<Vec<Vec<Hit>>> {
+        self.metrics.searched(&self.name, queries.len());
         let mut state = self.lock();
         if !state.busy && state.tickets.is_empty() {
             // Nobody else is searching: call at once, on the caller's own queries.
@@ -242,6 +250,7 @@ impl Retriever for CombiningRetriever {
             Some((version, combiner)) if *version == snapshot.version => combiner.clone(),
             _ => {
                 let combiner = Arc::new(CombiningRetriever::new(
+                    self.name.clone(),
                     snapshot.retriever.clone(),
                     self.metrics.clone(),
                 ));
@@ -335,6 +344,7 @@ mod tests {
         k_of: fn(usize) -> usize,
     ) -> Vec<(Answer, Vec<Vec<Hit>>)> {
         let combiner = Arc::new(CombiningRetriever::new(
+            "test",
             slow.clone(),
             Arc::new(Metrics::default()),
         ));
@@ -418,7 +428,7 @@ mod tests {
     #[test]
     fn calls_and_combined_searches_are_counted() {
         let metrics = Arc::new(Metrics::default());
-        let combiner = CombiningRetriever::new(index(), metrics.clone());
+        let combiner = CombiningRetriever::new("flat", index(), metrics.clone());
         combiner.search(&[query(1), query(2)], 3).unwrap();
         assert_eq!(combiner.len(), DOCS as usize);
         let text = metrics.render();
@@ -426,6 +436,8 @@ mod tests {
             "ralmspec_retriever_calls_total 1",
             "ralmspec_combined_searches_count 1",
             "ralmspec_combined_searches_sum 1",
+            "ralmspec_retrieval_calls_total{retriever=\"flat\"} 1",
+            "ralmspec_retrieval_queries_total{retriever=\"flat\"} 2",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

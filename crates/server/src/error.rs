@@ -104,6 +104,29 @@ impl ApiError {
         )
     }
 
+    /// 401 `invalid_api_key` (OpenAI's answer to a missing or wrong key).
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            Some("invalid_api_key"),
+            "Incorrect or missing API key; send it as `Authorization: Bearer <key>`.",
+        )
+    }
+
+    /// 408: the client did not send its whole body in time.
+    pub fn body_timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("request_timeout"),
+            format!(
+                "The request body did not arrive within {} s.",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+
     /// 413: the body exceeds the configured limit.
     pub fn too_large(limit: usize) -> ApiError {
         ApiError::new(
@@ -196,6 +219,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

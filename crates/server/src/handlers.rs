@@ -13,7 +13,9 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
 
+use crate::edge::access;
 use crate::error::ApiError;
+use crate::metrics::Labels;
 use crate::response::Header;
 use crate::state::{AppState, unix_now};
 use crate::validation::{self, Endpoint, Validated};
@@ -107,10 +109,16 @@ async fn generate(state: Arc<AppState>, checked: Result<Validated, ApiError>) ->
         request: request.clone(),
         events: tx,
         admitted: Instant::now(),
+        labels: Labels::new(state.knowledge[request.knowledge].name(), request.engine),
+        log: access::current(),
     };
-    if let Err(e) = state.queue.submit(job) {
-        return e.into_response();
-    }
+    // Held while the client is there: dropping it takes the job out of the queue if no
+    // worker has started it (the handler's future, or the stream's body, is dropped when the
+    // client hangs up).
+    let admission = match state.queue.submit(job) {
+        Ok(admission) => admission,
+        Err(e) => return e.into_response(),
+    };
     let header = Header {
         id: state.response_id(match request.endpoint {
             Endpoint::Completions => "cmpl",
@@ -121,13 +129,17 @@ async fn generate(state: Arc<AppState>, checked: Result<Validated, ApiError>) ->
         endpoint: request.endpoint,
     };
     if request.stream {
-        return crate::stream::respond(header, &request, events);
+        return crate::stream::respond(header, &request, events)
+            .map(|body| access::hold(body, admission));
     }
     // If the client leaves, this future is dropped with `events`, which stops the worker.
     loop {
         match events.recv().await {
             Some(Event::Commit(_)) => continue,
-            Some(Event::Done(done)) => return Json(header.full(&request, done)).into_response(),
+            Some(Event::Done(done)) => {
+                drop(admission);
+                return Json(header.full(&request, done)).into_response();
+            }
             Some(Event::Failed(e)) => return e.into_response(),
             None => {
                 return ApiError::internal("the worker stopped before the answer ended")

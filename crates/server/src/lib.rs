@@ -7,7 +7,9 @@
 //! (`baseline` or `spec`, with `stride`, `prefetch`, `async`). `GET /v1/models`, `/health`
 //! and `/metrics` (Prometheus) complete it.
 //!
-//! One request's path: [`router`] → `handlers` → `validation` (the edge: OpenAI-shaped 4xx for
+//! One request's path: `listener` (hyper: header deadline, connection cap, half-closed
+//! sockets) → [`edge`] (request id, access log, CORS, API key, body deadline) → `router` →
+//! `handlers` → `validation` (the edge: OpenAI-shaped 4xx for
 //! any bad input) → `worker::Queue::submit` (bounded: 503 + `Retry-After` when full) → a
 //! worker thread that owns generation runs the engine and sends each commit back over the
 //! request's channel → `response` (whole) or `stream` (SSE). A streamed token is always final.
@@ -20,15 +22,19 @@
 //! request gets alone (the engine is deterministic and batch-invariant).
 //!
 //! Modules: [`config`] (what the server is started with), [`error`] (the one error → HTTP
-//! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), and
-//! privately `validation`, `worker`,
+//! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), [`edge`]
+//! (the layers around the routes), and privately `listener`, `job`, `queue`, `validation`, `worker`,
 //! `handlers`, `response`, `stream`, `router`, `state`.
 
 pub mod batcher;
 pub mod config;
+pub mod edge;
 pub mod error;
 mod handlers;
+mod job;
+mod listener;
 pub mod metrics;
+mod queue;
 mod response;
 mod router;
 mod state;
@@ -47,6 +53,7 @@ use tokio::net::TcpListener;
 
 pub use batcher::CombiningRetriever;
 pub use config::ServerConfig;
+pub use edge::InFlight;
 pub use error::{ApiError, ServerError};
 pub use metrics::Metrics;
 
@@ -57,6 +64,7 @@ use worker::Workers;
 pub struct Server {
     state: Arc<AppState>,
     workers: Workers,
+    in_flight: InFlight,
 }
 
 impl Server {
@@ -84,7 +92,8 @@ impl Server {
         let knowledge: Vec<Arc<Knowledge>> = knowledge
             .iter()
             .map(|k| {
-                let combined = CombiningRetriever::new(k.retriever().clone(), metrics.clone());
+                let combined =
+                    CombiningRetriever::new(k.name(), k.retriever().clone(), metrics.clone());
                 Arc::new(k.with_retriever(Arc::new(combined)))
             })
             .collect();
@@ -98,12 +107,22 @@ impl Server {
             metrics.clone(),
         )?;
         let state = Arc::new(AppState::new(config, lm, knowledge, queue, metrics));
-        Ok(Server { state, workers })
+        Ok(Server {
+            state,
+            workers,
+            in_flight: InFlight::default(),
+        })
     }
 
-    /// The routes, for serving or for in-process tests (`tower::ServiceExt::oneshot`).
+    /// The routes with the edge layers, for serving or for in-process tests
+    /// (`tower::ServiceExt::oneshot`).
     pub fn router(&self) -> Router {
-        router::router(self.state.clone())
+        router::router(self.state.clone(), self.in_flight.clone())
+    }
+
+    /// The count of requests in flight (a handle that stays valid while the server runs).
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 
     /// The server's metrics.
@@ -112,17 +131,24 @@ impl Server {
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets every
-    /// admitted request finish (streams end with `[DONE]`), and stops the workers.
+    /// request in flight finish (streams end with `[DONE]`), closes the connections that hold
+    /// none (idle, or stalled in their headers), and stops the workers.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let Server { state, workers } = self;
-        let app = router::router(state);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let Server {
+            state,
+            workers,
+            in_flight,
+        } = self;
+        let limits = listener::Limits {
+            header_read_timeout: state.config.header_read_timeout,
+            max_connections: state.config.max_connections,
+        };
+        let app = router::router(state, in_flight.clone());
+        listener::serve(listener, app, limits, in_flight, shutdown).await?;
         // Every handler is done and the router with its queue handle is gone: the workers
         // drain what is left (nothing, normally) and stop.
         tokio::task::spawn_blocking(move || workers.join())

@@ -1,4 +1,5 @@
-//! The routes: which handler serves which method and path, and the body size limit.
+//! The routes: which handler serves which method and path, and the body size limit, inside
+//! the edge layers of `crate::edge` (request id, access log, CORS, API key, body deadline).
 
 use std::sync::Arc;
 
@@ -6,13 +7,15 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+use crate::edge::{self, InFlight};
 use crate::handlers;
 use crate::state::AppState;
 
-/// The server's routes over `state`.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The server's routes over `state`, counting their requests in `in_flight`.
+pub fn router(state: Arc<AppState>, in_flight: InFlight) -> Router {
     let limit = state.config.max_body_bytes;
-    Router::new()
+    let config = state.config.clone();
+    let routes = Router::new()
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/models", get(handlers::models))
@@ -21,5 +24,6 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::wrong_method)
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
+        .with_state(state);
+    edge::wrap(routes, &config, in_flight)
 }

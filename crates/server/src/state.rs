@@ -10,7 +10,7 @@ use ralmspec_lm::Lm;
 
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
-use crate::worker::Queue;
+use crate::queue::Queue;
 
 /// The handlers' shared state.
 pub struct AppState {

@@ -10,10 +10,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::wire::{ChatRequest, Common, CompletionRequest, Message, RetrievalOptions};
 
-/// Largest `prefetch` accepted (the speculation cache holds what is prefetched).
-const MAX_PREFETCH: u64 = 256;
-/// Largest fixed speculation stride accepted.
-const MAX_STRIDE: u64 = 64;
+use crate::config::{MAX_PREFETCH, MAX_STRIDE};
 
 /// Which endpoint a request came through (it decides the response's shape).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,18 +1,22 @@
 //! The workers that own generation, and the bounded queue that feeds them.
 //!
-//! Handlers never touch the model: they [`Queue::submit`] a [`Job`] and read its [`Event`]s
+//! Handlers never touch the model: they `Queue::submit` a [`Job`] and read its [`Event`]s
 //! from a channel of their own. Each worker is a plain OS thread (generation is a blocking CPU
 //! loop, kept off tokio's threads) with its own [`Ralm`] per knowledge base, so the documents'
 //! KV it computes is reused by the requests it serves next. A job runs to its end on the worker
 //! that took it; requests are served first come, first served, `workers` at a time.
 //!
-//! Admission: the queue holds at most `queue_capacity` jobs; one more is refused at once with
-//! 503 and `Retry-After` (no unbounded buffer anywhere: a job's event channel carries at most
-//! one message per committed step plus one).
+//! Admission (`crate::queue`): the queue holds at most `queue_capacity` jobs; one more is refused
+//! at once with 503 and `Retry-After` (no unbounded buffer anywhere: a job's event channel
+//! carries at most one message per committed step plus one).
 //!
-//! Cancellation: a client that goes away drops its receiver. A job whose receiver is gone when
-//! its turn comes is skipped; one already running stops at its next step, because the commit
-//! callback reports the closed channel to the engine ([`Ralm::generate_cancellable`]).
+//! Cancellation: a client that goes away drops its receiver and its admission. A job still
+//! queued leaves the queue at once (its slot is free for the next request); one already
+//! running stops at its next step, because the commit callback reports the closed channel to
+//! the engine ([`Ralm::generate_cancellable`]).
+//!
+//! Metrics count work as it is done: each commit's tokens (with time to first token and the
+//! gaps between commits), whatever becomes of the request.
 //!
 //! Batching across requests: within one request, RaLMSpec verifies its speculated steps with
 //! ONE batched retriever call. Across requests, the `workers` threads interleave at every LM
@@ -27,84 +31,18 @@
 
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ralmspec_engine::{EngineError, Knowledge, Ralm, RalmConfig, Span, Stop};
+use ralmspec_engine::{EngineError, Knowledge, Ralm, RalmConfig, Span};
 use ralmspec_lm::Lm;
-use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::{ApiError, ServerError};
-use crate::metrics::Metrics;
-use crate::validation::Validated;
+pub use crate::job::{Event, Finished, Job, Piece};
+use crate::metrics::{Metrics, Outcome};
+use crate::queue::{self, Jobs, Queue};
 use crate::wire::Source;
-
-/// One admitted request and where its events go.
-pub struct Job {
-    pub request: Validated,
-    pub events: UnboundedSender<Event>,
-    /// When it was admitted (latency and queue wait are measured from here).
-    pub admitted: Instant,
-}
-
-/// What a worker reports about a job, in order: commits, then `Done` or `Failed`.
-#[derive(Debug)]
-pub enum Event {
-    /// Tokens that just became final.
-    Commit(Piece),
-    /// The answer is complete.
-    Done(Finished),
-    /// The generation failed.
-    Failed(ApiError),
-}
-
-/// Final tokens: their text (complete characters only) and the document they came from.
-#[derive(Debug)]
-pub struct Piece {
-    pub text: String,
-    pub source: Source,
-}
-
-/// A complete answer.
-#[derive(Debug)]
-pub struct Finished {
-    /// The whole answer's text.
-    pub text: String,
-    /// Text not yet sent in a `Piece` (a character split across the last tokens).
-    pub tail: String,
-    pub stop: Stop,
-    pub completion_tokens: usize,
-    pub sources: Vec<Source>,
-}
-
-/// The sending end of the bounded job queue (cheap to clone; one per handler state).
-#[derive(Clone)]
-pub struct Queue {
-    jobs: SyncSender<Job>,
-    metrics: Arc<Metrics>,
-    retry_after: u32,
-}
-
-impl Queue {
-    /// Admits `job`, or refuses it at once: 503 when the queue is full or the workers are gone.
-    pub fn submit(&self, job: Job) -> Result<(), ApiError> {
-        // Counted first: a worker may pick the job up before `try_send` returns.
-        self.metrics.queued();
-        match self.jobs.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.metrics.unqueued();
-                self.metrics.rejected();
-                Err(match e {
-                    TrySendError::Full(_) => ApiError::overloaded(self.retry_after),
-                    TrySendError::Disconnected(_) => ApiError::shutting_down(),
-                })
-            }
-        }
-    }
-}
 
 /// The worker threads. They stop once every [`Queue`] is dropped and the queue is drained.
 pub struct Workers {
@@ -116,7 +54,7 @@ struct Context {
     lm: Arc<Lm>,
     knowledge: Vec<Arc<Knowledge>>,
     ralm: RalmConfig,
-    jobs: Arc<Mutex<Receiver<Job>>>,
+    jobs: Jobs,
     metrics: Arc<Metrics>,
 }
 
@@ -131,8 +69,7 @@ impl Workers {
         retry_after: u32,
         metrics: Arc<Metrics>,
     ) -> Result<(Workers, Queue), ServerError> {
-        let (tx, rx) = mpsc::sync_channel(capacity);
-        let jobs = Arc::new(Mutex::new(rx));
+        let (queue, jobs) = queue::bounded(capacity, retry_after, metrics.clone());
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
             let context = Context {
@@ -148,11 +85,6 @@ impl Workers {
                 .map_err(ServerError::Worker)?;
             threads.push(thread);
         }
-        let queue = Queue {
-            jobs: tx,
-            metrics,
-            retry_after,
-        };
         Ok((Workers { threads }, queue))
     }
 
@@ -173,11 +105,10 @@ impl Context {
             .map(|k| Ralm::new(&self.lm, k, self.ralm))
             .collect();
         loop {
-            let next = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).recv();
-            let Ok(job) = next else { return };
+            let Some(job) = self.jobs.next() else { return };
             self.metrics.started(job.admitted.elapsed());
             if job.events.is_closed() {
-                self.metrics.cancelled();
+                self.metrics.ended(&job.labels, Outcome::Cancelled);
             } else {
                 let ralm = &mut ralms[job.request.knowledge];
                 let knowledge = &self.knowledge[job.request.knowledge];
@@ -185,7 +116,7 @@ impl Context {
                     self.serve(ralm, knowledge, &job)
                 }));
                 if outcome.is_err() {
-                    self.metrics.failed();
+                    self.metrics.ended(&job.labels, Outcome::Failed);
                     let _ = job
                         .events
                         .send(Event::Failed(ApiError::internal("the generation panicked")));
@@ -200,7 +131,17 @@ impl Context {
         let request = &job.request;
         ralm.set_max_new_tokens(request.max_tokens);
         let mut text = self.lm.tokenizer.stream();
+        let mut last_commit: Option<Instant> = None;
         let result = ralm.generate_cancellable(&request.question, request.engine, &mut |c| {
+            let now = Instant::now();
+            self.metrics.committed(
+                &job.labels,
+                c.tokens.len(),
+                now - job.admitted,
+                last_commit.map(|t| now - t),
+            );
+            last_commit = Some(now);
+            job.log.add_tokens(c.tokens.len());
             let mut piece = String::new();
             for &token in c.tokens {
                 if let Some(s) = text.push(token) {
@@ -224,6 +165,7 @@ impl Context {
         match result {
             Ok(generation) => {
                 self.metrics.finished(
+                    &job.labels,
                     job.admitted.elapsed(),
                     generation.tokens.len(),
                     &generation.stats,
@@ -242,9 +184,9 @@ impl Context {
                 // The client may have gone after the last commit: nothing left to stop.
                 let _ = job.events.send(Event::Done(finished));
             }
-            Err(EngineError::Cancelled) => self.metrics.cancelled(),
+            Err(EngineError::Cancelled) => self.metrics.ended(&job.labels, Outcome::Cancelled),
             Err(e) => {
-                self.metrics.failed();
+                self.metrics.ended(&job.labels, Outcome::Failed);
                 let _ = job.events.send(Event::Failed(e.into()));
             }
         }

@@ -408,7 +408,11 @@ async fn concurrent_answers_equal_single_answers() {
         };
         let searches = value("ralmspec_combined_searches_sum ");
         let calls = value("ralmspec_retriever_calls_total ");
-        assert_eq!(searches, value("ralmspec_retrieval_calls_total "), "{text}");
+        assert_eq!(
+            searches,
+            value("ralmspec_retrieval_calls_total{retriever=\"flat\"} "),
+            "{text}"
+        );
         assert!(
             calls > 0.0 && calls <= searches,
             "{calls} calls, {searches} searches"
@@ -505,12 +509,23 @@ async fn disconnect_cancels_the_generation() {
     }
     // 400 tokens take far longer than the few steps it took to notice.
     let text = server.metrics().render();
+    let labels = "retriever=\"flat\",engine=\"baseline\"";
     assert!(
-        text.contains("ralmspec_requests_total{outcome=\"cancelled\"} 1"),
+        text.contains(&format!(
+            "ralmspec_requests_total{{outcome=\"cancelled\",{labels}}} 1"
+        )),
         "{text}"
     );
     assert!(
-        text.contains("ralmspec_requests_total{outcome=\"ok\"} 0"),
+        text.contains(&format!(
+            "ralmspec_requests_total{{outcome=\"ok\",{labels}}} 0"
+        )),
         "{text}"
     );
+    // The cancelled request's work is counted: the tokens it generated before it stopped.
+    let tokens = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("ralmspec_generated_tokens_total{{{labels}}} ")))
+        .map(|v| v.parse::<u64>().unwrap());
+    assert!(tokens.is_some_and(|t| t > 0), "{text}");
 }

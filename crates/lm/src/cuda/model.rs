@@ -124,7 +124,7 @@ impl CudaModel {
                 down: Linear::load(&[down], format, &device)?,
             });
         }
-        let rope = Rope::new(config);
+        let rope = Rope::new(config)?;
         let (cos, sin) = rope.tables();
         let half = c.head_dim / 2;
         let cos = Tensor::from_slice(cos, (c.context, half), &device)?;

@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use crate::kernel::dot;
+
 /// Where one new token sits: the cache it reads and how many cached positions it sees.
 pub struct Query<'a> {
     pub keys: &'a [f32],
@@ -54,25 +56,4 @@ pub fn attend(shape: &Shape, q: &[f32], queries: &[Query<'_>], out: &mut [f32]) 
                 }
             }
         });
-}
-
-/// Dot product with eight lane accumulators (vectorises to one FMA chain per 8 values).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (a, b) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            acc[i] = a[i].mul_add(b[i], acc[i]);
-        }
-    }
-    let mut tail = 0.0;
-    for (a, b) in a
-        .chunks_exact(8)
-        .remainder()
-        .iter()
-        .zip(b.chunks_exact(8).remainder())
-    {
-        tail = a.mul_add(*b, tail);
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7])) + tail
 }

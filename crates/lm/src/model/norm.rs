@@ -4,7 +4,7 @@
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
     for (x, out) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let mean = super::attention::dot(x, x) / d as f32;
+        let mean = crate::kernel::dot(x, x) / d as f32;
         let inv = 1.0 / (mean + eps).sqrt();
         for ((o, x), w) in out.iter_mut().zip(x).zip(weight) {
             *o = x * inv * w;

@@ -1,6 +1,6 @@
 //! Rotary position embedding with a precomputed cos/sin table.
 
-use crate::{Config, RopeStyle};
+use crate::{Config, LmError, Result, RopeStyle};
 
 pub struct Rope {
     style: RopeStyle,
@@ -11,10 +11,18 @@ pub struct Rope {
 }
 
 impl Rope {
-    pub fn new(config: &Config) -> Self {
+    /// The table for every position of `config.context`; a table that cannot be allocated is an
+    /// error (the context was bounded by [`Config`]'s checks, the memory may still be short).
+    pub fn new(config: &Config) -> Result<Self> {
         let half = config.head_dim / 2;
-        let mut cos = Vec::with_capacity(config.context * half);
-        let mut sin = Vec::with_capacity(config.context * half);
+        let len = config
+            .context
+            .checked_mul(half)
+            .ok_or_else(|| too_big(config))?;
+        let mut cos = Vec::new();
+        let mut sin = Vec::new();
+        cos.try_reserve_exact(len).map_err(|_| too_big(config))?;
+        sin.try_reserve_exact(len).map_err(|_| too_big(config))?;
         for pos in 0..config.context {
             for i in 0..half {
                 let freq =
@@ -24,12 +32,12 @@ impl Rope {
                 sin.push(angle.sin() as f32);
             }
         }
-        Self {
+        Ok(Self {
             style: config.rope_style,
             half,
             cos,
             sin,
-        }
+        })
     }
 
     /// The tables, `[position][i]` for i in 0..head_dim/2: (cos, sin). The GPU model uploads
@@ -55,4 +63,11 @@ impl Rope {
             }
         }
     }
+}
+
+fn too_big(config: &Config) -> LmError {
+    LmError::Unsupported(format!(
+        "no memory for the rotary table of {} positions × {} dimensions",
+        config.context, config.head_dim
+    ))
 }

@@ -1,0 +1,85 @@
+//! A job: one admitted request, the channel its worker reports on, and what it reports
+//! (commits, then the finished answer or the failure). Shared by the handlers that make jobs,
+//! the queue that holds them and the workers that run them, below all three.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ralmspec_engine::Stop;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::edge::RequestLog;
+use crate::error::ApiError;
+use crate::metrics::Labels;
+use crate::validation::Validated;
+use crate::wire::Source;
+
+/// One admitted request and where its events go.
+pub struct Job {
+    pub request: Validated,
+    pub events: UnboundedSender<Event>,
+    /// When it was admitted (latency and queue wait are measured from here).
+    pub admitted: Instant,
+    /// The labels of its metrics (retriever, engine).
+    pub labels: Labels,
+    /// What the access log reports of it (tokens).
+    pub log: Arc<RequestLog>,
+}
+
+/// What a worker reports about a job, in order: commits, then `Done` or `Failed`.
+#[derive(Debug)]
+pub enum Event {
+    /// Tokens that just became final.
+    Commit(Piece),
+    /// The answer is complete.
+    Done(Finished),
+    /// The generation failed.
+    Failed(ApiError),
+}
+
+/// Final tokens: their text (complete characters only) and the document they came from.
+#[derive(Debug)]
+pub struct Piece {
+    pub text: String,
+    pub source: Source,
+}
+
+/// A complete answer.
+#[derive(Debug)]
+pub struct Finished {
+    /// The whole answer's text.
+    pub text: String,
+    /// Text not yet sent in a `Piece` (a character split across the last tokens).
+    pub tail: String,
+    pub stop: Stop,
+    pub completion_tokens: usize,
+    pub sources: Vec<Source>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::validation::Endpoint;
+    use ralmspec_engine::Engine;
+
+    /// A job for queue tests (never run).
+    pub fn job() -> Job {
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        Job {
+            request: Validated {
+                endpoint: Endpoint::Completions,
+                question: "q".into(),
+                prompt_tokens: 1,
+                max_tokens: 1,
+                engine: Engine::Baseline,
+                knowledge: 0,
+                stream: false,
+                include_usage: false,
+            },
+            events,
+            admitted: Instant::now(),
+            labels: Labels::new("flat", Engine::Baseline),
+            log: Arc::default(),
+        }
+    }
+}
