@@ -14,7 +14,6 @@ object with a "text" field. Output: one JSON line per input line, in order:
   --chat       the text is one user message; prints (as a JSON string) the prompt the GGUF's
                chat template renders for it with add_generation_prompt=True (jinja2, set up as
                HF transformers and llama-cpp-python do)
-
   --conversation  each text is the JSON of a list of messages ({"role", "content"}); prints the
                prompt the template renders for the whole conversation, as --chat does, with
                bos_token and eos_token set to the GGUF's tokens as transformers sets them

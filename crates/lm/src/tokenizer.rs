@@ -79,9 +79,10 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Rebuilds the tokenizer from a GGUF's `tokenizer.*` metadata.
     ///
-    /// Requires `tokenizer.ggml.model = "gpt2"` (byte-level BPE), a supported
-    /// `tokenizer.ggml.pre` (`smollm` or `qwen2`) and a ChatML `tokenizer.chat_template`;
-    /// anything else is [`LmError::Unsupported`].
+    /// Requires `tokenizer.ggml.model = "gpt2"` (byte-level BPE) and a supported
+    /// `tokenizer.ggml.pre` (`smollm` or `qwen2`), else [`LmError::Unsupported`]; and a
+    /// `tokenizer.chat_template` that compiles and renders a one-question conversation, else
+    /// [`LmError::ChatTemplate`].
     pub fn from_gguf(content: &Content) -> Result<Tokenizer> {
         let meta = Metadata(&content.metadata);
         let model = meta.string("tokenizer.ggml.model")?;
