@@ -14,8 +14,11 @@ object with a "text" field. Output: one JSON line per input line, in order:
   --chat       the text is one user message; prints (as a JSON string) the prompt the GGUF's
                chat template renders for it with add_generation_prompt=True (jinja2, set up as
                HF transformers and llama-cpp-python do)
+  --conversation  each text is the JSON of a list of messages ({"role", "content"}); prints the
+               prompt the template renders for the whole conversation, as --chat does, with
+               bos_token and eos_token set to the GGUF's tokens as transformers sets them
 
-Usage: reference_tokenize.py MODEL.gguf [FILE] [--special | --chat]
+Usage: reference_tokenize.py MODEL.gguf [FILE] [--special | --chat | --conversation]
 """
 
 import argparse
@@ -33,7 +36,7 @@ def read_texts(path):
             yield item["text"] if isinstance(item, dict) else item
 
 
-def render_chat(template, user):
+def render_chat(template, user, **extra):
     from jinja2 import BaseLoader
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -42,9 +45,8 @@ def render_chat(template, user):
 
     env = ImmutableSandboxedEnvironment(loader=BaseLoader(), trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
-    return env.from_string(template).render(
-        messages=[{"role": "user", "content": user}], add_generation_prompt=True
-    )
+    messages = user if isinstance(user, list) else [{"role": "user", "content": user}]
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True, **extra)
 
 
 def main():
@@ -54,6 +56,7 @@ def main():
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--special", action="store_true")
     mode.add_argument("--chat", action="store_true")
+    mode.add_argument("--conversation", action="store_true")
     args = parser.parse_args()
 
     try:
@@ -63,6 +66,20 @@ def main():
 
     llm = Llama(model_path=args.gguf, vocab_only=True, verbose=False)
     out = sys.stdout
+    if args.conversation:
+        template = llm.metadata.get("tokenizer.chat_template")
+        if template is None:
+            sys.exit(f"reference_tokenize.py: {args.gguf} has no chat template")
+
+        def token_text(key):
+            id = llm.metadata.get(key)
+            return "" if id is None else llm.detokenize([int(id)], special=True).decode("utf-8")
+
+        bos, eos = token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id")
+        for text in read_texts(args.file):
+            rendered = render_chat(template, json.loads(text), bos_token=bos, eos_token=eos)
+            out.write(json.dumps(rendered) + "\n")
+        return
     if args.chat:
         template = llm.metadata.get("tokenizer.chat_template")
         if template is None:

@@ -31,7 +31,7 @@ pub fn run(args: Args) -> Result<()> {
     let prompt = if args.raw {
         lm.tokenizer.encode(&args.prompt)
     } else {
-        lm.chat_tokens(&args.prompt)
+        lm.chat_tokens(&args.prompt)?
     };
     if prompt.is_empty() {
         bail!("the prompt is empty");

@@ -10,9 +10,9 @@ pub(crate) fn run(request: &mut Request<'_>) -> Result<Stop> {
     loop {
         let query = request.query()?;
         let doc = request.retrieve(std::slice::from_ref(&query), 1)?[0][0].doc;
-        let start = request.answer.len();
+        let start = request.len();
         let eos = request.step(doc)?;
-        request.commit(doc, start, request.answer.len());
+        request.commit(doc, start, request.len());
         if let Some(stop) = request.stop_after(eos) {
             return Ok(stop);
         }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::sampling::TokenLogprob;
+
 /// Why generation stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Stop {
@@ -12,6 +14,19 @@ pub enum Stop {
     EndOfText,
     /// The new-token budget was used up.
     Length,
+    /// The caller ended the answer after a commit ([`Halt::Finish`]; a stop sequence, say).
+    Halted,
+}
+
+/// What a commit callback may ask for instead of more tokens (`ControlFlow::Break`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halt {
+    /// The caller went away: generation stops with [`crate::EngineError::Cancelled`].
+    Cancel,
+    /// The answer is complete (a stop sequence appeared): generation stops after this commit
+    /// and returns with [`Stop::Halted`]. It depends only on committed tokens, so every engine
+    /// halts after the same commit.
+    Finish,
 }
 
 /// Answer tokens `start..end` were generated with `doc` in front of the prompt.
@@ -34,6 +49,8 @@ pub struct Committed<'a> {
     pub doc: u32,
     /// Index of the first of them in the answer.
     pub start: usize,
+    /// Their log-probabilities, when the request asked for them (else empty).
+    pub logprobs: &'a [TokenLogprob],
 }
 
 /// Counters and timers of one request.
@@ -81,6 +98,12 @@ pub struct Generation {
     pub spans: Vec<Span>,
     /// Why generation stopped.
     pub stop: Stop,
+    /// Each answer token's log-probability, when the request asked for them (else empty).
+    pub logprobs: Vec<TokenLogprob>,
+    /// Prompt tokens the LM read for this answer: for each span (each document the answer
+    /// switched to), the document's tokens (with its framing) plus the conversation's tokens
+    /// (chat template included). Every engine reports the same number.
+    pub prompt_tokens: usize,
     /// Counters and timers.
     pub stats: Stats,
 }
@@ -99,6 +122,10 @@ impl Spans {
             Some(last) if last.doc == doc && last.end == start => last.end = end,
             _ => self.0.push(Span { doc, start, end }),
         }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Span] {
+        &self.0
     }
 
     pub(crate) fn into_vec(self) -> Vec<Span> {

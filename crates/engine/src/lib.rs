@@ -1,16 +1,19 @@
 //! Iterative retrieval-augmented generation: the baseline engine and RaLMSpec.
 //!
-//! A request is a question; the answer is generated greedily, and every `stride` tokens a
-//! document is retrieved for the text generated so far and placed in front of the prompt
-//! ([`RalmConfig`], the paper's §1). [`Ralm::generate`] serves it with either engine:
+//! A request ([`Ask`]) is a question, a conversation or raw text; the answer is generated
+//! greedily or sampled ([`Sampling`]: each draw depends only on the seed and the token's
+//! position, so sampling keeps the guarantee below), and every `stride` tokens a document is
+//! retrieved for the text generated so far and placed in front of the prompt ([`RalmConfig`],
+//! the paper's §1). [`Ralm::generate`] serves it with either engine:
 //!
 //! - [`Engine::Baseline`]: retrieve, then generate, every stride.
 //! - [`Engine::Spec`]: RaLMSpec: speculate retrievals from a per-request cache, verify several
 //!   at once, roll back on a mismatch ([`SpecConfig`]: prefetching, OS³, async verification).
 //!
-//! Both produce the same tokens for the same question, always. Modules:
-//! [`config`] (what a request asks), [`knowledge`] (the retriever seen from here),
-//! [`generation`] (what comes back), and privately: `prompt` (LM input and queries),
+//! Both produce the same tokens for the same request, always. Modules:
+//! [`config`] (the engines' rules), [`ask`] (what a request asks), [`sampling`] (how a token
+//! is chosen), [`knowledge`] (the retriever seen from here), [`generation`] (what comes
+//! back), and privately: `prompt` (LM input and queries),
 //! `session` (the shared LM execution policy and KV reuse), `doc_kv` (documents' KV shared
 //! across requests), `request` (one request in flight), `baseline`, `speculative`, `replay`
 //! (the oracle floor), `doc_cache` (the speculation cache), `os3` (the stride scheduler) and
@@ -19,6 +22,7 @@
 //! [`knn`] serves the other retrieval-augmented LM of the paper, kNN-LM (a datastore search at
 //! every token), plain and speculative, with the same guarantee.
 
+pub mod ask;
 mod baseline;
 pub mod config;
 mod doc_cache;
@@ -31,14 +35,18 @@ mod os3;
 mod prompt;
 mod replay;
 mod request;
+pub mod sampling;
 mod session;
 mod speculative;
 mod verifier;
 
+pub use ask::{Ask, ChatMessage, Input};
 pub use config::{Engine, RalmConfig, SpecConfig, Stride};
 pub use error::{EngineError, Result};
-pub use generation::{Committed, Generation, Span, Stats, Stop};
+pub use generation::{Committed, Generation, Halt, Span, Stats, Stop};
 pub use knowledge::Knowledge;
+pub use prompt::conversation_tokens;
+pub use sampling::{Sampling, TokenLogprob};
 
 use std::ops::ControlFlow;
 
@@ -82,13 +90,12 @@ impl<'a> Ralm<'a> {
         &self.config
     }
 
-    /// Sets the new-token budget of the next requests (a server's per-request `max_tokens`).
-    /// The shared documents' KV does not depend on it and is kept.
-    pub fn set_max_new_tokens(&mut self, max_new_tokens: usize) {
-        self.config.max_new_tokens = max_new_tokens;
+    /// A greedy answer to `question` within the configured budget.
+    pub fn ask<'q>(&self, question: &'q str) -> Ask<'q> {
+        Ask::question(question, self.config.max_new_tokens)
     }
 
-    /// Answers `question` with `engine`.
+    /// Answers `question` greedily with `engine`, within the configured budget.
     pub fn generate(&self, question: &str, engine: Engine) -> Result<Generation> {
         self.generate_streaming(question, engine, &mut |_| {})
     }
@@ -102,23 +109,25 @@ impl<'a> Ralm<'a> {
         engine: Engine,
         on_commit: &mut dyn FnMut(Committed<'_>),
     ) -> Result<Generation> {
-        self.generate_cancellable(question, engine, &mut |c| {
+        self.generate_cancellable(&self.ask(question), engine, &mut |c| {
             on_commit(c);
             ControlFlow::Continue(())
         })
     }
 
-    /// [`Ralm::generate_streaming`] for a caller that may go away: when `on_commit` returns
-    /// `Break` (say, the client disconnected), no further step is generated and the result is
-    /// [`EngineError::Cancelled`]. Tokens passed on before that are final as ever.
+    /// Answers `ask` with `engine`, handing each run of final tokens to `on_commit` (as
+    /// [`Ralm::generate_streaming`]). When `on_commit` returns `Break(Halt::Cancel)` (say, the
+    /// client disconnected), no further step is generated and the result is
+    /// [`EngineError::Cancelled`]; with `Break(Halt::Finish)` (a stop sequence appeared) the
+    /// answer ends there with [`Stop::Halted`]. Tokens passed on before that are final as ever.
     pub fn generate_cancellable(
         &self,
-        question: &str,
+        ask: &Ask<'_>,
         engine: Engine,
-        on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
+        on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<Halt>,
     ) -> Result<Generation> {
         let knowledge = self.knowledge.pinned()?;
-        let mut request = self.request(&knowledge, question, on_commit)?;
+        let mut request = self.request(&knowledge, ask, on_commit)?;
         let stop = match engine {
             Engine::Baseline => baseline::run(&mut request)?,
             Engine::Spec(spec) => speculative::run(&mut request, spec)?,
@@ -129,9 +138,14 @@ impl<'a> Ralm<'a> {
     /// The oracle floor for `question`: the generation that `sources` (a baseline answer's
     /// spans) describe, with each step's document given instead of retrieved.
     pub fn replay(&self, question: &str, sources: &[Span]) -> Result<Generation> {
+        self.replay_ask(&self.ask(question), sources)
+    }
+
+    /// [`Ralm::replay`] of any request (a sampled one's documents replayed, say).
+    pub fn replay_ask(&self, ask: &Ask<'_>, sources: &[Span]) -> Result<Generation> {
         let mut ignore = |_: Committed<'_>| ControlFlow::Continue(());
         let knowledge = self.knowledge.pinned()?;
-        let mut request = self.request(&knowledge, question, &mut ignore)?;
+        let mut request = self.request(&knowledge, ask, &mut ignore)?;
         let stop = replay::run(&mut request, sources)?;
         Ok(request.finish(stop))
     }
@@ -139,15 +153,15 @@ impl<'a> Ralm<'a> {
     fn request<'r>(
         &'r self,
         knowledge: &'r Knowledge,
-        question: &str,
-        on_commit: &'r mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
+        ask: &Ask<'_>,
+        on_commit: &'r mut request::OnCommit<'r>,
     ) -> Result<request::Request<'r>> {
         request::Request::new(
             self.lm,
             knowledge,
             &self.doc_kv,
             self.config,
-            question,
+            ask,
             on_commit,
         )
     }

@@ -9,7 +9,7 @@ use crate::request::Request;
 /// Runs `request`, taking each step's document from `sources` (a previous generation's spans).
 pub(crate) fn run(request: &mut Request<'_>, sources: &[Span]) -> Result<Stop> {
     loop {
-        let start = request.answer.len();
+        let start = request.len();
         let doc = sources
             .iter()
             .find(|s| s.start <= start && start < s.end)
@@ -18,7 +18,7 @@ pub(crate) fn run(request: &mut Request<'_>, sources: &[Span]) -> Result<Stop> {
                 EngineError::BadRequest(format!("the sources do not cover answer token {start}"))
             })?;
         let eos = request.step(doc)?;
-        request.commit(doc, start, request.answer.len());
+        request.commit(doc, start, request.len());
         if let Some(stop) = request.stop_after(eos) {
             return Ok(stop);
         }

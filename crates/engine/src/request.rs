@@ -8,25 +8,31 @@ use std::time::{Duration, Instant};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Hit, Query};
 
+use crate::ask::Ask;
 use crate::config::RalmConfig;
 use crate::doc_kv::DocKv;
 use crate::error::{EngineError, Result};
-use crate::generation::{Committed, Generation, Spans, Stats, Stop};
+use crate::generation::{Committed, Generation, Halt, Spans, Stats, Stop};
 use crate::knowledge::Knowledge;
 use crate::prompt::Prompt;
-use crate::session::Session;
+use crate::session::{Answer, Session};
+
+/// A commit callback: `Break` ends the request ([`Halt`]).
+pub(crate) type OnCommit<'a> = dyn FnMut(Committed<'_>) -> ControlFlow<Halt> + 'a;
 
 pub(crate) struct Request<'a> {
     pub(crate) knowledge: &'a Knowledge,
     config: RalmConfig,
+    /// The new-token budget.
+    max_new_tokens: usize,
     prompt: Prompt<'a>,
     session: Session<'a>,
     /// Tokens generated so far (committed, then any still unverified).
-    pub(crate) answer: Vec<u32>,
+    answer: Answer,
     spans: Spans,
-    on_commit: &'a mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
+    on_commit: &'a mut OnCommit<'a>,
     /// The caller asked to stop (its callback returned `Break`).
-    cancelled: bool,
+    halt: Option<Halt>,
     pub(crate) stats: Stats,
     started: Instant,
     lm: &'a Lm,
@@ -38,21 +44,29 @@ impl<'a> Request<'a> {
         knowledge: &'a Knowledge,
         doc_kv: &'a DocKv,
         config: RalmConfig,
-        question: &str,
-        on_commit: &'a mut dyn FnMut(Committed<'_>) -> ControlFlow<()>,
+        ask: &Ask<'_>,
+        on_commit: &'a mut OnCommit<'a>,
     ) -> Result<Request<'a>> {
         let started = Instant::now();
-        let prompt = Prompt::new(lm, knowledge, config, question)?;
-        let session = Session::new(lm, doc_kv, knowledge.version(), prompt.capacity());
+        let prompt = Prompt::new(lm, knowledge, config, &ask.input, ask.max_new_tokens)?;
+        let session = Session::new(
+            lm,
+            doc_kv,
+            knowledge.version(),
+            prompt.capacity(),
+            ask.sampling,
+            ask.top_logprobs,
+        );
         Ok(Request {
             knowledge,
             config,
+            max_new_tokens: ask.max_new_tokens,
             prompt,
             session,
-            answer: Vec::with_capacity(config.max_new_tokens),
+            answer: Answer::default(),
             spans: Spans::default(),
             on_commit,
-            cancelled: false,
+            halt: None,
             stats: Stats::default(),
             started,
             lm,
@@ -61,20 +75,35 @@ impl<'a> Request<'a> {
 
     /// The query for the next retrieval step, after the answer so far.
     pub(crate) fn query(&self) -> Result<Query> {
-        self.knowledge.query(self.prompt.query_text(&self.answer))
+        self.knowledge
+            .query(self.prompt.query_text(&self.answer.tokens))
+    }
+
+    /// The answer's length so far (committed and unverified tokens).
+    pub(crate) fn len(&self) -> usize {
+        self.answer.len()
+    }
+
+    /// Cuts the answer back to its first `len` tokens (a rollback of unverified steps).
+    pub(crate) fn rollback_to(&mut self, len: usize) {
+        self.answer.truncate(len);
     }
 
     /// Commits answer tokens `start..end`, generated with `doc`: they are final (a source of
     /// the answer) and go to the caller's callback.
     pub(crate) fn commit(&mut self, doc: u32, start: usize, end: usize) {
         self.spans.push(doc, start, end);
-        if start < end && !self.cancelled {
+        if start < end && self.halt.is_none() {
+            let logprobs = self.answer.logprobs.get(start..end).unwrap_or(&[]);
             let flow = (self.on_commit)(Committed {
-                tokens: &self.answer[start..end],
+                tokens: &self.answer.tokens[start..end],
                 doc,
                 start,
+                logprobs,
             });
-            self.cancelled = flow.is_break();
+            if let ControlFlow::Break(halt) = flow {
+                self.halt = Some(halt);
+            }
         }
     }
 
@@ -96,7 +125,7 @@ impl<'a> Request<'a> {
     /// Generates the next stride with `doc` in front. Returns true when the model ended the
     /// answer. Fails with [`EngineError::Cancelled`] once the caller has asked to stop.
     pub(crate) fn step(&mut self, doc: u32) -> Result<bool> {
-        if self.cancelled {
+        if self.halt == Some(Halt::Cancel) {
             return Err(EngineError::Cancelled);
         }
         let n = self.config.stride.min(self.remaining());
@@ -112,7 +141,7 @@ impl<'a> Request<'a> {
 
     /// New tokens still allowed.
     pub(crate) fn remaining(&self) -> usize {
-        self.config.max_new_tokens.saturating_sub(self.answer.len())
+        self.max_new_tokens.saturating_sub(self.answer.len())
     }
 
     /// Why generation stops after a committed step that ended with `eos`, if it does.
@@ -121,11 +150,14 @@ impl<'a> Request<'a> {
     }
 
     /// Why generation stops after a step that ended the answer at `len` tokens, with `eos`
-    /// when the model ended it, if it does.
+    /// when the model ended it, if it does. A caller's [`Halt::Finish`] after the commit of
+    /// that step comes first: the caller saw the step's tokens, not the model's end.
     pub(crate) fn stop_at(&self, len: usize, eos: bool) -> Option<Stop> {
-        if eos {
+        if self.halt == Some(Halt::Finish) {
+            Some(Stop::Halted)
+        } else if eos {
             Some(Stop::EndOfText)
-        } else if len >= self.config.max_new_tokens {
+        } else if len >= self.max_new_tokens {
             Some(Stop::Length)
         } else {
             None
@@ -136,11 +168,19 @@ impl<'a> Request<'a> {
         self.stats.wall = self.started.elapsed();
         self.stats.lm_time = self.session.lm_time;
         self.stats.lm_tokens = self.session.tokens_fed;
+        let prompt_tokens = self
+            .spans
+            .as_slice()
+            .iter()
+            .map(|span| self.prompt.tokens_with(span.doc))
+            .sum();
         Generation {
-            text: self.lm.tokenizer.decode(&self.answer),
-            tokens: self.answer,
+            text: self.lm.tokenizer.decode(&self.answer.tokens),
+            tokens: self.answer.tokens,
+            logprobs: self.answer.logprobs,
             spans: self.spans.into_vec(),
             stop,
+            prompt_tokens,
             stats: self.stats,
         }
     }

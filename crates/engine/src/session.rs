@@ -1,7 +1,8 @@
 //! The one LM execution policy every engine uses.
 //!
-//! A [`Session`] owns a request's KV cache and extends the answer by greedy decoding after
-//! `document ⊕ question`. It reuses whatever the cache already holds: the same document
+//! A [`Session`] owns a request's KV cache and extends the answer after
+//! `document ⊕ conversation`, choosing each token with the request's [`Sampling`] (greedy,
+//! or a draw that depends only on the seed and the token's position). It reuses whatever the cache already holds: the same document
 //! continues where it stopped, a rollback truncates to the common prefix, and a switch to
 //! another document starts from that document's shared KV ([`DocKv`]) when it is there. The
 //! model's forward pass is batch- and chunk-invariant, so the logits for a given (document,
@@ -10,10 +11,30 @@
 
 use std::time::{Duration, Instant};
 
-use ralmspec_lm::{KvCache, Lm, Outputs, argmax};
+use ralmspec_lm::{KvCache, Lm, Outputs};
 
 use crate::doc_kv::DocKv;
 use crate::error::Result;
+use crate::sampling::{self, Sampling, TokenLogprob};
+
+/// An answer being generated: its tokens and, when asked for, their log-probabilities.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) logprobs: Vec<TokenLogprob>,
+}
+
+impl Answer {
+    pub(crate) fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Keeps the first `len` tokens.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        self.tokens.truncate(len);
+        self.logprobs.truncate(len);
+    }
+}
 
 /// A request's LM state.
 pub(crate) struct Session<'a> {
@@ -22,6 +43,10 @@ pub(crate) struct Session<'a> {
     /// The knowledge base's version: the first half of every [`DocKv`] key.
     version: u64,
     cache: KvCache,
+    /// How tokens are chosen.
+    sampling: Sampling,
+    /// Alternatives per token to report log-probabilities for (`None`: none computed).
+    top_logprobs: Option<usize>,
     /// The document the cache's content starts with.
     doc: Option<u32>,
     /// Time spent in the model's forward pass.
@@ -35,12 +60,21 @@ pub(crate) struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
-    pub(crate) fn new(lm: &'a Lm, doc_kv: &'a DocKv, version: u64, capacity: usize) -> Session<'a> {
+    pub(crate) fn new(
+        lm: &'a Lm,
+        doc_kv: &'a DocKv,
+        version: u64,
+        capacity: usize,
+        sampling: Sampling,
+        top_logprobs: Option<usize>,
+    ) -> Session<'a> {
         Session {
             lm,
             doc_kv,
             version,
             cache: lm.model.new_cache(capacity),
+            sampling,
+            top_logprobs,
             doc: None,
             lm_time: Duration::ZERO,
             tokens_fed: 0,
@@ -49,15 +83,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Appends up to `n` greedy tokens to `answer`, generated after
-    /// `document ⊕ question ⊕ answer`, where `document` is `doc`'s tokens. Returns true when
-    /// the model ended the text (the end token is not appended).
+    /// Appends up to `n` tokens to `answer`, generated after `document ⊕ question ⊕ answer`,
+    /// where `document` is `doc`'s tokens. The token at answer position `p` is chosen from
+    /// that position's logits with the draw for `p`. Returns true when the model ended the
+    /// text (the end token is not appended).
     pub(crate) fn extend(
         &mut self,
         doc: u32,
         document: &[u32],
         question: &[u32],
-        answer: &mut Vec<u32>,
+        answer: &mut Answer,
         n: usize,
     ) -> Result<bool> {
         if n == 0 {
@@ -68,7 +103,7 @@ impl<'a> Session<'a> {
         }
         // Keep the longest prefix of the input the cache holds, but recompute at least the
         // last position: its logits pick the next token.
-        let input = || document.iter().chain(question).chain(answer.iter());
+        let input = || document.iter().chain(question).chain(answer.tokens.iter());
         let total = document.len() + question.len() + answer.len();
         let common = self
             .cache
@@ -80,21 +115,23 @@ impl<'a> Session<'a> {
         let keep = common.min(total - 1);
         self.cache.truncate(keep);
         let pending: Vec<u32> = input().skip(keep).copied().collect();
-        let mut next = self.next_token(&pending)?;
+        let mut next = self.next_token(&pending, answer)?;
         for i in 0..n {
             if self.lm.tokenizer.is_eog(next) {
+                answer.logprobs.truncate(answer.tokens.len());
                 return Ok(true);
             }
-            answer.push(next);
+            answer.tokens.push(next);
             if i + 1 < n {
-                next = self.next_token(&[next])?;
+                next = self.next_token(&[next], answer)?;
             }
         }
         Ok(false)
     }
 
-    /// Feeds `tokens` and returns the greedy choice after the last one.
-    fn next_token(&mut self, tokens: &[u32]) -> Result<u32> {
+    /// Feeds `tokens` and returns the token chosen after the last one (for answer position
+    /// `answer.len()`); with log-probabilities asked for, pushes the chosen token's.
+    fn next_token(&mut self, tokens: &[u32], answer: &mut Answer) -> Result<u32> {
         let start = Instant::now();
         let out = self
             .lm
@@ -107,15 +144,23 @@ impl<'a> Session<'a> {
             self.decode_time += took;
             self.decoded += 1;
         }
-        Ok(argmax(out.last_logits().unwrap_or(&[])))
+        let logits = out.last_logits().unwrap_or(&[]);
+        let token = self.sampling.choose(logits, answer.len());
+        if let Some(top) = self.top_logprobs {
+            answer.logprobs.truncate(answer.len());
+            answer.logprobs.push(sampling::logprobs(logits, token, top));
+        }
+        Ok(token)
     }
 
     /// Makes the cache hold `doc`'s tokens: a copy of the shared KV when it is there, else a
     /// prefill (which is then shared).
     fn switch_to(&mut self, doc: u32, document: &[u32]) -> Result<()> {
+        // A document's part of the input also holds the framing before it (a raw prompt has
+        // none), so the shared KV is used only when it holds exactly these tokens.
         match self.doc_kv.get((self.version, doc)) {
-            Some(kv) => self.cache.copy_prefix_from(&kv, kv.len())?,
-            None => {
+            Some(kv) if kv.tokens() == document => self.cache.copy_prefix_from(&kv, kv.len())?,
+            _ => {
                 self.cache.clear();
                 let start = Instant::now();
                 self.lm

@@ -155,10 +155,10 @@ fn direct_step(
     if let Some(guess) = guess {
         os3.round(1, usize::from(guess == doc));
     }
-    let before = request.answer.len();
+    let before = request.len();
     let (step, eos) = timed_step(request, doc)?;
     os3.step_took(step);
-    request.commit(doc, before, request.answer.len());
+    request.commit(doc, before, request.len());
     Ok(request.stop_after(eos))
 }
 
@@ -170,14 +170,14 @@ fn speculate(request: &mut Request<'_>, cache: &DocCache, round: &mut Round) -> 
     let doc = cache
         .top1(request.knowledge, &query)?
         .expect("the cache holds the first retrieval's documents");
-    let before = request.answer.len();
+    let before = request.len();
     let (mut took, eos) = timed_step(request, doc)?;
     took.took = start.elapsed();
     round.queries.push(query);
     round.guesses.push(Guess {
         doc,
         start: before,
-        end: request.answer.len(),
+        end: request.len(),
         eos,
     });
     Ok(took)
@@ -216,15 +216,15 @@ fn commit(
             request.stats.matched += 1;
             request.commit(truth, guess.start, guess.end);
             if let Some(stop) = request.stop_at(guess.end, guess.eos) {
-                request.answer.truncate(guess.end);
+                request.rollback_to(guess.end);
                 return Ok((i + 1, Some(stop)));
             }
             continue;
         }
         request.stats.rollbacks += 1;
-        request.answer.truncate(guess.start);
+        request.rollback_to(guess.start);
         let eos = request.step(truth)?;
-        request.commit(truth, guess.start, request.answer.len());
+        request.commit(truth, guess.start, request.len());
         return Ok((i, request.stop_after(eos)));
     }
     Ok((round.len(), None))

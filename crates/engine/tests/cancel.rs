@@ -4,7 +4,9 @@
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use ralmspec_engine::{Engine, EngineError, Knowledge, Ralm, RalmConfig, SpecConfig};
+use ralmspec_engine::{
+    Ask, Engine, EngineError, Halt, Knowledge, Ralm, RalmConfig, SpecConfig, Stop,
+};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
 
@@ -31,7 +33,7 @@ fn break_stops_the_request_and_continue_changes_nothing() {
         doc_tokens: 64,
         ..RalmConfig::default()
     };
-    let mut ralm = Ralm::new(&lm, &knowledge, config);
+    let ralm = Ralm::new(&lm, &knowledge, config);
     let question = "Who wrote the novel Nineteen Eighty-Four?";
     for engine in [Engine::Baseline, Engine::Spec(SpecConfig::FULL)] {
         let plain = ralm.generate(question, engine).unwrap();
@@ -42,24 +44,47 @@ fn break_stops_the_request_and_continue_changes_nothing() {
 
         let mut commits = 0;
         let err = ralm
-            .generate_cancellable(question, engine, &mut |_| {
+            .generate_cancellable(&ralm.ask(question), engine, &mut |_| {
                 commits += 1;
-                ControlFlow::Break(())
+                ControlFlow::Break(Halt::Cancel)
             })
             .unwrap_err();
         assert!(matches!(err, EngineError::Cancelled), "{engine:?}: {err}");
         assert_eq!(commits, 1, "{engine:?}: nothing is passed on after Break");
 
         let same = ralm
-            .generate_cancellable(question, engine, &mut |_| ControlFlow::Continue(()))
+            .generate_cancellable(&ralm.ask(question), engine, &mut |_| {
+                ControlFlow::Continue(())
+            })
             .unwrap();
         assert_eq!(same.tokens, plain.tokens, "{engine:?}");
         assert_eq!(same.spans, plain.spans, "{engine:?}");
+
+        // `Finish` after the second commit: the answer is the first two commits, whole.
+        let mut commits = 0;
+        let mut seen = 0;
+        let halted = ralm
+            .generate_cancellable(&ralm.ask(question), engine, &mut |c| {
+                commits += 1;
+                seen = c.start + c.tokens.len();
+                if commits == 2 {
+                    ControlFlow::Break(Halt::Finish)
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .unwrap();
+        assert_eq!(halted.stop, Stop::Halted, "{engine:?}");
+        assert_eq!(commits, 2, "{engine:?}");
+        assert_eq!(halted.tokens, plain.tokens[..seen], "{engine:?}");
     }
 
     // A smaller budget is a prefix of the same answer.
     let full = ralm.generate(question, Engine::Baseline).unwrap();
-    ralm.set_max_new_tokens(6);
-    let short = ralm.generate(question, Engine::Baseline).unwrap();
+    let short = ralm
+        .generate_cancellable(&Ask::question(question, 6), Engine::Baseline, &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
     assert_eq!(short.tokens, full.tokens[..6]);
 }

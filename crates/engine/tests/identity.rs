@@ -5,14 +5,21 @@
 //! is short (`RALMSPEC_IDENTITY_TOKENS`, default 16 new tokens, and 64-token documents) so 50
 //! questions × 7 settings fit the test budget; `ralmspec bench ralm` checks the full setting.
 //!
+//! Sampled decoding (temperature, `top_p`, `top_k`, seed) keeps the same guarantee: the
+//! `*_sampled_*` tests split the questions between the flat and BM25 retrievers, each question
+//! with its own sampling setting, through every speculation setting.
+//!
 //! The pgvector retrievers read the same passages and vectors from a real PostgreSQL
 //! (`RALMSPEC_TEST_DATABASE`; skipped without it, see `common`).
 
 mod common;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_engine::{
+    Ask, Engine, Generation, Knowledge, Ralm, RalmConfig, Sampling, SpecConfig, Stride,
+};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::hnsw::{HnswIndex, HnswParams};
 use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
@@ -116,6 +123,84 @@ fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
         matched > 0 && rollbacks > 0,
         "{speculated} {matched} {rollbacks}"
     );
+}
+
+/// Sampling keeps the guarantee: the draw for a token depends only on (seed, position), so
+/// RaLMSpec's sampled answer equals the baseline's under the same seed, rollbacks included.
+/// Each question gets its own temperature, `top_p`, `top_k` and seed (some with
+/// log-probabilities, which must agree bit for bit too), and runs through every setting.
+fn assert_sampled_identical(ralm: &Ralm<'_>, questions: &[Question], salt: u64) {
+    let mut rng = Rng(0x5a3_91e5_u64 ^ salt);
+    let (mut rollbacks, mut differs_from_greedy) = (0, 0);
+    for q in questions {
+        let sampling = Sampling {
+            temperature: [0.5, 0.8, 1.0, 1.3][rng.below(4) as usize],
+            top_p: [1.0, 0.95, 0.8][rng.below(3) as usize],
+            top_k: [0, 0, 40][rng.below(3) as usize],
+            seed: rng.below(u64::MAX),
+        };
+        let ask = Ask {
+            sampling,
+            top_logprobs: (rng.below(2) == 1).then_some(3),
+            ..ralm.ask(&q.text)
+        };
+        let base = ralm
+            .generate_cancellable(&ask, Engine::Baseline, &mut |_| ControlFlow::Continue(()))
+            .unwrap();
+        assert_eq!(
+            base.logprobs.len(),
+            if ask.top_logprobs.is_some() {
+                base.tokens.len()
+            } else {
+                0
+            }
+        );
+        let greedy = ralm.generate(&q.text, Engine::Baseline).unwrap();
+        differs_from_greedy += usize::from(greedy.tokens != base.tokens);
+        let oracle = ralm.replay_ask(&ask, &base.spans).unwrap();
+        assert_eq!(oracle.tokens, base.tokens, "{:?}: oracle replay", q.text);
+        for spec in settings(&mut rng) {
+            let got = ralm
+                .generate_cancellable(&ask, Engine::Spec(spec), &mut |_| ControlFlow::Continue(()))
+                .unwrap();
+            let what = format!("{:?} with {spec:?} and {sampling:?}", q.text);
+            assert_eq!(got.tokens, base.tokens, "{what}");
+            assert_eq!(got.spans, base.spans, "{what}");
+            assert_eq!(got.stop, base.stop, "{what}");
+            assert_eq!(got.logprobs, base.logprobs, "{what}");
+            assert_eq!(got.prompt_tokens, base.prompt_tokens, "{what}");
+            rollbacks += got.stats.rollbacks;
+        }
+    }
+    eprintln!("rollbacks {rollbacks}, sampled answers unlike the greedy one {differs_from_greedy}");
+    assert!(rollbacks > 0, "the test must exercise rollbacks");
+    assert!(
+        differs_from_greedy * 2 > questions.len(),
+        "sampling must change most answers: {differs_from_greedy} of {}",
+        questions.len()
+    );
+}
+
+#[test]
+fn flat_dense_sampled_speculation_equals_baseline() {
+    let lm = lm();
+    let (corpus, encoder, flat) = dense();
+    let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
+    let ralm = Ralm::new(&lm, &knowledge, config());
+    let questions = questions();
+    assert_sampled_identical(&ralm, &questions[..questions.len() * 3 / 5], 1);
+}
+
+#[test]
+fn bm25_sampled_speculation_equals_baseline() {
+    let lm = lm();
+    let corpus = Arc::new(Corpus::wiki_kb().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let bm25 = Bm25Index::build(&corpus, None, &dir.path().join("bm25"), &mut |_| {}).unwrap();
+    let knowledge = Knowledge::new("bm25", Arc::new(bm25), None, corpus, None);
+    let ralm = Ralm::new(&lm, &knowledge, config());
+    let questions = questions();
+    assert_sampled_identical(&ralm, &questions[questions.len() * 3 / 5..], 2);
 }
 
 /// The dense retrievers' shared setup: the flat index of a fixed slice of the knowledge base

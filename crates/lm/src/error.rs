@@ -19,6 +19,10 @@ pub enum LmError {
     MissingMetadata(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// The model's chat template failed to compile or to render a conversation (a template's
+    /// own `raise_exception` message included).
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
     #[error("the sequence would be {needed} tokens long, but the context holds {capacity}")]
     ContextOverflow { needed: usize, capacity: usize },
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]

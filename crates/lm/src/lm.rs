@@ -34,9 +34,10 @@ impl Lm {
     }
 
     /// The prompt tokens for one user turn in the model's chat format.
-    pub fn chat_tokens(&self, user: &str) -> Vec<u32> {
-        self.tokenizer
-            .encode_with_special(&self.tokenizer.chat_prompt(user))
+    pub fn chat_tokens(&self, user: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode_with_special(&self.tokenizer.chat_prompt(user)?))
     }
 
     /// Greedy decoding: feeds `prompt`, then appends the arg-max token until an end-of-generation

@@ -9,7 +9,7 @@
 //!
 //! Decoding maps ids back to bytes (`bytes` undoes GPT-2's byte spelling of the vocabulary);
 //! [`TextStream`] does it incrementally for printing while generating, and [`ChatTemplate`]
-//! writes the model's chat prompt. Everything is built once in [`Tokenizer::from_gguf`]; the
+//! renders the model's chat prompt (its Jinja template). Everything is built once in [`Tokenizer::from_gguf`]; the
 //! tokenizer is immutable afterwards and can be shared across threads.
 
 mod bpe;
@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use crate::error::{LmError, Result};
 use bpe::Bpe;
 use bytes::ByteDecoder;
-pub use chat::ChatTemplate;
+pub use chat::{ChatMessage, ChatTemplate};
 use pretokenizer::PreTokenizer;
 use special::{Piece, Specials};
 pub use stream::TextStream;
@@ -79,9 +79,10 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Rebuilds the tokenizer from a GGUF's `tokenizer.*` metadata.
     ///
-    /// Requires `tokenizer.ggml.model = "gpt2"` (byte-level BPE), a supported
-    /// `tokenizer.ggml.pre` (`smollm` or `qwen2`) and a ChatML `tokenizer.chat_template`;
-    /// anything else is [`LmError::Unsupported`].
+    /// Requires `tokenizer.ggml.model = "gpt2"` (byte-level BPE) and a supported
+    /// `tokenizer.ggml.pre` (`smollm` or `qwen2`), else [`LmError::Unsupported`]; and a
+    /// `tokenizer.chat_template` that compiles and renders a one-question conversation, else
+    /// [`LmError::ChatTemplate`].
     pub fn from_gguf(content: &Content) -> Result<Tokenizer> {
         let meta = Metadata(&content.metadata);
         let model = meta.string("tokenizer.ggml.model")?;
@@ -200,7 +201,17 @@ impl Tokenizer {
         eog.sort_unstable();
         eog.dedup();
 
-        let chat = ChatTemplate::detect(meta.string("tokenizer.chat_template")?)?;
+        // The template's `bos_token`/`eos_token` are the declared tokens' text, whether or
+        // not a BOS is added to prompts (as transformers passes them).
+        let text_of = |id: Option<u32>| {
+            id.map(|id| String::from_utf8_lossy(&tokens[id as usize]).into_owned())
+                .unwrap_or_default()
+        };
+        let chat = ChatTemplate::new(
+            meta.string("tokenizer.chat_template")?,
+            &text_of(token_id("tokenizer.ggml.bos_token_id")?),
+            &text_of(Some(eos)),
+        )?;
         Ok(Tokenizer {
             tokens,
             pre,
@@ -307,7 +318,7 @@ impl Tokenizer {
     /// The prompt for one user turn in the model's chat format, ending where the assistant's
     /// reply begins, with the template's default system message. Encode it with
     /// [`Tokenizer::encode_with_special`].
-    pub fn chat_prompt(&self, user: &str) -> String {
+    pub fn chat_prompt(&self, user: &str) -> Result<String> {
         self.chat.prompt(user)
     }
 

@@ -46,7 +46,7 @@ fn greedy_tokens_agree_with_candle_quantized_llama() {
     let lm = smollm2();
     let mut report = Vec::new();
     for q in QUESTIONS {
-        let prompt = lm.chat_tokens(q);
+        let prompt = lm.chat_tokens(q).unwrap();
         let mut cache = lm.model.new_cache(prompt.len() + TOKENS);
         let mut ours = Vec::new();
         let mut out = lm

@@ -131,7 +131,7 @@ fn same_input_gives_identical_bits_run_after_run() {
     assert_eq!(a.len(), prompt.len());
     assert_eq!(bits(&a.logits), bits(&b.logits));
     assert_eq!(bits(&a.hidden), bits(&b.hidden));
-    let chat = lm.chat_tokens(prompts()[0]);
+    let chat = lm.chat_tokens(prompts()[0]).unwrap();
     let (ta, la) = decode(&lm.model, &chat, 8);
     let (tb, lb) = decode(&lm.model, &chat, 8);
     assert_eq!(ta, tb);
@@ -148,7 +148,7 @@ fn cached_decoding_agrees_with_full_recompute() {
     for q in prompts() {
         worst = worst.max(check_cached_against_recompute(
             &lm.model,
-            &lm.chat_tokens(q),
+            &lm.chat_tokens(q).unwrap(),
             n,
             q,
         ));
@@ -159,7 +159,7 @@ fn cached_decoding_agrees_with_full_recompute() {
 #[test]
 fn truncate_and_copied_prefix_continue_like_straight_decoding() {
     let lm = gpu_smollm2();
-    let prompt = lm.chat_tokens(prompts()[1]);
+    let prompt = lm.chat_tokens(prompts()[1]).unwrap();
     let (tokens, logits) = decode(&lm.model, &prompt, 8);
     let mut cache = lm.model.new_cache(prompt.len() + 12);
     assert_eq!(cache.device(), ralmspec_lm::CacheDevice::Cuda);
@@ -213,7 +213,7 @@ fn batched_sequences_agree_with_separate_calls() {
     let prompts: Vec<Vec<u32>> = prompts()[..2]
         .iter()
         .chain(&[QUESTIONS[3]])
-        .map(|q| lm.chat_tokens(q))
+        .map(|q| lm.chat_tokens(q).unwrap())
         .collect();
     let alone: Vec<_> = prompts
         .iter()
@@ -251,7 +251,7 @@ fn greedy_tokens_agree_with_the_cpu_model() {
     let n = if on_cpu() { 10 } else { TOKENS };
     let mut report = Vec::new();
     for q in prompts() {
-        let prompt = cpu.chat_tokens(q);
+        let prompt = cpu.chat_tokens(q).unwrap();
         let (ours, _) = decode(&cpu.model, &prompt, n);
         let (theirs, _) = decode(&gpu.model, &prompt, n);
         let agree = ours.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
@@ -391,7 +391,7 @@ fn real_qwen_if_present() {
     let lm = open_lm(&store.path(Asset::Qwen25Coder05B), GpuWeights::F32);
     let cpu = common::qwen();
     for q in &prompts()[..2] {
-        let prompt = lm.chat_tokens(q);
+        let prompt = lm.chat_tokens(q).unwrap();
         check_cached_against_recompute(&lm.model, &prompt, 12, q);
         let (a, _) = decode(&cpu.model, &prompt, 12);
         let (b, _) = decode(&lm.model, &prompt, 12);
@@ -410,7 +410,7 @@ fn compare_weight_formats() {
     let text = passages(200).join("\n\n");
     let cpu = smollm2();
     let long = cpu.tokenizer.encode(&text);
-    let france = cpu.chat_tokens("What is the capital of France?");
+    let france = cpu.chat_tokens("What is the capital of France?").unwrap();
     let (cpu_tokens, _) = decode(&cpu.model, &france, 24);
     println!(
         "| weights | prefill 512 tok/s | decode tok/s | cached vs recompute | CPU agreement |"

@@ -30,7 +30,7 @@ fn decode(lm: &Lm, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
 
 fn cached_decoding_equals_full_recompute(lm: &Lm, questions: &[&str], n: usize) {
     for q in questions {
-        let prompt = lm.chat_tokens(q);
+        let prompt = lm.chat_tokens(q).unwrap();
         let (tokens, logits) = decode(lm, &prompt, n);
         for k in (0..n).step_by(5) {
             let mut seq = prompt.clone();
@@ -81,7 +81,7 @@ fn same_input_gives_identical_bits_run_after_run() {
 #[test]
 fn truncate_rolls_back_to_bit_identical_state() {
     let lm = smollm2();
-    let prompt = lm.chat_tokens(QUESTIONS[2]);
+    let prompt = lm.chat_tokens(QUESTIONS[2]).unwrap();
     let (tokens, logits) = decode(lm, &prompt, 10);
     let mut cache = lm.model.new_cache(prompt.len() + 12);
     lm.model
@@ -135,7 +135,10 @@ fn chunking_does_not_change_results() {
 #[test]
 fn batched_sequences_equal_separate_calls() {
     let lm = smollm2();
-    let prompts: Vec<Vec<u32>> = QUESTIONS[..3].iter().map(|q| lm.chat_tokens(q)).collect();
+    let prompts: Vec<Vec<u32>> = QUESTIONS[..3]
+        .iter()
+        .map(|q| lm.chat_tokens(q).unwrap())
+        .collect();
     let alone: Vec<_> = prompts
         .iter()
         .map(|p| {
@@ -196,7 +199,7 @@ fn overflow_and_bad_tokens_are_errors_that_change_nothing() {
 #[test]
 fn generation_answers_a_real_question() {
     let lm = smollm2();
-    let prompt = lm.chat_tokens("What is the capital of France?");
+    let prompt = lm.chat_tokens("What is the capital of France?").unwrap();
     let mut cache = lm.model.new_cache(prompt.len() + 32);
     let (tokens, _) = lm.generate(&prompt, 32, &mut cache, |_| {}).unwrap();
     let text = lm.tokenizer.decode(&tokens);
@@ -206,7 +209,9 @@ fn generation_answers_a_real_question() {
 #[test]
 fn qwen_generation_answers_a_real_question() {
     let lm = qwen();
-    let prompt = lm.chat_tokens("What is the capital of France? Answer in one word.");
+    let prompt = lm
+        .chat_tokens("What is the capital of France? Answer in one word.")
+        .unwrap();
     let mut cache = lm.model.new_cache(prompt.len() + 16);
     let (tokens, _) = lm.generate(&prompt, 16, &mut cache, |_| {}).unwrap();
     let text = lm.tokenizer.decode(&tokens);

@@ -115,9 +115,12 @@ fn texts() -> &'static [String] {
 fn reference(gguf: &Path, texts: &[String], mode: Option<&str>) -> Vec<String> {
     let dir = std::env::temp_dir().join(format!("ralmspec-tok-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // One file per call: tests run in parallel and may share a mode.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let input = dir.join(format!(
-        "texts-{}.jsonl",
-        mode.unwrap_or("plain").trim_start_matches('-')
+        "texts-{}-{}.jsonl",
+        mode.unwrap_or("plain").trim_start_matches('-'),
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let mut file = std::fs::File::create(&input).unwrap();
     for text in texts {
@@ -256,13 +259,13 @@ fn chat_prompt_matches(model: &Model, system: &str) {
         let expected = format!(
             "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
         );
-        assert_eq!(tok.chat_prompt(user), expected, "{}", model.name);
+        assert_eq!(tok.chat_prompt(user).unwrap(), expected, "{}", model.name);
     }
     let rendered: Vec<String> = reference(&model.path, &users, Some("--chat"))
         .iter()
         .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    let prompts: Vec<String> = users.iter().map(|u| tok.chat_prompt(u)).collect();
+    let prompts: Vec<String> = users.iter().map(|u| tok.chat_prompt(u).unwrap()).collect();
     assert_eq!(
         prompts, rendered,
         "{}: chat_prompt equals the rendered template",
@@ -283,6 +286,62 @@ fn chat_prompt_matches(model: &Model, system: &str) {
     let im_end = tok.token_id("<|im_end|>").unwrap();
     assert_eq!(ours[0][0], im_start);
     assert_eq!(ours[0].iter().filter(|&&id| id == im_end).count(), 2);
+}
+
+/// Whole conversations (system, user and assistant turns, with and without a system message,
+/// a system turn holding a document placeholder, text with template-looking characters) render
+/// through the GGUF's template exactly as Python's jinja2 renders them, set up as transformers.
+fn conversations_match_jinja2(model: &Model) {
+    use ralmspec_lm::ChatMessage;
+    let m = ChatMessage::new;
+    let conversations: Vec<Vec<ChatMessage>> = vec![
+        vec![m("user", "What is the capital of France?")],
+        vec![
+            m("system", "You answer in one sentence."),
+            m("user", "Who wrote Hamlet?"),
+            m("assistant", "William Shakespeare wrote Hamlet."),
+            m("user", "When was it written?\nGive a year."),
+        ],
+        vec![
+            m("user", "Hi"),
+            m("assistant", "Hello! How can I help?"),
+            m(
+                "user",
+                "{{ not a template }} {% raw %} 'quotes' \"and\" <|im_end|> text",
+            ),
+        ],
+        vec![
+            m("system", "\u{E000}\n\nBe brief."),
+            m("user", "Tell me about the Nile."),
+        ],
+    ];
+    let texts: Vec<String> = conversations
+        .iter()
+        .map(|c| serde_json::to_string(c).unwrap())
+        .collect();
+    let rendered: Vec<String> = reference(&model.path, &texts, Some("--conversation"))
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let template = model.tokenizer.chat_template();
+    for (conversation, expected) in conversations.iter().zip(&rendered) {
+        assert_eq!(
+            &template.render(conversation, true).unwrap(),
+            expected,
+            "{}: {conversation:?}",
+            model.name
+        );
+    }
+}
+
+#[test]
+fn smollm2_conversations_match_jinja2() {
+    conversations_match_jinja2(smollm2());
+}
+
+#[test]
+fn qwen_conversations_match_jinja2() {
+    conversations_match_jinja2(qwen());
 }
 
 #[test]

@@ -16,9 +16,10 @@ use tokio::sync::mpsc;
 use crate::edge::access;
 use crate::error::ApiError;
 use crate::metrics::Labels;
+use crate::request::{Endpoint, Validated};
 use crate::response::Header;
 use crate::state::{AppState, unix_now};
-use crate::validation::{self, Endpoint, Validated};
+use crate::validation;
 use crate::wire::{ModelCard, ModelList};
 use crate::worker::{Event, Job};
 
@@ -127,6 +128,8 @@ async fn generate(state: Arc<AppState>, checked: Result<Validated, ApiError>) ->
         created: unix_now(),
         model: state.config.model.clone(),
         endpoint: request.endpoint,
+        seed: request.sampling.seed,
+        logprobs: request.top_logprobs.is_some(),
     };
     if request.stream {
         return crate::stream::respond(header, &request, events)

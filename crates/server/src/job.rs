@@ -11,8 +11,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::edge::RequestLog;
 use crate::error::ApiError;
 use crate::metrics::Labels;
-use crate::validation::Validated;
-use crate::wire::Source;
+use crate::request::Validated;
+use crate::wire::{Source, TokenLogprob};
 
 /// One admitted request and where its events go.
 pub struct Job {
@@ -37,11 +37,13 @@ pub enum Event {
     Failed(ApiError),
 }
 
-/// Final tokens: their text (complete characters only) and the document they came from.
+/// Final tokens: their text (complete characters only, never past a stop sequence), the
+/// document they came from, and their log-probabilities when asked for.
 #[derive(Debug)]
 pub struct Piece {
     pub text: String,
     pub source: Source,
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// A complete answer.
@@ -49,17 +51,21 @@ pub struct Piece {
 pub struct Finished {
     /// The whole answer's text.
     pub text: String,
-    /// Text not yet sent in a `Piece` (a character split across the last tokens).
+    /// Text not yet sent in a `Piece` (a character split across the last tokens, or text
+    /// held while it could have begun a stop sequence).
     pub tail: String,
     pub stop: Stop,
     pub completion_tokens: usize,
+    /// Prompt tokens the model read (see [`crate::wire::Usage`]).
+    pub prompt_tokens: usize,
     pub sources: Vec<Source>,
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::validation::Endpoint;
+    use crate::request::{Endpoint, Prompt};
     use ralmspec_engine::Engine;
 
     /// A job for queue tests (never run).
@@ -68,13 +74,15 @@ pub(crate) mod tests {
         Job {
             request: Validated {
                 endpoint: Endpoint::Completions,
-                question: "q".into(),
-                prompt_tokens: 1,
+                prompt: Prompt::Question("q".into()),
                 max_tokens: 1,
                 engine: Engine::Baseline,
                 knowledge: 0,
                 stream: false,
                 include_usage: false,
+                sampling: ralmspec_engine::Sampling::default(),
+                stop: Vec::new(),
+                top_logprobs: None,
             },
             events,
             admitted: Instant::now(),

@@ -1,7 +1,7 @@
 //! An OpenAI-compatible HTTP server for retrieval-augmented generation with RaLMSpec.
 //!
-//! `POST /v1/completions` and `POST /v1/chat/completions` answer a question (the prompt, or
-//! the last user message) with iterative retrieval-augmented generation, whole or streamed as
+//! `POST /v1/completions` and `POST /v1/chat/completions` answer a prompt or a conversation
+//! with iterative retrieval-augmented generation, whole or streamed as
 //! server-sent events, with a `sources` field: the documents used and the answer tokens each
 //! informed. A `retrieval` object on the request picks the retriever and the engine
 //! (`baseline` or `spec`, with `stride`, `prefetch`, `async`). `GET /v1/models`, `/health`
@@ -23,8 +23,16 @@
 //!
 //! Modules: [`config`] (what the server is started with), [`error`] (the one error → HTTP
 //! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), [`edge`]
-//! (the layers around the routes), and privately `listener`, `job`, `queue`, `validation`, `worker`,
+//! (the layers around the routes), and privately `listener`, `job`, `queue`, `validation`,
+//! `request` (the validated request), `worker`, `stop` (stop sequences on committed text),
 //! `handlers`, `response`, `stream`, `router`, `state`.
+//!
+//! Requests: `/v1/chat/completions` renders the whole conversation through the model's chat
+//! template; `/v1/completions` renders its prompt as one user turn, or continues it as raw text
+//! (`"raw": true`). `temperature`, `top_p`, `top_k` and `seed` sample with a draw that depends
+//! only on (seed, position), so both engines give the same answer for the same seed; every
+//! response returns its `seed`. `stop`, `logprobs` and `usage` follow OpenAI; fields the server
+//! cannot honour are a 400 naming them.
 
 pub mod batcher;
 pub mod config;
@@ -35,9 +43,11 @@ mod job;
 mod listener;
 pub mod metrics;
 mod queue;
+mod request;
 mod response;
 mod router;
 mod state;
+mod stop;
 mod stream;
 mod validation;
 pub mod wire;

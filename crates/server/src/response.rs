@@ -3,10 +3,12 @@
 //! decides the `object` name and whether a choice carries `text` or a chat message.
 
 use ralmspec_engine::Stop;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
-use crate::validation::{Endpoint, Validated};
-use crate::wire::{ChatMessage, Choice, Completion, Delta, Source, Usage};
+use crate::request::{Endpoint, Validated};
+use crate::wire::{
+    ChatMessage, Choice, Completion, Delta, FINGERPRINT, Source, TokenLogprob, Usage,
+};
 use crate::worker::Finished;
 
 /// The identity shared by every chunk of one response.
@@ -15,13 +17,48 @@ pub struct Header {
     pub created: u64,
     pub model: String,
     pub endpoint: Endpoint,
+    /// The request's seed.
+    pub seed: u64,
+    /// Whether log-probabilities were asked for.
+    pub logprobs: bool,
 }
 
-/// OpenAI's `finish_reason` for a stop.
+/// OpenAI's `finish_reason` for a stop (a stop sequence is `stop`, as the model's own end).
 pub fn finish_reason(stop: Stop) -> &'static str {
     match stop {
-        Stop::EndOfText => "stop",
+        Stop::EndOfText | Stop::Halted => "stop",
         Stop::Length => "length",
+    }
+}
+
+/// OpenAI's `logprobs` object for `entries`, whose text starts at `offset` characters into
+/// the answer (completions' `text_offset`).
+fn logprobs_value(endpoint: Endpoint, entries: &[TokenLogprob], offset: usize) -> Value {
+    match endpoint {
+        Endpoint::Chat => json!({ "content": entries }),
+        Endpoint::Completions => {
+            let mut offsets = Vec::with_capacity(entries.len());
+            let mut at = offset;
+            for e in entries {
+                offsets.push(at);
+                at += e.token.chars().count();
+            }
+            let top: Vec<Map<String, Value>> = entries
+                .iter()
+                .map(|e| {
+                    e.top_logprobs
+                        .iter()
+                        .map(|t| (t.token.clone(), json!(t.logprob)))
+                        .collect()
+                })
+                .collect();
+            json!({
+                "tokens": entries.iter().map(|e| &e.token).collect::<Vec<_>>(),
+                "token_logprobs": entries.iter().map(|e| e.logprob).collect::<Vec<_>>(),
+                "top_logprobs": top,
+                "text_offset": offsets,
+            })
+        }
     }
 }
 
@@ -49,6 +86,8 @@ impl Header {
             choices,
             usage,
             sources,
+            seed: self.seed,
+            system_fingerprint: FINGERPRINT,
         }
     }
 
@@ -77,9 +116,12 @@ impl Header {
     }
 
     /// The whole response of a plain request.
-    pub fn full(&self, request: &Validated, done: Finished) -> Completion {
+    pub fn full(&self, _request: &Validated, done: Finished) -> Completion {
         let finish = Some(finish_reason(done.stop));
-        let choice = match self.endpoint {
+        let logprobs = self
+            .logprobs
+            .then(|| logprobs_value(self.endpoint, &done.logprobs, 0));
+        let mut choice = match self.endpoint {
             Endpoint::Completions => self.choice(Some(done.text), false, finish),
             Endpoint::Chat => Choice {
                 index: 0,
@@ -93,7 +135,10 @@ impl Header {
                 finish_reason: finish,
             },
         };
-        let usage = Usage::new(request.prompt_tokens, done.completion_tokens);
+        if logprobs.is_some() {
+            choice.logprobs = logprobs;
+        }
+        let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
         self.completion(false, vec![choice], Some(usage), done.sources)
     }
 
@@ -103,9 +148,19 @@ impl Header {
         self.completion(true, vec![choice], None, Vec::new())
     }
 
-    /// A chunk of committed text and the sources of its tokens.
-    pub fn text_chunk(&self, text: String, sources: Vec<Source>) -> Completion {
-        let choice = self.choice(Some(text), false, None);
+    /// A chunk of committed text, the sources of its tokens and, when asked for, their
+    /// log-probabilities (`offset`: characters of the answer before this chunk's tokens).
+    pub fn text_chunk(
+        &self,
+        text: String,
+        sources: Vec<Source>,
+        logprobs: &[TokenLogprob],
+        offset: usize,
+    ) -> Completion {
+        let mut choice = self.choice(Some(text), false, None);
+        if self.logprobs {
+            choice.logprobs = Some(logprobs_value(self.endpoint, logprobs, offset));
+        }
         self.completion(true, vec![choice], None, sources)
     }
 

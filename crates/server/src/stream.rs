@@ -16,8 +16,8 @@ use serde::Serialize;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::error::ApiError;
+use crate::request::{Endpoint, Validated};
 use crate::response::Header;
-use crate::validation::{Endpoint, Validated};
 use crate::wire::Usage;
 use crate::worker::Event;
 
@@ -34,8 +34,9 @@ enum Phase {
 struct Relay {
     events: UnboundedReceiver<Event>,
     header: Header,
-    prompt_tokens: usize,
     include_usage: bool,
+    /// Characters of token text sent with log-probabilities so far (`text_offset`).
+    offset: usize,
     phase: Phase,
 }
 
@@ -57,19 +58,34 @@ impl Relay {
             }
             Phase::Relaying => Some(match self.events.recv().await {
                 Some(Event::Commit(piece)) => {
-                    vec![data(
-                        &self.header.text_chunk(piece.text, vec![piece.source]),
-                    )]
+                    let offset = self.offset;
+                    self.offset += piece
+                        .logprobs
+                        .iter()
+                        .map(|e| e.token.chars().count())
+                        .sum::<usize>();
+                    vec![data(&self.header.text_chunk(
+                        piece.text,
+                        vec![piece.source],
+                        &piece.logprobs,
+                        offset,
+                    ))]
                 }
                 Some(Event::Done(done)) => {
                     self.phase = Phase::Ended;
                     let mut out = Vec::new();
                     if !done.tail.is_empty() {
-                        out.push(data(&self.header.text_chunk(done.tail, Vec::new())));
+                        let offset = self.offset;
+                        out.push(data(&self.header.text_chunk(
+                            done.tail,
+                            Vec::new(),
+                            &[],
+                            offset,
+                        )));
                     }
                     out.push(data(&self.header.finish_chunk(done.stop)));
                     if self.include_usage {
-                        let usage = Usage::new(self.prompt_tokens, done.completion_tokens);
+                        let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
                         out.push(data(&self.header.usage_chunk(usage)));
                     }
                     out.push(Sse::default().data("[DONE]"));
@@ -94,8 +110,8 @@ pub fn respond(header: Header, request: &Validated, events: UnboundedReceiver<Ev
     let relay = Relay {
         events,
         header,
-        prompt_tokens: request.prompt_tokens,
         include_usage: request.include_usage,
+        offset: 0,
         phase: Phase::Start,
     };
     let body = stream::unfold(relay, |mut relay| async move {

@@ -1,38 +1,28 @@
 //! The edge: a request body becomes a [`Validated`] request, or a 4xx [`ApiError`] with a clear
-//! message naming the field. Nothing past this point sees unchecked input, and every request
+//! message naming the field (also for every field the server cannot honour: never ignored). Nothing past this point sees unchecked input, and every request
 //! that passes fits the model's context (see [`crate::ServerConfig::check`]).
 
-use ralmspec_engine::{Engine, SpecConfig, Stride};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ralmspec_engine::{ChatMessage, Engine, Input, Sampling, SpecConfig, Stride};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::request::{Endpoint, Prompt, Validated};
 use crate::state::AppState;
+use crate::wire::SamplingFields;
 use crate::wire::{ChatRequest, Common, CompletionRequest, Message, RetrievalOptions};
 
 use crate::config::{MAX_PREFETCH, MAX_STRIDE};
 
-/// Which endpoint a request came through (it decides the response's shape).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    Completions,
-    Chat,
-}
-
-/// A request that passed every check.
-#[derive(Clone, Debug)]
-pub struct Validated {
-    pub endpoint: Endpoint,
-    pub question: String,
-    /// Tokens of the question (`usage.prompt_tokens`).
-    pub prompt_tokens: usize,
-    pub max_tokens: usize,
-    pub engine: Engine,
-    /// Index of the knowledge base in the server's list.
-    pub knowledge: usize,
-    pub stream: bool,
-    pub include_usage: bool,
-}
+/// Most alternatives per token a request may ask log-probabilities for (OpenAI's bound).
+const MAX_TOP_LOGPROBS: u64 = 20;
+/// Most stop sequences per request (OpenAI's bound).
+const MAX_STOPS: usize = 4;
+/// Fields that change no answer: accepted and unused.
+const HARMLESS: &[&str] = &["user", "metadata", "store", "service_tier"];
 
 /// Parses a JSON body into `T`, naming the field of a type error.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -55,10 +45,11 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Checks a `/v1/completions` request.
+/// Checks a `/v1/completions` request: the prompt through the chat template as one user
+/// turn, or (`"raw": true`) continued as it is.
 pub fn completion(state: &AppState, req: CompletionRequest) -> Result<Validated, ApiError> {
     check_model(state, &req.model)?;
-    let question = match req.prompt {
+    let text = match req.prompt {
         Value::String(s) => s,
         Value::Array(items) => match <[Value; 1]>::try_from(items) {
             Ok([Value::String(s)]) => s,
@@ -69,44 +60,95 @@ pub fn completion(state: &AppState, req: CompletionRequest) -> Result<Validated,
         },
         _ => return Err(ApiError::invalid("`prompt` must be a string").param("prompt")),
     };
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid("The question (prompt) is empty"));
+    }
+    let prompt = if req.raw {
+        Prompt::Raw(text)
+    } else {
+        Prompt::Question(text)
+    };
     let common = Common {
         max_tokens: req.max_tokens,
         stream: req.stream,
         stream_options: req.stream_options,
         n: req.n,
+        sampling: SamplingFields {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: req.top_k,
+            seed: req.seed,
+            stop: req.stop,
+        },
+        top_logprobs: req.logprobs,
         retrieval: req.retrieval,
+        other: req.other,
     };
-    finish(state, Endpoint::Completions, question, None, common)
+    finish(
+        state,
+        Endpoint::Completions,
+        prompt,
+        None,
+        common,
+        "logprobs",
+    )
 }
 
-/// Checks a `/v1/chat/completions` request: the question is the last user message.
+/// Checks a `/v1/chat/completions` request: the whole conversation goes through the chat
+/// template; retrieval queries come from the last user message.
 pub fn chat(state: &AppState, req: ChatRequest) -> Result<Validated, ApiError> {
     check_model(state, &req.model)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid("`messages` must not be empty").param("messages"));
     }
-    let (index, last_user) = req
-        .messages
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, message) in req.messages.iter().enumerate() {
+        messages.push(chat_message(message, i)?);
+    }
+    let (index, last_user) = messages
         .iter()
         .enumerate()
         .rev()
         .find(|(_, m)| m.role == "user")
         .ok_or_else(|| ApiError::invalid("`messages` has no user message").param("messages"))?;
-    let question = message_text(last_user)
-        .map_err(|why| ApiError::invalid(why).param(format!("messages[{index}].content")))?;
+    if last_user.content.trim().is_empty() {
+        return Err(
+            ApiError::invalid("The question (the last user message) is empty")
+                .param(format!("messages[{index}].content")),
+        );
+    }
+    let top_logprobs = match (req.logprobs, req.top_logprobs) {
+        (Some(true), n) => Some(n.unwrap_or(0)),
+        (_, None | Some(0)) => None,
+        (_, Some(_)) => {
+            return Err(
+                ApiError::invalid("`top_logprobs` needs `logprobs: true`").param("top_logprobs")
+            );
+        }
+    };
     let common = Common {
         max_tokens: req.max_tokens,
         stream: req.stream,
         stream_options: req.stream_options,
         n: req.n,
+        sampling: SamplingFields {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            top_k: req.top_k,
+            seed: req.seed,
+            stop: req.stop,
+        },
+        top_logprobs,
         retrieval: req.retrieval,
+        other: req.other,
     };
     finish(
         state,
         Endpoint::Chat,
-        question,
+        Prompt::Chat(messages),
         req.max_completion_tokens,
         common,
+        "top_logprobs",
     )
 }
 
@@ -118,10 +160,38 @@ fn check_model(state: &AppState, model: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The text of a message: a string, or the concatenated text parts of an array.
+/// One chat turn: a `system` (or `developer`), `user` or `assistant` role and text content.
+fn chat_message(message: &Message, i: usize) -> Result<ChatMessage, ApiError> {
+    let role = match message.role.as_str() {
+        "system" | "developer" => "system",
+        "user" => "user",
+        "assistant" => "assistant",
+        other => {
+            return Err(ApiError::invalid(format!(
+                "role `{other}` is not supported; use system, user or assistant (this server has no tools)"
+            ))
+            .param(format!("messages[{i}].role")));
+        }
+    };
+    for (field, value) in &message.other {
+        if !value.is_null() && field != "name" {
+            return Err(ApiError::invalid(format!(
+                "`{field}` in a message is not supported by this server"
+            ))
+            .param(format!("messages[{i}].{field}")));
+        }
+    }
+    let content = message_text(message)
+        .map_err(|why| ApiError::invalid(why).param(format!("messages[{i}].content")))?;
+    Ok(ChatMessage::new(role, content))
+}
+
+/// The text of a message: a string, or the concatenated text parts of an array (an
+/// assistant turn may have none).
 fn message_text(message: &Message) -> Result<String, String> {
     match &message.content {
         Value::String(s) => Ok(s.clone()),
+        Value::Null if message.role == "assistant" => Ok(String::new()),
         Value::Array(parts) => {
             let mut text = String::new();
             for part in parts {
@@ -134,21 +204,136 @@ fn message_text(message: &Message) -> Result<String, String> {
             }
             Ok(text)
         }
-        _ => Err("the user message's `content` must be a string or text parts".to_string()),
+        _ => Err("a message's `content` must be a string or text parts".to_string()),
     }
+}
+
+/// Refuses every field the server cannot honour, naming it; a field set to its neutral value
+/// (`null`, `tools: []`, `response_format: {"type": "text"}`, penalties 0, …) is accepted.
+fn check_other_fields(other: &BTreeMap<String, Value>) -> Result<(), ApiError> {
+    for (field, value) in other {
+        let neutral = match (field.as_str(), value) {
+            (_, Value::Null) => true,
+            (f, _) if HARMLESS.contains(&f) => true,
+            ("response_format", v) => v.get("type").and_then(Value::as_str) == Some("text"),
+            ("tools" | "functions", Value::Array(a)) => a.is_empty(),
+            ("tool_choice" | "function_call", Value::String(s)) => s == "none",
+            ("parallel_tool_calls", Value::Bool(_)) => true,
+            ("presence_penalty" | "frequency_penalty", v) => v.as_f64() == Some(0.0),
+            ("logit_bias", Value::Object(m)) => m.is_empty(),
+            ("echo", Value::Bool(b)) => !b,
+            ("best_of", v) => v.as_u64() == Some(1),
+            ("suffix", Value::String(s)) => s.is_empty(),
+            ("modalities", Value::Array(a)) => a.iter().all(|m| m == "text"),
+            _ => false,
+        };
+        if !neutral {
+            let known = [
+                "response_format",
+                "tools",
+                "functions",
+                "tool_choice",
+                "function_call",
+                "presence_penalty",
+                "frequency_penalty",
+                "logit_bias",
+                "echo",
+                "best_of",
+                "suffix",
+                "modalities",
+                "audio",
+                "prediction",
+                "reasoning_effort",
+                "web_search_options",
+            ];
+            let message = if known.contains(&field.as_str()) {
+                format!(
+                    "`{field}` is not supported by this server (only its neutral value is accepted)"
+                )
+            } else {
+                format!("Unrecognized request argument supplied: `{field}`")
+            };
+            return Err(ApiError::invalid(message).param(field.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The request's sampling: greedy unless `temperature` > 0; the seed given, or a fresh one.
+fn sampling(fields: &SamplingFields, vocab: usize) -> Result<Sampling, ApiError> {
+    let temperature = fields.temperature.unwrap_or(0.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::invalid(format!(
+            "`temperature` is {temperature}; it must be between 0 and 2"
+        ))
+        .param("temperature"));
+    }
+    let top_p = fields.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(
+            ApiError::invalid(format!("`top_p` is {top_p}; it must be in (0, 1]")).param("top_p"),
+        );
+    }
+    let top_k = fields.top_k.unwrap_or(0);
+    if top_k > vocab as u64 {
+        return Err(ApiError::invalid(format!(
+            "`top_k` is {top_k}; the vocabulary has {vocab} tokens"
+        ))
+        .param("top_k"));
+    }
+    Ok(Sampling {
+        temperature: temperature as f32,
+        top_p: top_p as f32,
+        top_k: top_k as usize,
+        seed: fields.seed.unwrap_or_else(fresh_seed),
+    })
+}
+
+/// A seed for a request that gave none: the clock and a counter, mixed, below 2^53 so that
+/// every JSON client reads it back exactly.
+fn fresh_seed() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let bits = (ralmspec_engine::sampling::uniform(nanos, n) * (1u64 << 53) as f64) as u64;
+    bits & ((1 << 53) - 1)
+}
+
+/// `stop`: a string or up to four non-empty strings.
+fn stops(stop: &Option<Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || {
+        ApiError::invalid(format!(
+            "`stop` must be a non-empty string or an array of at most {MAX_STOPS} non-empty strings"
+        ))
+        .param("stop")
+    };
+    let list = match stop {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.len() <= MAX_STOPS => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad()),
+    };
+    if list.iter().any(String::is_empty) {
+        return Err(bad());
+    }
+    Ok(list)
 }
 
 fn finish(
     state: &AppState,
     endpoint: Endpoint,
-    question: String,
+    prompt: Prompt,
     max_completion_tokens: Option<u64>,
     common: Common,
+    logprobs_param: &str,
 ) -> Result<Validated, ApiError> {
     let config = &state.config;
-    if question.trim().is_empty() {
-        return Err(ApiError::invalid("The question (prompt) is empty"));
-    }
+    check_other_fields(&common.other)?;
     if let Some(n) = common.n
         && n != 1
     {
@@ -168,21 +353,43 @@ fn finish(
         ))
         .param(param));
     }
-    // A cheap bound before tokenizing: no token is shorter than one byte.
+    if let Some(n) = common.top_logprobs
+        && n > MAX_TOP_LOGPROBS
+    {
+        return Err(ApiError::invalid(format!(
+            "`{logprobs_param}` is {n}; at most {MAX_TOP_LOGPROBS}"
+        ))
+        .param(logprobs_param));
+    }
+    let sampling = sampling(&common.sampling, state.lm.tokenizer.vocab_size())?;
+    let stop = stops(&common.sampling.stop)?;
+    // The prompt the LM reads besides the document: the conversation through the chat
+    // template (or the raw text). A cheap bound first: no token is shorter than one byte.
+    let field = match endpoint {
+        Endpoint::Completions => "prompt",
+        Endpoint::Chat => "messages",
+    };
     let too_long = || {
         ApiError::invalid(format!(
             "The prompt exceeds {} tokens",
             config.max_prompt_tokens
         ))
-        .param(match endpoint {
-            Endpoint::Completions => "prompt",
-            Endpoint::Chat => "messages",
-        })
+        .param(field)
     };
-    if question.len() > config.max_prompt_tokens * 64 {
+    let bytes = match &prompt {
+        Prompt::Question(s) | Prompt::Raw(s) => s.len(),
+        Prompt::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+    };
+    if bytes > config.max_prompt_tokens * 64 {
         return Err(too_long());
     }
-    let prompt_tokens = state.lm.tokenizer.encode(&question).len();
+    let input = match &prompt {
+        Prompt::Question(q) => Input::Question(q),
+        Prompt::Raw(text) => Input::Raw(text),
+        Prompt::Chat(messages) => Input::Chat(messages),
+    };
+    let prompt_tokens = ralmspec_engine::conversation_tokens(&state.lm, &input)
+        .map_err(|e| ApiError::invalid(e.to_string()).param(field))?;
     if prompt_tokens > config.max_prompt_tokens {
         return Err(too_long());
     }
@@ -204,13 +411,15 @@ fn finish(
     };
     Ok(Validated {
         endpoint,
-        question,
-        prompt_tokens,
+        prompt,
         max_tokens: max_tokens as usize,
         engine: engine(config.engine, &options)?,
         knowledge,
         stream: common.stream,
         include_usage: common.stream_options.is_some_and(|o| o.include_usage),
+        sampling,
+        stop,
+        top_logprobs: common.top_logprobs.map(|n| n as usize),
     })
 }
 

@@ -2,9 +2,13 @@
 //! `/v1/chat/completions` (with the `retrieval` extension), the responses and streamed chunks
 //! (with the `sources` extension), and `/v1/models`.
 //!
-//! Request fields this server does not use (`temperature`, `top_p`, `user`, ...) are accepted
-//! and ignored, as OpenAI clients send them by default; fields it knows must have the right
-//! type. Decoding is greedy.
+//! Every request field is either honoured or refused: fields this server cannot honour
+//! (`tools`, `response_format` other than text, `logit_bias`, penalties, …) and fields it does
+//! not know are a 400 naming the field (`validation`), never ignored in silence. Only
+//! `user`, `metadata`, `store` and `service_tier`, which change no answer, are accepted and
+//! unused. Fields it knows must have the right type.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -21,8 +25,42 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// Number of choices; only 1 is served.
     pub n: Option<u64>,
+    /// 0 (greedy, the default) to 2.
+    pub temperature: Option<f64>,
+    /// In (0, 1]; 1 keeps every token.
+    pub top_p: Option<f64>,
+    /// Keep the k most likely tokens (0: all; an extension, as vLLM's).
+    pub top_k: Option<u64>,
+    /// The seed of every draw; one is chosen (and returned) when absent.
+    pub seed: Option<u64>,
+    /// A string or up to 4 strings: the answer ends before the first of them.
+    pub stop: Option<Value>,
+    /// Completions' `logprobs`: return this many alternatives per token (0 to 20).
+    pub logprobs: Option<u64>,
+    /// The extension: continue `prompt` as raw text, without the chat template.
+    #[serde(default)]
+    pub raw: bool,
     /// The retrieval extension.
     pub retrieval: Option<RetrievalOptions>,
+    /// Every other field (refused unless harmless: see `validation`).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// The sampling fields both endpoints share (spelled out in each request, not flattened, so
+/// that a type error names its field).
+#[derive(Debug, Default)]
+pub struct SamplingFields {
+    /// 0 (greedy, the default) to 2.
+    pub temperature: Option<f64>,
+    /// In (0, 1]; 1 keeps every token.
+    pub top_p: Option<f64>,
+    /// Keep the k most likely tokens (0: all; an extension, as vLLM's).
+    pub top_k: Option<u64>,
+    /// The seed of every draw; one is chosen (and returned) when absent.
+    pub seed: Option<u64>,
+    /// A string or up to 4 strings: the answer ends before the first of them.
+    pub stop: Option<Value>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -37,18 +75,38 @@ pub struct ChatRequest {
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<u64>,
+    /// 0 (greedy, the default) to 2.
+    pub temperature: Option<f64>,
+    /// In (0, 1]; 1 keeps every token.
+    pub top_p: Option<f64>,
+    /// Keep the k most likely tokens (0: all; an extension, as vLLM's).
+    pub top_k: Option<u64>,
+    /// The seed of every draw; one is chosen (and returned) when absent.
+    pub seed: Option<u64>,
+    /// A string or up to 4 strings: the answer ends before the first of them.
+    pub stop: Option<Value>,
+    /// Chat's `logprobs`: return each token's log-probability.
+    pub logprobs: Option<bool>,
+    /// With `logprobs`, this many alternatives per token (0 to 20).
+    pub top_logprobs: Option<u64>,
     pub retrieval: Option<RetrievalOptions>,
+    /// Every other field (refused unless harmless: see `validation`).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
-/// The fields both endpoints share, once read (fields are spelled out in each request, not
-/// flattened, so that a type error names its field).
+/// The fields both endpoints share, once read.
 #[derive(Debug)]
 pub struct Common {
     pub max_tokens: Option<u64>,
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
     pub n: Option<u64>,
+    pub sampling: SamplingFields,
+    /// Alternatives per token when log-probabilities are asked for.
+    pub top_logprobs: Option<u64>,
     pub retrieval: Option<RetrievalOptions>,
+    pub other: BTreeMap<String, Value>,
 }
 
 /// `stream_options`.
@@ -64,6 +122,9 @@ pub struct Message {
     pub role: String,
     #[serde(default)]
     pub content: Value,
+    /// Any other field (`name` is accepted; `tool_calls` and the like are refused).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// The `retrieval` extension: how this request retrieves (defaults from the server).
@@ -93,7 +154,28 @@ pub struct Source {
     pub end: usize,
 }
 
-/// Token counts of a response.
+/// One answer token's log-probability, with the most likely alternatives at its position
+/// (chat's `logprobs.content[i]`; completions' `logprobs` is built from the same entries).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TokenLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// An alternative token at a position.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TopLogprob {
+    pub token: String,
+    pub logprob: f32,
+    pub bytes: Vec<u8>,
+}
+
+/// Token counts of a response. `prompt_tokens` counts every prompt token the model read: for
+/// each document the answer switched to, that document's tokens plus the conversation's (chat
+/// template included); `completion_tokens` the answer's tokens (up to the one that completed a
+/// stop sequence).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Usage {
     pub prompt_tokens: usize,
@@ -124,7 +206,15 @@ pub struct Completion {
     /// The documents used, each with the answer span it informed (in a chunk: those of the
     /// tokens it carries).
     pub sources: Vec<Source>,
+    /// The seed of the request's draws (the one given, or the one chosen): the same request
+    /// with this seed gets the same answer, from either engine.
+    pub seed: u64,
+    /// `ralmspec-<version>`: the build that answered.
+    pub system_fingerprint: &'static str,
 }
+
+/// The server's `system_fingerprint`.
+pub const FINGERPRINT: &str = concat!("ralmspec-", env!("CARGO_PKG_VERSION"));
 
 /// One choice: `text` for completions, `message` or `delta` for chat.
 #[derive(Debug, Serialize)]
@@ -136,7 +226,7 @@ pub struct Choice {
     pub message: Option<ChatMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta: Option<Delta>,
-    /// Completions carry `logprobs: null`; chat leaves it out.
+    /// Completions carry `logprobs: null` unless asked for; chat leaves it out unless asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<Value>,
     pub finish_reason: Option<&'static str>,

@@ -35,14 +35,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ralmspec_engine::{EngineError, Knowledge, Ralm, RalmConfig, Span};
-use ralmspec_lm::Lm;
+use ralmspec_engine::{EngineError, Halt, Knowledge, Ralm, RalmConfig, Span, Stop};
+use ralmspec_lm::{Lm, Tokenizer};
 
 use crate::error::{ApiError, ServerError};
 pub use crate::job::{Event, Finished, Job, Piece};
 use crate::metrics::{Metrics, Outcome};
 use crate::queue::{self, Jobs, Queue};
-use crate::wire::Source;
+use crate::stop::StopText;
+use crate::wire::{Source, TokenLogprob, TopLogprob};
 
 /// The worker threads. They stop once every [`Queue`] is dropped and the queue is drained.
 pub struct Workers {
@@ -99,7 +100,7 @@ impl Workers {
 
 impl Context {
     fn run(self) {
-        let mut ralms: Vec<Ralm<'_>> = self
+        let ralms: Vec<Ralm<'_>> = self
             .knowledge
             .iter()
             .map(|k| Ralm::new(&self.lm, k, self.ralm))
@@ -110,7 +111,7 @@ impl Context {
             if job.events.is_closed() {
                 self.metrics.ended(&job.labels, Outcome::Cancelled);
             } else {
-                let ralm = &mut ralms[job.request.knowledge];
+                let ralm = &ralms[job.request.knowledge];
                 let knowledge = &self.knowledge[job.request.knowledge];
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
                     self.serve(ralm, knowledge, &job)
@@ -126,13 +127,18 @@ impl Context {
         }
     }
 
-    /// Generates `job`'s answer, sending each commit as it becomes final.
-    fn serve(&self, ralm: &mut Ralm<'_>, knowledge: &Knowledge, job: &Job) {
+    /// Generates `job`'s answer, sending each commit as it becomes final: its text up to a
+    /// stop sequence, if one appears (the engine is then told to finish).
+    fn serve(&self, ralm: &Ralm<'_>, knowledge: &Knowledge, job: &Job) {
         let request = &job.request;
-        ralm.set_max_new_tokens(request.max_tokens);
-        let mut text = self.lm.tokenizer.stream();
+        let tokenizer = &self.lm.tokenizer;
+        let mut text = tokenizer.stream();
+        let mut stop = StopText::new(request.stop.clone());
+        let mut sent = String::new();
+        // Answer tokens that count (all, or up to the one that completed a stop sequence).
+        let mut used = 0;
         let mut last_commit: Option<Instant> = None;
-        let result = ralm.generate_cancellable(&request.question, request.engine, &mut |c| {
+        let result = ralm.generate_cancellable(&request.ask(), request.engine, &mut |c| {
             let now = Instant::now();
             self.metrics.committed(
                 &job.labels,
@@ -143,43 +149,83 @@ impl Context {
             last_commit = Some(now);
             job.log.add_tokens(c.tokens.len());
             let mut piece = String::new();
+            let mut n = 0;
             for &token in c.tokens {
+                n += 1;
                 if let Some(s) = text.push(token) {
-                    piece.push_str(&s);
+                    piece.push_str(&stop.push(&s));
+                }
+                if stop.stopped() {
+                    break;
                 }
             }
+            used = c.start + n;
+            sent.push_str(&piece);
             let span = Span {
                 doc: c.doc,
                 start: c.start,
-                end: c.start + c.tokens.len(),
+                end: c.start + n,
             };
+            let logprobs = c.logprobs.iter().take(n);
             let event = Event::Commit(Piece {
                 text: piece,
                 source: source(knowledge, span),
+                logprobs: logprobs.map(|lp| wire_logprob(tokenizer, lp)).collect(),
             });
             match job.events.send(event) {
+                Ok(()) if stop.stopped() => ControlFlow::Break(Halt::Finish),
                 Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
+                Err(_) => ControlFlow::Break(Halt::Cancel),
             }
         });
         match result {
             Ok(generation) => {
+                let mut tail = String::new();
+                if !stop.stopped() {
+                    tail = stop.push(&text.finish());
+                    if !stop.stopped() {
+                        tail.push_str(&stop.flush());
+                    }
+                }
+                let stopped = stop.stopped();
+                let completion_tokens = if stopped {
+                    used
+                } else {
+                    generation.tokens.len()
+                };
                 self.metrics.finished(
                     &job.labels,
                     job.admitted.elapsed(),
-                    generation.tokens.len(),
+                    completion_tokens,
                     &generation.stats,
                 );
+                let sources = generation
+                    .spans
+                    .iter()
+                    .filter(|s| s.start < completion_tokens)
+                    .map(|s| {
+                        let end = s.end.min(completion_tokens);
+                        source(knowledge, Span { end, ..*s })
+                    })
+                    .collect();
+                sent.push_str(&tail);
                 let finished = Finished {
-                    tail: text.finish(),
-                    stop: generation.stop,
-                    completion_tokens: generation.tokens.len(),
-                    sources: generation
-                        .spans
+                    text: sent,
+                    tail,
+                    stop: if stopped {
+                        Stop::Halted
+                    } else {
+                        generation.stop
+                    },
+                    completion_tokens,
+                    prompt_tokens: generation.prompt_tokens,
+                    sources,
+                    logprobs: generation
+                        .logprobs
                         .iter()
-                        .map(|s| source(knowledge, *s))
+                        .take(completion_tokens)
+                        .map(|lp| wire_logprob(tokenizer, lp))
                         .collect(),
-                    text: generation.text,
                 };
                 // The client may have gone after the last commit: nothing left to stop.
                 let _ = job.events.send(Event::Done(finished));
@@ -190,6 +236,32 @@ impl Context {
                 let _ = job.events.send(Event::Failed(e.into()));
             }
         }
+    }
+}
+
+/// The wire form of a token's log-probabilities: each token's text and bytes.
+fn wire_logprob(tokenizer: &Tokenizer, lp: &ralmspec_engine::TokenLogprob) -> TokenLogprob {
+    let text = |id: u32| {
+        let bytes = tokenizer.token_bytes(id).to_vec();
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let (token, bytes) = text(lp.token);
+    TokenLogprob {
+        token,
+        logprob: lp.logprob,
+        bytes,
+        top_logprobs: lp
+            .top
+            .iter()
+            .map(|&(id, logprob)| {
+                let (token, bytes) = text(id);
+                TopLogprob {
+                    token,
+                    logprob,
+                    bytes,
+                }
+            })
+            .collect(),
     }
 }
 

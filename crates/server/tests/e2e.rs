@@ -1,7 +1,9 @@
 //! End to end: the real server on a loopback socket, called by real clients: curl (plain and
 //! streaming) and the official `openai` Python client (plain and streaming, with the
-//! `retrieval` extension and the `sources` field); a client that hangs up on a stream cancels
-//! its work; then a graceful shutdown that lets an in-flight stream finish.
+//! `retrieval` extension and the `sources` field; a multi-turn conversation sampled with a
+//! seed, equal from the baseline and RaLMSpec; a stop sequence; log-probabilities); a client
+//! that hangs up on a stream cancels its work; then a graceful shutdown that lets an in-flight
+//! stream finish.
 //!
 //! The `openai` part runs with the venv of `scripts/test.sh` (`$RALMSPEC_PYTHON`, which has
 //! `openai` from `scripts/requirements.txt`); without it, it is skipped with a message.
@@ -68,7 +70,28 @@ try:
     raise SystemExit("an unknown model must fail")
 except openai.NotFoundError as e:
     assert e.body["code"] == "model_not_found", e.body
-print("openai ok:", repr(text), [s["title"] for s in sources])
+# A multi-turn conversation with sampling and a seed: the same answer from the baseline and
+# from RaLMSpec; the seed comes back; a stop sequence and log-probabilities in the client's types.
+conversation = [
+    {"role": "system", "content": "Answer briefly."},
+    {"role": "user", "content": "Who wrote Hamlet?"},
+    {"role": "assistant", "content": "William Shakespeare."},
+    {"role": "user", "content": "What else did he write?"},
+]
+answers = []
+for retrieval in ({"engine": "baseline"}, {"engine": "spec", "stride": 3, "prefetch": 20}):
+    r = client.chat.completions.create(
+        model="smollm2", messages=conversation, max_tokens=16, temperature=0.9, top_p=0.95,
+        seed=1234, logprobs=True, top_logprobs=2, extra_body={"retrieval": retrieval},
+    )
+    assert r.model_extra["seed"] == 1234, r
+    assert len(r.choices[0].logprobs.content) == r.usage.completion_tokens, r
+    answers.append((r.choices[0].message.content, [c.logprob for c in r.choices[0].logprobs.content]))
+assert answers[0] == answers[1], answers
+stopped = client.completions.create(model="smollm2", prompt="What is the capital of France?",
+                                    max_tokens=12, stop=["Paris"])
+assert "Paris" not in stopped.choices[0].text and stopped.choices[0].finish_reason == "stop", stopped
+print("openai ok:", repr(text), [s["title"] for s in sources], repr(answers[0][0]))
 "#;
 
 #[test]

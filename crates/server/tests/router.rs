@@ -222,12 +222,75 @@ async fn bad_input_gets_openai_errors() {
             r#"{"model": "smollm2", "prompt": "a", "n": 2}"#,
             StatusCode::BAD_REQUEST,
         ),
+        (
+            "tools",
+            "/v1/chat/completions",
+            r#"{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "response_format_json",
+            "/v1/chat/completions",
+            r#"{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "logit_bias",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "a", "logit_bias": {"50256": -100}}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown_field",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "a", "temprature": 0.5}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "tool_role",
+            "/v1/chat/completions",
+            r#"{"model": "smollm2", "messages": [{"role": "tool", "content": "x"}, {"role": "user", "content": "hi"}]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "temperature_too_high",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "a", "temperature": 3}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "too_many_stops",
+            "/v1/completions",
+            r#"{"model": "smollm2", "prompt": "a", "stop": ["a", "b", "c", "d", "e"]}"#,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "top_logprobs_without_logprobs",
+            "/v1/chat/completions",
+            r#"{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}"#,
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     let mut all = serde_json::Map::new();
     for (name, path, body, want) in cases {
         let (status, got) = send_json(shared().router(), post(path, body.to_string())).await;
         assert_eq!(status, want, "{name}: {got}");
         assert!(got["error"]["message"].is_string(), "{name}: {got}");
+        // A refused field is named.
+        if let Some(field) = [
+            "tools",
+            "response_format",
+            "logit_bias",
+            "temprature",
+            "temperature",
+            "stop",
+            "top_logprobs",
+        ]
+        .iter()
+        .find(|f| name.starts_with(&f[..4]) && body.contains(*f))
+        {
+            assert_eq!(got["error"]["param"], json!(field), "{name}: {got}");
+        }
         assert!(got["error"]["type"].is_string(), "{name}: {got}");
         all.insert(name.to_string(), got);
     }
@@ -528,4 +591,201 @@ async fn disconnect_cancels_the_generation() {
         .find_map(|l| l.strip_prefix(&format!("ralmspec_generated_tokens_total{{{labels}}} ")))
         .map(|v| v.parse::<u64>().unwrap());
     assert!(tokens.is_some_and(|t| t > 0), "{text}");
+}
+
+/// The `content` or `text` of a response's choice.
+fn text_of(response: &Value) -> String {
+    answer_of(response).0.as_str().unwrap().to_string()
+}
+
+/// Sampling keeps the identity guarantee over HTTP: the same seed gives the same answer from
+/// the baseline and from RaLMSpec (several settings), and a response without a seed returns
+/// the one it used, which reproduces it.
+#[tokio::test]
+async fn same_seed_same_answer_from_every_engine() {
+    let conversation = json!([
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Who wrote Hamlet?"},
+        {"role": "assistant", "content": "William Shakespeare."},
+        {"role": "user", "content": "What else did he write?"}
+    ]);
+    let mut answers = std::collections::HashSet::new();
+    for seed in [1u64, 77, 4242] {
+        let mut texts = Vec::new();
+        for retrieval in [
+            json!({"engine": "baseline"}),
+            json!({"engine": "spec", "stride": 3}),
+            json!({"engine": "spec", "stride": "os3", "prefetch": 20, "async": true}),
+        ] {
+            let body = json!({
+                "model": "smollm2", "messages": conversation, "max_tokens": 16,
+                "temperature": 1.0, "top_p": 0.95, "seed": seed, "retrieval": retrieval
+            });
+            let (status, got) = send_json(
+                shared().router(),
+                post("/v1/chat/completions", body.to_string()),
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{got}");
+            assert_eq!(got["seed"], json!(seed));
+            texts.push((text_of(&got), got["sources"].clone(), got["usage"].clone()));
+        }
+        assert!(
+            texts.iter().all(|t| *t == texts[0]),
+            "seed {seed}: {texts:?}"
+        );
+        answers.insert(texts[0].0.clone());
+    }
+    assert!(
+        answers.len() > 1,
+        "different seeds should sample different answers"
+    );
+
+    // No seed: the response says which one was used, and it reproduces the answer.
+    let body = json!({"model": "smollm2", "prompt": "Tell me about the Nile.", "max_tokens": 12, "temperature": 0.8});
+    let (status, first) =
+        send_json(shared().router(), post("/v1/completions", body.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let seed = first["seed"].as_u64().expect("a chosen seed is returned");
+    let mut again = body.clone();
+    again["seed"] = json!(seed);
+    again["retrieval"] = json!({"engine": "spec", "stride": 2});
+    let (_, second) = send_json(
+        shared().router(),
+        post("/v1/completions", again.to_string()),
+    )
+    .await;
+    assert_eq!(text_of(&first), text_of(&second));
+}
+
+/// A stop sequence ends the answer before it, in the whole response and in the stream (which
+/// never carries text past it), with `finish_reason: stop`.
+#[tokio::test]
+async fn stop_sequences_cut_committed_text() {
+    let base =
+        json!({"model": "smollm2", "prompt": "What is the capital of France?", "max_tokens": 12});
+    let (_, plain) = send_json(shared().router(), post("/v1/completions", base.to_string())).await;
+    let full = text_of(&plain);
+    let word = "Paris";
+    let at = full
+        .find(word)
+        .unwrap_or_else(|| panic!("no {word:?} in {full:?}"));
+    for engine in ["baseline", "spec"] {
+        let mut body = base.clone();
+        body["stop"] = json!(["zzz", word]);
+        body["retrieval"] = json!({"engine": engine});
+        let (status, got) =
+            send_json(shared().router(), post("/v1/completions", body.to_string())).await;
+        assert_eq!(status, StatusCode::OK, "{got}");
+        assert_eq!(text_of(&got), full[..at], "{engine}");
+        assert_eq!(got["choices"][0]["finish_reason"], "stop");
+        let used = got["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!(used < plain["usage"]["completion_tokens"].as_u64().unwrap());
+        let last_end = got["sources"].as_array().unwrap().last().unwrap()["end"].as_u64();
+        assert_eq!(
+            last_end,
+            Some(used),
+            "sources end at the last counted token"
+        );
+
+        body["stream"] = json!(true);
+        let (_, _, text) = send(shared().router(), post("/v1/completions", body.to_string())).await;
+        let data = sse_data(&text);
+        let mut streamed = String::new();
+        for d in &data[..data.len() - 1] {
+            let chunk: Value = serde_json::from_str(d).unwrap();
+            if let Some(t) = chunk["choices"][0]["text"].as_str() {
+                streamed.push_str(t);
+            }
+        }
+        assert_eq!(streamed, full[..at], "{engine}: streamed");
+    }
+}
+
+/// `logprobs` in OpenAI's two shapes, from the committed tokens' distributions: equal between
+/// engines, one entry per token, the chosen token's log-probability ≤ 0.
+#[tokio::test]
+async fn logprobs_in_both_shapes() {
+    let chat = json!({
+        "model": "smollm2", "messages": [{"role": "user", "content": "Who wrote Hamlet?"}],
+        "max_tokens": 8, "logprobs": true, "top_logprobs": 2
+    });
+    let (status, got) = send_json(
+        shared().router(),
+        post("/v1/chat/completions", chat.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let content = got["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        content.len() as u64,
+        got["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    let joined: String = content
+        .iter()
+        .map(|e| e["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, text_of(&got));
+    for e in content {
+        assert!(e["logprob"].as_f64().unwrap() <= 0.0);
+        assert_eq!(e["top_logprobs"].as_array().unwrap().len(), 2);
+        assert!(e["bytes"].is_array());
+    }
+    let mut spec = chat.clone();
+    spec["retrieval"] = json!({"engine": "spec", "stride": 2});
+    let (_, again) = send_json(
+        shared().router(),
+        post("/v1/chat/completions", spec.to_string()),
+    )
+    .await;
+    assert_eq!(
+        again["choices"][0]["logprobs"],
+        got["choices"][0]["logprobs"]
+    );
+
+    let completion =
+        json!({"model": "smollm2", "prompt": "Who wrote Hamlet?", "max_tokens": 8, "logprobs": 1});
+    let (status, got) = send_json(
+        shared().router(),
+        post("/v1/completions", completion.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    let lp = &got["choices"][0]["logprobs"];
+    let n = lp["tokens"].as_array().unwrap().len();
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), n);
+    assert_eq!(lp["top_logprobs"].as_array().unwrap().len(), n);
+    assert_eq!(lp["text_offset"][0], json!(0));
+}
+
+/// The conversation counts: a multi-turn chat reads more prompt tokens than its last turn
+/// alone, and so does the same question with a raw completion's document and prompt.
+#[tokio::test]
+async fn usage_counts_the_whole_prompt_and_raw_mode_skips_the_template() {
+    let one = json!({"model": "smollm2", "messages": [{"role": "user", "content": "Who wrote Hamlet?"}], "max_tokens": 4});
+    let (_, single) = send_json(
+        shared().router(),
+        post("/v1/chat/completions", one.to_string()),
+    )
+    .await;
+    let three = json!({"model": "smollm2", "messages": [
+        {"role": "user", "content": "Hello there, I have a literature question."},
+        {"role": "assistant", "content": "Sure, ask away."},
+        {"role": "user", "content": "Who wrote Hamlet?"}], "max_tokens": 4});
+    let (status, multi) = send_json(
+        shared().router(),
+        post("/v1/chat/completions", three.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{multi}");
+    let prompt = |v: &Value| v["usage"]["prompt_tokens"].as_u64().unwrap();
+    // At least a document's worth of tokens is in every count.
+    assert!(prompt(&single) > 20, "{single}");
+    assert!(prompt(&multi) > prompt(&single) + 10, "{multi} vs {single}");
+
+    let raw = json!({"model": "smollm2", "prompt": "The Nile is a river in", "max_tokens": 6, "raw": true});
+    let (status, got) =
+        send_json(shared().router(), post("/v1/completions", raw.to_string())).await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    assert!(!text_of(&got).is_empty());
 }

@@ -58,6 +58,10 @@ pub fn normalize(value: &mut serde_json::Value) {
         if object.contains_key("created") {
             object.insert("created".into(), 0.into());
         }
+        // A response's seed is chosen afresh when the request gives none.
+        if object.contains_key("system_fingerprint") {
+            object.insert("seed".into(), 0.into());
+        }
         if let Some(serde_json::Value::String(id)) = object.get("id")
             && (id.starts_with("cmpl-") || id.starts_with("chatcmpl-"))
         {
