@@ -48,4 +48,4 @@ mod testutil;
 pub use asset::Asset;
 pub use error::{AssetError, Result};
 pub use store::Store;
-pub use write::sha256_file;
+pub use write::{hex, sha256_file};

@@ -16,7 +16,6 @@ use ralmspec_retrieval::{Corpus, Precision, Query};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::engine_arg::parse_stride;
 use crate::knn_cmd::{self, KnnArgs, SourceArgs, parse_search};
 use crate::model_arg::{self, Device};
 use crate::report::ReportArgs;
@@ -46,7 +45,7 @@ pub struct Args {
     #[arg(long, default_value = "exact,hnsw", value_delimiter = ',')]
     search: Vec<String>,
     /// Speculative settings (comma-separated strides: os3 or a number).
-    #[arg(long, default_value = "os3", value_delimiter = ',', value_parser = parse_stride)]
+    #[arg(long, default_value = "os3", value_delimiter = ',')]
     strides: Vec<Stride>,
     /// Neighbours each real search fetches for the successor cache (comma-separated: one
     /// setting per value and stride; the default is the engine's `DEFAULT_PREFETCH`).

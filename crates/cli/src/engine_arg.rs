@@ -12,7 +12,7 @@ pub struct EngineFlags {
     #[arg(long, default_value_t = 20)]
     prefetch: usize,
     /// RaLMSpec: speculation steps per verification, `os3` (scheduled) or a number.
-    #[arg(long, default_value = "os3", value_parser = parse_stride)]
+    #[arg(long, default_value = "os3")]
     stride: Stride,
     /// RaLMSpec: verify on another thread while the LM keeps speculating.
     #[arg(long = "async")]
@@ -36,15 +36,5 @@ impl EngineFlags {
                 async_verify: self.async_verify,
             }),
         }
-    }
-}
-
-pub fn parse_stride(s: &str) -> Result<Stride, String> {
-    if s == "os3" {
-        return Ok(Stride::Os3);
-    }
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(Stride::Fixed(n)),
-        _ => Err(format!("`{s}`: expected `os3` or a number ≥ 1")),
     }
 }

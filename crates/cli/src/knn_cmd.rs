@@ -15,7 +15,6 @@ use ralmspec_engine::knn::{
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, HnswParams, Precision};
 
-use crate::engine_arg::parse_stride;
 use crate::index_cmd::load_corpus;
 use crate::model_arg::{self, Device};
 
@@ -108,7 +107,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "spec", value_parser = ["plain", "spec"])]
     engine: String,
     /// Speculation stride: os3 or a fixed number of steps.
-    #[arg(long, default_value = "os3", value_parser = parse_stride)]
+    #[arg(long, default_value = "os3")]
     stride: Stride,
     /// Successors cached per true neighbour.
     #[arg(long, default_value_t = ralmspec_engine::knn::DEFAULT_SUCCESSORS)]

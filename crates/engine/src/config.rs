@@ -37,6 +37,21 @@ pub enum Stride {
     Os3,
 }
 
+impl std::str::FromStr for Stride {
+    type Err = String;
+
+    /// `os3`, or a fixed number of steps ≥ 1 (the one spelling the CLI and the server take).
+    fn from_str(s: &str) -> Result<Stride, String> {
+        match s {
+            "os3" => Ok(Stride::Os3),
+            _ => match s.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Stride::Fixed(n)),
+                _ => Err(format!("`{s}`: expected `os3` or a number ≥ 1")),
+            },
+        }
+    }
+}
+
 /// Which RaLMSpec components are on. Every combination yields the baseline's tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct SpecConfig {
@@ -111,5 +126,14 @@ mod tests {
         assert_eq!(SpecConfig::CACHE_ONLY.label(), "s=3");
         assert_eq!(SpecConfig::FULL.label(), "+P20+S+A");
         assert_eq!(Engine::Baseline.label(), "baseline");
+    }
+
+    #[test]
+    fn strides_parse_as_the_cli_and_the_server_spell_them() {
+        assert_eq!("os3".parse::<Stride>(), Ok(Stride::Os3));
+        assert_eq!("4".parse::<Stride>(), Ok(Stride::Fixed(4)));
+        for bad in ["0", "-1", "OS3", "", "3.5"] {
+            assert!(bad.parse::<Stride>().is_err(), "{bad}");
+        }
     }
 }

@@ -64,13 +64,4 @@ pub use retriever::{Hit, Query, Retriever, Snapshot};
 pub use set::{IndexSet, Kind};
 pub use vectors::Precision;
 
-/// Lower-case hex of `bytes`.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
-}
+pub(crate) use ralmspec_assets::hex;

@@ -453,7 +453,11 @@ fn engine(default: Engine, options: &RetrievalOptions) -> Result<Engine, ApiErro
     }
     let stride = match &options.stride {
         None => base.stride,
-        Some(Value::String(s)) if s == "os3" => Stride::Os3,
+        Some(Value::String(s)) => match s.parse::<Stride>() {
+            Ok(Stride::Fixed(k)) if k as u64 > MAX_STRIDE => return Err(bad_stride()),
+            Ok(stride) => stride,
+            Err(_) => return Err(bad_stride()),
+        },
         Some(Value::Number(n)) => match n.as_u64() {
             Some(k) if (1..=MAX_STRIDE).contains(&k) => Stride::Fixed(k as usize),
             _ => return Err(bad_stride()),
