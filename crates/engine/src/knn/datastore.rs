@@ -286,15 +286,7 @@ impl Datastore {
         };
         build_dir_atomically(dir, |tmp| {
             let keys_dir = tmp.join(KEYS);
-            write_keys(
-                &keys_dir,
-                &keys,
-                dim,
-                entries,
-                options.precision,
-                &manifest,
-                progress,
-            )?;
+            write_keys(&keys_dir, &keys, options.precision, &manifest, progress)?;
             if let Some(params) = options.hnsw {
                 progress(BuildProgress::Graph { entries });
                 let expect = Expect {
@@ -467,19 +459,17 @@ impl KeySearch {
     }
 }
 
-/// Writes the keys folder: the `real` keys (`keys`, f32), then `entries − real` padding keys
-/// made chunk by chunk ([`padding_key`]), rounded to `precision` by the writer; an L2 index
-/// whose manifest names the datastore's corpus and model.
+/// Writes the keys folder of the datastore `manifest` describes: the real keys (`keys`, f32),
+/// then the padding keys made chunk by chunk ([`padding_key`]), rounded to `precision` by the
+/// writer; an L2 index whose manifest names the datastore's corpus and model.
 fn write_keys(
     dir: &Path,
     keys: &[f32],
-    dim: usize,
-    entries: usize,
     precision: Precision,
     manifest: &DatastoreManifest,
     progress: &mut dyn FnMut(BuildProgress),
 ) -> std::result::Result<(), RetrievalError> {
-    let real = keys.len() / dim;
+    let (dim, real, entries) = (manifest.dim, manifest.real_entries, manifest.entries);
     let mut writer = FlatWriter::create(dir, dim, precision)?.with_metric(Metric::L2);
     let mut rows = vec![0f32; WRITE_ROWS * dim];
     let mut ids = Vec::with_capacity(WRITE_ROWS);
@@ -491,9 +481,12 @@ fn write_keys(
         chunk
             .par_chunks_mut(dim)
             .zip(start..end)
-            .for_each(|(row, e)| match e < real {
-                true => row.copy_from_slice(&keys[e * dim..(e + 1) * dim]),
-                false => padding_key(keys, dim, e, row),
+            .for_each(|(row, e)| {
+                if e < real {
+                    row.copy_from_slice(&keys[e * dim..(e + 1) * dim]);
+                } else {
+                    padding_key(keys, dim, e, row);
+                }
             });
         writer.push(chunk, &ids)?;
         progress(BuildProgress::Writing {
