@@ -11,10 +11,11 @@ pub(crate) fn run(request: &mut Request<'_>) -> Result<Stop> {
         let query = request.query()?;
         let doc = request.retrieve(std::slice::from_ref(&query), 1)?[0][0].doc;
         let start = request.len();
-        let eos = request.step(doc)?;
+        let eos = request.step(doc, false)?;
         request.commit(doc, start, request.len());
         if let Some(stop) = request.stop_after(eos) {
             return Ok(stop);
         }
+        request.round += 1;
     }
 }

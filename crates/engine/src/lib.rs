@@ -38,6 +38,7 @@ mod request;
 pub mod sampling;
 mod session;
 mod speculative;
+pub mod trace;
 mod verifier;
 
 pub use ask::{Ask, ChatMessage, Input};
@@ -47,6 +48,7 @@ pub use generation::{Committed, Generation, Halt, Span, Stats, Stop};
 pub use knowledge::Knowledge;
 pub use prompt::conversation_tokens;
 pub use sampling::{Sampling, TokenLogprob};
+pub use trace::Trace;
 
 use std::ops::ControlFlow;
 
@@ -126,8 +128,21 @@ impl<'a> Ralm<'a> {
         engine: Engine,
         on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<Halt>,
     ) -> Result<Generation> {
+        self.generate_traced(ask, engine, on_commit, &mut |_| {})
+    }
+
+    /// [`Ralm::generate_cancellable`], also handing `on_trace` each thing the engine does as
+    /// it does it (strides, retriever calls, verdicts: see [`Trace`]). Tracing changes nothing
+    /// in the answer.
+    pub fn generate_traced(
+        &self,
+        ask: &Ask<'_>,
+        engine: Engine,
+        on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<Halt>,
+        on_trace: &mut dyn FnMut(Trace),
+    ) -> Result<Generation> {
         let knowledge = self.knowledge.pinned()?;
-        let mut request = self.request(&knowledge, ask, on_commit)?;
+        let mut request = self.request(&knowledge, ask, on_commit, on_trace)?;
         let stop = match engine {
             Engine::Baseline => baseline::run(&mut request)?,
             Engine::Spec(spec) => speculative::run(&mut request, spec)?,
@@ -144,8 +159,9 @@ impl<'a> Ralm<'a> {
     /// [`Ralm::replay`] of any request (a sampled one's documents replayed, say).
     pub fn replay_ask(&self, ask: &Ask<'_>, sources: &[Span]) -> Result<Generation> {
         let mut ignore = |_: Committed<'_>| ControlFlow::Continue(());
+        let mut untraced = |_: Trace| {};
         let knowledge = self.knowledge.pinned()?;
-        let mut request = self.request(&knowledge, ask, &mut ignore)?;
+        let mut request = self.request(&knowledge, ask, &mut ignore, &mut untraced)?;
         let stop = replay::run(&mut request, sources)?;
         Ok(request.finish(stop))
     }
@@ -155,6 +171,7 @@ impl<'a> Ralm<'a> {
         knowledge: &'r Knowledge,
         ask: &Ask<'_>,
         on_commit: &'r mut request::OnCommit<'r>,
+        on_trace: &'r mut trace::OnTrace<'r>,
     ) -> Result<request::Request<'r>> {
         request::Request::new(
             self.lm,
@@ -163,6 +180,7 @@ impl<'a> Ralm<'a> {
             self.config,
             ask,
             on_commit,
+            on_trace,
         )
     }
 }

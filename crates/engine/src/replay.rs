@@ -17,7 +17,7 @@ pub(crate) fn run(request: &mut Request<'_>, sources: &[Span]) -> Result<Stop> {
             .ok_or_else(|| {
                 EngineError::BadRequest(format!("the sources do not cover answer token {start}"))
             })?;
-        let eos = request.step(doc)?;
+        let eos = request.step(doc, false)?;
         request.commit(doc, start, request.len());
         if let Some(stop) = request.stop_after(eos) {
             return Ok(stop);

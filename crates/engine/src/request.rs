@@ -16,6 +16,7 @@ use crate::generation::{Committed, Generation, Halt, Spans, Stats, Stop};
 use crate::knowledge::Knowledge;
 use crate::prompt::Prompt;
 use crate::session::{Answer, Session};
+use crate::trace::{OnTrace, Trace};
 
 /// A commit callback: `Break` ends the request ([`Halt`]).
 pub(crate) type OnCommit<'a> = dyn FnMut(Committed<'_>) -> ControlFlow<Halt> + 'a;
@@ -31,6 +32,10 @@ pub(crate) struct Request<'a> {
     answer: Answer,
     spans: Spans,
     on_commit: &'a mut OnCommit<'a>,
+    on_trace: &'a mut OnTrace<'a>,
+    /// The round the engine is in ([`Trace`]'s numbering): the strides it generates are
+    /// that round's.
+    pub(crate) round: usize,
     /// The caller asked to stop (its callback returned `Break`).
     halt: Option<Halt>,
     pub(crate) stats: Stats,
@@ -46,6 +51,7 @@ impl<'a> Request<'a> {
         config: RalmConfig,
         ask: &Ask<'_>,
         on_commit: &'a mut OnCommit<'a>,
+        on_trace: &'a mut OnTrace<'a>,
     ) -> Result<Request<'a>> {
         let started = Instant::now();
         let prompt = Prompt::new(lm, knowledge, config, &ask.input, ask.max_new_tokens)?;
@@ -66,6 +72,8 @@ impl<'a> Request<'a> {
             answer: Answer::default(),
             spans: Spans::default(),
             on_commit,
+            on_trace,
+            round: 0,
             halt: None,
             stats: Stats::default(),
             started,
@@ -107,31 +115,82 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// One call to the real retriever, counted and timed.
+    /// One call to the real retriever, counted, timed and traced as this round's.
     pub(crate) fn retrieve(&mut self, queries: &[Query], k: usize) -> Result<Vec<Vec<Hit>>> {
+        let at = self.elapsed();
         let start = Instant::now();
         let hits = self.knowledge.search(queries, k)?;
-        self.retrieved(queries.len(), start.elapsed());
+        self.retrieved(queries.len(), at, start.elapsed(), false);
         Ok(hits)
     }
 
-    /// Counts a retriever call made elsewhere (on the verification thread).
-    pub(crate) fn retrieved(&mut self, queries: usize, took: std::time::Duration) {
+    /// Counts and traces a retriever call of this round made elsewhere (on the verification
+    /// thread), started at `at` (since the request's start).
+    pub(crate) fn retrieved(
+        &mut self,
+        queries: usize,
+        at: Duration,
+        took: Duration,
+        overlapped: bool,
+    ) {
         self.stats.retrieval_calls += 1;
         self.stats.retrieval_queries += queries;
         self.stats.retrieval_time += took;
+        (self.on_trace)(Trace::Retrieval {
+            round: self.round,
+            queries,
+            at,
+            took,
+            overlapped,
+        });
     }
 
-    /// Generates the next stride with `doc` in front. Returns true when the model ended the
-    /// answer. Fails with [`EngineError::Cancelled`] once the caller has asked to stop.
-    pub(crate) fn step(&mut self, doc: u32) -> Result<bool> {
+    /// Traces this round's verdict: the first `matched` of `stride` guesses were right; after
+    /// a wrong one, `truth` is the right document and the answer was cut to `rollback_to`.
+    pub(crate) fn verdict(
+        &mut self,
+        stride: usize,
+        matched: usize,
+        truth: Option<u32>,
+        rollback_to: Option<usize>,
+    ) {
+        (self.on_trace)(Trace::Verdict {
+            round: self.round,
+            stride,
+            matched,
+            truth,
+            rollback_to,
+        });
+    }
+
+    /// Time since the request started.
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Generates the next stride with `doc` in front (`guess`: a speculated document), and
+    /// traces it as this round's. Returns true when the model ended the answer. Fails with
+    /// [`EngineError::Cancelled`] once the caller has asked to stop.
+    pub(crate) fn step(&mut self, doc: u32, guess: bool) -> Result<bool> {
         if self.halt == Some(Halt::Cancel) {
             return Err(EngineError::Cancelled);
         }
         let n = self.config.stride.min(self.remaining());
+        let (at, lm, start) = (self.elapsed(), self.session.lm_time, self.answer.len());
         let (document, question) = self.prompt.input(doc)?;
-        self.session
-            .extend(doc, document, question, &mut self.answer, n)
+        let eos = self
+            .session
+            .extend(doc, document, question, &mut self.answer, n)?;
+        (self.on_trace)(Trace::Step {
+            round: self.round,
+            doc,
+            guess,
+            start,
+            end: self.answer.len(),
+            at,
+            lm: self.session.lm_time - lm,
+        });
+        Ok(eos)
     }
 
     /// Time in single-token forwards so far, and their number.

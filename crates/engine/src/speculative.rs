@@ -78,6 +78,8 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
 
     let mut round = Round::default();
     loop {
+        // Strides kept from the last round's overlap were already traced as this round's.
+        request.round += 1;
         let plan = match spec.stride {
             Stride::Fixed(n) => Plan {
                 stride: n.max(1),
@@ -97,15 +99,19 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             os3.step_took(speculate(request, &cache, &mut round)?);
         }
 
-        // Verify the round in one call, overlapped with one more step when planned.
+        // Verify the round in one call, overlapped with one more step (the next round's
+        // first) when planned.
         let overlap = plan.overlap && !round.ended(request);
+        let at = request.elapsed();
         let (hits, took, extra) = if overlap {
             let (knowledge, queries) = (request.knowledge, &round.queries);
             let mut extra = Round::default();
+            request.round += 1;
             let (hits, took, step) = verifier::overlap(
                 || knowledge.search(queries, fetch),
                 |_| speculate(request, &cache, &mut extra),
             )?;
+            request.round -= 1;
             request.stats.overlapped += 1;
             os3.overlap_took(round.len(), step?, took);
             (hits?, took, Some(extra))
@@ -116,7 +122,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
             os3.verification_took(round.len(), took);
             (hits, took, None)
         };
-        request.retrieved(round.len(), took);
+        request.retrieved(round.len(), at, took, overlap);
         request.stats.strides.push(round.len());
 
         let (matched, stop) = commit(request, &mut cache, &round, &hits, spec.prefetch)?;
@@ -156,7 +162,7 @@ fn direct_step(
         os3.round(1, usize::from(guess == doc));
     }
     let before = request.len();
-    let (step, eos) = timed_step(request, doc)?;
+    let (step, eos) = timed_step(request, doc, false)?;
     os3.step_took(step);
     request.commit(doc, before, request.len());
     Ok(request.stop_after(eos))
@@ -171,7 +177,7 @@ fn speculate(request: &mut Request<'_>, cache: &DocCache, round: &mut Round) -> 
         .top1(request.knowledge, &query)?
         .expect("the cache holds the first retrieval's documents");
     let before = request.len();
-    let (mut took, eos) = timed_step(request, doc)?;
+    let (mut took, eos) = timed_step(request, doc, true)?;
     took.took = start.elapsed();
     round.queries.push(query);
     round.guesses.push(Guess {
@@ -183,11 +189,12 @@ fn speculate(request: &mut Request<'_>, cache: &DocCache, round: &mut Round) -> 
     Ok(took)
 }
 
-/// One stride with `doc` in front, timed; true when the model ended the answer.
-fn timed_step(request: &mut Request<'_>, doc: u32) -> Result<(StepTime, bool)> {
+/// One stride with `doc` in front (`guess`: speculated), timed; true when the model ended the
+/// answer.
+fn timed_step(request: &mut Request<'_>, doc: u32, guess: bool) -> Result<(StepTime, bool)> {
     let start = Instant::now();
     let (decode_time, decoded) = request.decode_clock();
-    let eos = request.step(doc)?;
+    let eos = request.step(doc, guess)?;
     let (time, n) = request.decode_clock();
     let step = StepTime {
         took: start.elapsed(),
@@ -216,17 +223,22 @@ fn commit(
             request.stats.matched += 1;
             request.commit(truth, guess.start, guess.end);
             if let Some(stop) = request.stop_at(guess.end, guess.eos) {
+                // Strides past the end (none, or an overlapped one) are discarded.
+                let cut = (request.len() > guess.end).then_some(guess.end);
                 request.rollback_to(guess.end);
+                request.verdict(i + 1, i + 1, None, cut);
                 return Ok((i + 1, Some(stop)));
             }
             continue;
         }
         request.stats.rollbacks += 1;
         request.rollback_to(guess.start);
-        let eos = request.step(truth)?;
+        request.verdict(round.len(), i, Some(truth), Some(guess.start));
+        let eos = request.step(truth, false)?;
         request.commit(truth, guess.start, request.len());
         return Ok((i, request.stop_after(eos)));
     }
+    request.verdict(round.len(), round.len(), None, None);
     Ok((round.len(), None))
 }
 
