@@ -104,6 +104,16 @@ impl ApiError {
         )
     }
 
+    /// 404 for a resource the server does not have (a document number, say).
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            Some("not_found"),
+            message,
+        )
+    }
+
     /// 401 `invalid_api_key` (OpenAI's answer to a missing or wrong key).
     pub fn unauthorized() -> ApiError {
         ApiError::new(

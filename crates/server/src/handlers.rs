@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::mpsc;
@@ -20,7 +20,7 @@ use crate::request::{Endpoint, Validated};
 use crate::response::Header;
 use crate::state::{AppState, unix_now};
 use crate::validation;
-use crate::wire::{ModelCard, ModelList};
+use crate::wire::{ModelCard, ModelList, Passage, PassageQuery};
 use crate::worker::{Event, Job};
 
 type Shared = State<Arc<AppState>>;
@@ -60,6 +60,28 @@ pub async fn health(State(state): Shared) -> Json<serde_json::Value> {
         "model": state.config.model,
         "retrievers": state.knowledge.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "queue_depth": state.metrics.queue_depth(),
+    }))
+}
+
+/// `GET /v1/passages/{doc}?retriever=NAME`: a document of a knowledge base (the default
+/// one without `retriever`), as sources name it: `{"doc", "id", "title", "text"}`.
+pub async fn passage(
+    State(state): Shared,
+    Path(doc): Path<String>,
+    Query(query): Query<PassageQuery>,
+) -> Result<Json<Passage>, ApiError> {
+    let knowledge = validation::knowledge(&state, query.retriever.as_deref())?;
+    let doc: u32 = doc
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("`{doc}` is not a document number")).param("doc"))?;
+    let passage = state.knowledge[knowledge]
+        .passage(doc)
+        .map_err(|_| ApiError::not_found(format!("No document {doc} in this knowledge base")))?;
+    Ok(Json(Passage {
+        doc,
+        id: passage.id,
+        title: passage.title,
+        text: passage.text,
     }))
 }
 
@@ -138,7 +160,7 @@ async fn generate(state: Arc<AppState>, checked: Result<Validated, ApiError>) ->
     // If the client leaves, this future is dropped with `events`, which stops the worker.
     loop {
         match events.recv().await {
-            Some(Event::Commit(_)) => continue,
+            Some(Event::Commit(_) | Event::Trace(_)) => continue,
             Some(Event::Done(done)) => {
                 drop(admission);
                 return Json(header.full(&request, done)).into_response();

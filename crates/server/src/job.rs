@@ -12,6 +12,7 @@ use crate::edge::RequestLog;
 use crate::error::ApiError;
 use crate::metrics::Labels;
 use crate::request::Validated;
+use crate::trace::TraceEvent;
 use crate::wire::{Source, TokenLogprob};
 
 /// One admitted request and where its events go.
@@ -31,6 +32,8 @@ pub struct Job {
 pub enum Event {
     /// Tokens that just became final.
     Commit(Piece),
+    /// Something the engine did (only for requests that asked for `events`).
+    Trace(TraceEvent),
     /// The answer is complete.
     Done(Finished),
     /// The generation failed.
@@ -83,6 +86,7 @@ pub(crate) mod tests {
                 sampling: ralmspec_engine::Sampling::default(),
                 stop: Vec::new(),
                 top_logprobs: None,
+                events: false,
             },
             events,
             admitted: Instant::now(),

@@ -49,6 +49,8 @@ mod router;
 mod state;
 mod stop;
 mod stream;
+mod trace;
+mod ui;
 mod validation;
 pub mod wire;
 mod worker;

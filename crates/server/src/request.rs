@@ -39,6 +39,8 @@ pub struct Validated {
     pub stop: Vec<String>,
     /// Log-probabilities with this many alternatives per token, when asked for.
     pub top_logprobs: Option<usize>,
+    /// Speculation events go into the stream.
+    pub events: bool,
 }
 
 impl Validated {

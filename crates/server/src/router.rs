@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use crate::edge::{self, InFlight};
 use crate::handlers;
 use crate::state::AppState;
+use crate::ui;
 
 /// The server's routes over `state`, counting their requests in `in_flight`.
 pub fn router(state: Arc<AppState>, in_flight: InFlight) -> Router {
@@ -21,6 +22,10 @@ pub fn router(state: Arc<AppState>, in_flight: InFlight) -> Router {
         .route("/v1/models", get(handlers::models))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
+        .route("/v1/passages/{doc}", get(handlers::passage))
+        .route("/", get(ui::index))
+        .route("/ui/app.js", get(ui::script))
+        .route("/ui/style.css", get(ui::style))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::wrong_method)
         .layer(DefaultBodyLimit::max(limit))

@@ -71,6 +71,9 @@ impl Relay {
                         offset,
                     ))]
                 }
+                Some(Event::Trace(trace)) => {
+                    vec![data(&trace).event(crate::trace::EVENT_NAME)]
+                }
                 Some(Event::Done(done)) => {
                     self.phase = Phase::Ended;
                     let mut out = Vec::new();

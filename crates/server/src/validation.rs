@@ -394,21 +394,7 @@ fn finish(
         return Err(too_long());
     }
     let options = common.retrieval.unwrap_or_default();
-    let knowledge = match &options.retriever {
-        None => 0,
-        Some(name) => state
-            .knowledge
-            .iter()
-            .position(|k| k.name() == name)
-            .ok_or_else(|| {
-                let served: Vec<&str> = state.knowledge.iter().map(|k| k.name()).collect();
-                ApiError::invalid(format!(
-                    "Unknown retriever `{name}`; this server serves: {}",
-                    served.join(", ")
-                ))
-                .param("retrieval.retriever")
-            })?,
-    };
+    let knowledge = knowledge(state, options.retriever.as_deref())?;
     Ok(Validated {
         endpoint,
         prompt,
@@ -420,6 +406,7 @@ fn finish(
         sampling,
         stop,
         top_logprobs: common.top_logprobs.map(|n| n as usize),
+        events: events(&options, common.stream)?,
     })
 }
 
@@ -479,6 +466,35 @@ fn engine(default: Engine, options: &RetrievalOptions) -> Result<Engine, ApiErro
         prefetch,
         async_verify: options.async_verify.unwrap_or(base.async_verify),
     }))
+}
+
+/// The index of the knowledge base a request names by retriever (the first without a name).
+pub fn knowledge(state: &AppState, retriever: Option<&str>) -> Result<usize, ApiError> {
+    let Some(name) = retriever else { return Ok(0) };
+    state
+        .knowledge
+        .iter()
+        .position(|k| k.name() == name)
+        .ok_or_else(|| {
+            let served: Vec<&str> = state.knowledge.iter().map(|k| k.name()).collect();
+            ApiError::invalid(format!(
+                "Unknown retriever `{name}`; this server serves: {}",
+                served.join(", ")
+            ))
+            .param("retrieval.retriever")
+        })
+}
+
+/// Whether the stream carries speculation events (only a stream can).
+fn events(options: &RetrievalOptions, stream: bool) -> Result<bool, ApiError> {
+    let events = options.events.unwrap_or(false);
+    if events && !stream {
+        return Err(ApiError::invalid(
+            "`events` are sent in the stream: set `\"stream\": true`".to_string(),
+        )
+        .param("retrieval.events"));
+    }
+    Ok(events)
 }
 
 fn bad_stride() -> ApiError {

@@ -142,6 +142,26 @@ pub struct RetrievalOptions {
     /// Verify asynchronously while the model keeps speculating.
     #[serde(rename = "async")]
     pub async_verify: Option<bool>,
+    /// Add the engine's speculation events to the stream (`ralmspec.trace` SSE events;
+    /// needs `"stream": true`).
+    pub events: Option<bool>,
+}
+
+/// `GET /v1/passages/{doc}`'s query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassageQuery {
+    /// The knowledge base, by retriever name (the default one when absent).
+    pub retriever: Option<String>,
+}
+
+/// `GET /v1/passages/{doc}`: a document of a knowledge base.
+#[derive(Debug, Serialize)]
+pub struct Passage {
+    pub doc: u32,
+    pub id: String,
+    pub title: String,
+    pub text: String,
 }
 
 /// A document behind a span of the answer: answer tokens `start..end` were generated with it.

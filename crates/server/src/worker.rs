@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ralmspec_engine::{EngineError, Halt, Knowledge, Ralm, RalmConfig, Span, Stop};
+use ralmspec_engine::{EngineError, Halt, Knowledge, Ralm, RalmConfig, Span, Stop, Trace};
 use ralmspec_lm::{Lm, Tokenizer};
 
 use crate::error::{ApiError, ServerError};
@@ -43,6 +43,7 @@ pub use crate::job::{Event, Finished, Job, Piece};
 use crate::metrics::{Metrics, Outcome};
 use crate::queue::{self, Jobs, Queue};
 use crate::stop::StopText;
+use crate::trace::TraceEvent;
 use crate::wire::{Source, TokenLogprob, TopLogprob};
 
 /// The worker threads. They stop once every [`Queue`] is dropped and the queue is drained.
@@ -138,46 +139,62 @@ impl Context {
         // Answer tokens that count (all, or up to the one that completed a stop sequence).
         let mut used = 0;
         let mut last_commit: Option<Instant> = None;
-        let result = ralm.generate_cancellable(&request.ask(), request.engine, &mut |c| {
-            let now = Instant::now();
-            self.metrics.committed(
-                &job.labels,
-                c.tokens.len(),
-                now - job.admitted,
-                last_commit.map(|t| now - t),
-            );
-            last_commit = Some(now);
-            job.log.add_tokens(c.tokens.len());
-            let mut piece = String::new();
-            let mut n = 0;
-            for &token in c.tokens {
-                n += 1;
-                if let Some(s) = text.push(token) {
-                    piece.push_str(&stop.push(&s));
+        // Trace events share the commits' channel, so they arrive in the order they happened.
+        let mut on_trace = |trace| {
+            let _ = job
+                .events
+                .send(Event::Trace(TraceEvent::new(knowledge, trace)));
+        };
+        let on_trace: &mut dyn FnMut(Trace) = if request.events {
+            &mut on_trace
+        } else {
+            &mut |_| {}
+        };
+        let result = ralm.generate_traced(
+            &request.ask(),
+            request.engine,
+            &mut |c| {
+                let now = Instant::now();
+                self.metrics.committed(
+                    &job.labels,
+                    c.tokens.len(),
+                    now - job.admitted,
+                    last_commit.map(|t| now - t),
+                );
+                last_commit = Some(now);
+                job.log.add_tokens(c.tokens.len());
+                let mut piece = String::new();
+                let mut n = 0;
+                for &token in c.tokens {
+                    n += 1;
+                    if let Some(s) = text.push(token) {
+                        piece.push_str(&stop.push(&s));
+                    }
+                    if stop.stopped() {
+                        break;
+                    }
                 }
-                if stop.stopped() {
-                    break;
+                used = c.start + n;
+                sent.push_str(&piece);
+                let span = Span {
+                    doc: c.doc,
+                    start: c.start,
+                    end: c.start + n,
+                };
+                let logprobs = c.logprobs.iter().take(n);
+                let event = Event::Commit(Piece {
+                    text: piece,
+                    source: source(knowledge, span),
+                    logprobs: logprobs.map(|lp| wire_logprob(tokenizer, lp)).collect(),
+                });
+                match job.events.send(event) {
+                    Ok(()) if stop.stopped() => ControlFlow::Break(Halt::Finish),
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(_) => ControlFlow::Break(Halt::Cancel),
                 }
-            }
-            used = c.start + n;
-            sent.push_str(&piece);
-            let span = Span {
-                doc: c.doc,
-                start: c.start,
-                end: c.start + n,
-            };
-            let logprobs = c.logprobs.iter().take(n);
-            let event = Event::Commit(Piece {
-                text: piece,
-                source: source(knowledge, span),
-                logprobs: logprobs.map(|lp| wire_logprob(tokenizer, lp)).collect(),
-            });
-            match job.events.send(event) {
-                Ok(()) if stop.stopped() => ControlFlow::Break(Halt::Finish),
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(Halt::Cancel),
-            }
-        });
+            },
+            on_trace,
+        );
         match result {
             Ok(generation) => {
                 let mut tail = String::new();

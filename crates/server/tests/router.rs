@@ -789,3 +789,161 @@ async fn usage_counts_the_whole_prompt_and_raw_mode_skips_the_template() {
     assert_eq!(status, StatusCode::OK, "{got}");
     assert!(!text_of(&got).is_empty());
 }
+
+/// `"retrieval": {"events": true}` adds `ralmspec.trace` events to a stream and changes
+/// nothing else in it: its `data:` lines are the same stream's without events, byte for byte
+/// once ids and times are normalized; the events' strides, replayed with their verdicts'
+/// rollbacks, are the answer's sources; a forced-rollback setting shows a rollback.
+#[tokio::test]
+async fn trace_events_ride_along_an_unchanged_stream() {
+    let mut rollbacks = 0;
+    for (question, retrieval) in [
+        ("Who wrote Hamlet?", json!({"engine": "baseline"})),
+        ("Who wrote Hamlet?", json!({"stride": 8, "prefetch": 0})),
+        (
+            "What is the capital of France?",
+            json!({"stride": 8, "prefetch": 0, "async": true}),
+        ),
+        (
+            "When did the Second World War end?",
+            json!({"stride": "os3", "prefetch": 20}),
+        ),
+    ] {
+        let request = |events: bool| {
+            let mut retrieval = retrieval.clone();
+            retrieval["events"] = json!(events);
+            json!({"model": "smollm2", "prompt": question, "max_tokens": 24, "stream": true,
+                   "retrieval": retrieval})
+            .to_string()
+        };
+        let (status, _, plain) =
+            send(shared().router(), post("/v1/completions", request(false))).await;
+        assert_eq!(status, StatusCode::OK, "{plain}");
+        let (status, _, traced) =
+            send(shared().router(), post("/v1/completions", request(true))).await;
+        assert_eq!(status, StatusCode::OK, "{traced}");
+        let chunks = |text: &str| -> Vec<Value> {
+            sse_data(text)
+                .iter()
+                .filter(|d| d.as_str() != "[DONE]" && !d.contains("\"type\""))
+                .map(|d| {
+                    let mut v: Value = serde_json::from_str(d).unwrap();
+                    common::normalize(&mut v);
+                    v
+                })
+                .collect()
+        };
+        assert_eq!(
+            chunks(&traced),
+            chunks(&plain),
+            "{retrieval}: the text stream"
+        );
+        // Every trace event is a named event; replay them.
+        let mut kept: Vec<(u64, u64, u64)> = Vec::new();
+        let mut events = 0;
+        for block in traced.split("\n\n") {
+            let field = |name: &str| {
+                block.lines().find_map(|l| {
+                    l.strip_prefix(name)
+                        .map(|v| v.strip_prefix(' ').unwrap_or(v))
+                })
+            };
+            if field("event:") != Some("ralmspec.trace") {
+                continue;
+            }
+            events += 1;
+            let event: Value = serde_json::from_str(field("data:").unwrap()).unwrap();
+            match event["type"].as_str().unwrap() {
+                "step" => {
+                    assert!(event["title"].is_string() && event["lm_ms"].as_f64().unwrap() >= 0.0);
+                    let n = |k: &str| event[k].as_u64().unwrap();
+                    kept.push((n("doc"), n("start"), n("end")));
+                }
+                "retrieval" => assert!(event["queries"].as_u64().unwrap() >= 1),
+                "verdict" => {
+                    if let Some(cut) = event["rollback_to"].as_u64() {
+                        kept.retain(|s| s.2 <= cut);
+                    }
+                    if !event["truth"].is_null() {
+                        rollbacks += 1;
+                        assert!(event["truth_title"].is_string());
+                    }
+                }
+                other => panic!("unknown trace event {other}"),
+            }
+        }
+        assert!(events > 0, "{retrieval}: no trace events");
+        let mut spans: Vec<(u64, u64, u64)> = Vec::new();
+        for s in kept.into_iter().filter(|s| s.1 < s.2) {
+            match spans.last_mut() {
+                Some(last) if last.0 == s.0 && last.2 == s.1 => last.2 = s.2,
+                _ => spans.push(s),
+            }
+        }
+        let mut sources: Vec<(u64, u64, u64)> = Vec::new();
+        for chunk in chunks(&plain) {
+            for s in chunk["sources"].as_array().unwrap() {
+                let n = |k: &str| s[k].as_u64().unwrap();
+                match sources.last_mut() {
+                    Some(last) if last.0 == n("doc") && last.2 == n("start") => last.2 = n("end"),
+                    _ => sources.push((n("doc"), n("start"), n("end"))),
+                }
+            }
+        }
+        assert_eq!(spans, sources, "{retrieval}: the replayed trace");
+    }
+    assert!(
+        rollbacks > 0,
+        "the forced-rollback settings rolled nothing back"
+    );
+
+    let (status, e) = send_json(
+        shared().router(),
+        post(
+            "/v1/completions",
+            json!({"model": "smollm2", "prompt": "hi", "retrieval": {"events": true}}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"]["param"], "retrieval.events", "{e}");
+}
+
+/// The page's files and the passages it shows.
+#[tokio::test]
+async fn page_and_passages() {
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let response = shared().router().oneshot(get(path)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let content_type = response.headers()[header::CONTENT_TYPE].to_str().unwrap();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(
+            response
+                .headers()
+                .contains_key(header::CONTENT_SECURITY_POLICY)
+        );
+    }
+    let (status, passage) = send_json(shared().router(), get("/v1/passages/3")).await;
+    assert_eq!(status, StatusCode::OK, "{passage}");
+    assert_eq!(passage["doc"], 3);
+    assert!(!passage["text"].as_str().unwrap().is_empty() && passage["id"].is_string());
+    let (status, same) = send_json(shared().router(), get("/v1/passages/3?retriever=flat")).await;
+    assert_eq!((status, &same), (StatusCode::OK, &passage));
+    for (path, code, param) in [
+        ("/v1/passages/999999", StatusCode::NOT_FOUND, None),
+        ("/v1/passages/x", StatusCode::BAD_REQUEST, Some("doc")),
+        (
+            "/v1/passages/3?retriever=nope",
+            StatusCode::BAD_REQUEST,
+            Some("retrieval.retriever"),
+        ),
+    ] {
+        let (status, e) = send_json(shared().router(), get(path)).await;
+        assert_eq!(status, code, "{path}: {e}");
+        assert_eq!(e["error"]["param"].as_str(), param, "{path}");
+    }
+}

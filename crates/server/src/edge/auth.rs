@@ -1,5 +1,5 @@
 //! The API key: with `--api-key`, every request but `GET /health` (a liveness probe that
-//! reveals nothing) must carry `Authorization: Bearer <key>`; `/metrics` is protected like the
+//! reveals nothing) and the web page's own files (`crate::ui`) must carry `Authorization: Bearer <key>`; `/metrics` is protected like the
 //! API (Prometheus sends the key with `authorization: {credentials: ...}`). A missing or wrong
 //! key gets 401 in OpenAI's error shape, with `WWW-Authenticate: Bearer`. CORS preflights are
 //! answered by the CORS layer outside this one and never need the key.
@@ -41,7 +41,7 @@ impl ApiKey {
 
 /// The middleware.
 pub async fn require_key(State(key): State<Arc<ApiKey>>, request: Request, next: Next) -> Response {
-    if request.uri().path() == "/health" {
+    if request.uri().path() == "/health" || crate::ui::is_page(request.uri().path()) {
         return next.run(request).await;
     }
     let given = request
