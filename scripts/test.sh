@@ -12,7 +12,8 @@
 #    started; clusters already running are left running). It also exports
 #    RALMSPEC_REQUIRE_POSTGRES=1, so the database tests fail rather than skip. RALMSPEC_NO_POSTGRES=1
 #    skips this step and the database tests skip too (CI never sets it).
-# 4. cargo test --release --workspace "$@" (without --workspace when "$@" names a -p package).
+# 4. Installs Debian's Chromium and the page test's npm package (RALMSPEC_NO_BROWSER=1 skips).
+# 5. cargo test --release --workspace "$@" (without --workspace when "$@" names a -p package).
 #
 # The store is $RALMSPEC_HOME, else $XDG_CACHE_HOME/ralmspec, else ~/.cache/ralmspec (the same
 # rule as ralmspec_assets::Store::from_env); it is exported as RALMSPEC_HOME so that every
@@ -91,7 +92,29 @@ else
   echo "RALMSPEC_TEST_DATABASE=$RALMSPEC_TEST_DATABASE RALMSPEC_TEST_REPLICA=$RALMSPEC_TEST_REPLICA" >&2
 fi
 
-# --- 4. Tests --------------------------------------------------------------------------
+# --- 4. The browser for the web page's test -----------------------------------------------
+# Debian's Chromium (apt) and playwright-core (npm, pinned by its package-lock.json) for
+# crates/server/tests/browser.rs, which must then run (RALMSPEC_REQUIRE_BROWSER=1).
+# RALMSPEC_NO_BROWSER=1 skips this step, and the test skips too (CI never sets it).
+if [[ "${RALMSPEC_NO_BROWSER:-}" == 1 ]]; then
+  step "browser: skipped (RALMSPEC_NO_BROWSER=1)"
+else
+  step "browser: Debian's chromium and playwright-core"
+  if [[ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]]; then
+    sudo=()
+    [[ $(id -u) == 0 ]] || sudo=(sudo)
+    apt() { "${sudo[@]}" apt-get "$@" >/dev/null; }
+    install=(install -y --no-install-recommends chromium)
+    apt "${install[@]}" || { apt update && apt "${install[@]}"; } || {
+      echo "error: could not install Debian's chromium (apt-get install chromium)" >&2
+      exit 1
+    }
+  fi
+  (cd crates/server/tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  export RALMSPEC_REQUIRE_BROWSER=1
+fi
+
+# --- 5. Tests --------------------------------------------------------------------------
 # cargo ignores -p when --workspace is given, so --workspace is only added without one.
 scope=(--workspace)
 for arg in "$@"; do

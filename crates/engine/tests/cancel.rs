@@ -1,33 +1,15 @@
 //! The cancellation hook: a caller whose commit callback returns `Break` stops the request
 //! at the next step, with `EngineError::Cancelled`; one that never does gets the plain answer.
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::sync::Arc;
 
-use ralmspec_engine::{
-    Ask, Engine, EngineError, Halt, Knowledge, Ralm, RalmConfig, SpecConfig, Stop,
-};
-use ralmspec_lm::Lm;
-use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
-
-/// The model and the same 1,000-passage flat index as `identity.rs` (built once, then cached).
-fn parts() -> (Lm, Knowledge) {
-    let store = ralmspec_assets::Store::from_env().unwrap();
-    let lm = Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2).unwrap()).unwrap();
-    let corpus = Arc::new(Corpus::wiki_kb().unwrap().head(1000));
-    let encoder = Arc::new(Encoder::minilm().unwrap());
-    let dir = store
-        .root()
-        .join("indexes")
-        .join(format!("test-flat-{}", &corpus.hash()[..16]));
-    let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
-    let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
-    (lm, knowledge)
-}
+use ralmspec_engine::{Ask, Engine, EngineError, Halt, Ralm, RalmConfig, SpecConfig, Stop};
 
 #[test]
 fn break_stops_the_request_and_continue_changes_nothing() {
-    let (lm, knowledge) = parts();
+    let (lm, knowledge) = common::smollm2_flat();
     let config = RalmConfig {
         max_new_tokens: 24,
         doc_tokens: 64,

@@ -6,28 +6,13 @@
 //! and `identity.rs` use), real FanOutQA questions, the baseline and four speculation settings,
 //! among them the web page's forced-rollback setting (fixed stride 8, no prefetch).
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::sync::Arc;
 use std::time::Duration;
 
-use ralmspec_engine::{Engine, Knowledge, Ralm, RalmConfig, Span, SpecConfig, Stride, Trace};
-use ralmspec_lm::Lm;
+use ralmspec_engine::{Engine, Ralm, RalmConfig, Span, SpecConfig, Stride, Trace};
 use ralmspec_retrieval::questions::fanoutqa_dev;
-use ralmspec_retrieval::{Corpus, Encoder, FlatIndex};
-
-fn parts() -> (Lm, Knowledge) {
-    let store = ralmspec_assets::Store::from_env().unwrap();
-    let lm = Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2).unwrap()).unwrap();
-    let corpus = Arc::new(Corpus::wiki_kb().unwrap().head(1000));
-    let encoder = Arc::new(Encoder::minilm().unwrap());
-    let dir = store
-        .root()
-        .join("indexes")
-        .join(format!("test-flat-{}", &corpus.hash()[..16]));
-    let flat = FlatIndex::open_or_build(&dir, &encoder, &corpus).unwrap();
-    let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
-    (lm, knowledge)
-}
 
 /// Spans rebuilt from a trace: each stride kept unless a later verdict cut the answer back
 /// over it; neighbours with the same document merged, as the engine's sources are.
@@ -57,7 +42,7 @@ fn replay(trace: &[Trace]) -> Vec<Span> {
 
 #[test]
 fn a_trace_replays_to_the_answer_and_adds_up_to_its_counters() {
-    let (lm, knowledge) = parts();
+    let (lm, knowledge) = common::smollm2_flat();
     let config = RalmConfig {
         max_new_tokens: 24,
         doc_tokens: 64,

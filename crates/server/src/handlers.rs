@@ -60,6 +60,7 @@ pub async fn health(State(state): Shared) -> Json<serde_json::Value> {
         "model": state.config.model,
         "retrievers": state.knowledge.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "queue_depth": state.metrics.queue_depth(),
+        "workers": state.config.workers,
     }))
 }
 

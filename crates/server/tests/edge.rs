@@ -6,14 +6,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use ralmspec_server::{Server, ServerConfig};
+use ralmspec_server::ServerConfig;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -359,51 +359,6 @@ async fn a_queued_request_whose_client_left_frees_its_slot() {
     assert_eq!(server.metrics().cancelled_count(), 1);
 }
 
-/// A server on a loopback socket; `stop` ends it.
-struct Live {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    serving: tokio::task::JoinHandle<Result<(), ralmspec_server::ServerError>>,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn live(config: ServerConfig) -> Live {
-    let server: Server = common::server(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Live {
-        addr,
-        stop: Some(stop),
-        serving,
-        runtime,
-    }
-}
-
-impl Live {
-    /// Stops the server; returns how long `serve` took to return.
-    fn shut_down(mut self) -> Duration {
-        let started = Instant::now();
-        self.stop.take().unwrap().send(()).unwrap();
-        self.runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(30), self.serving).await })
-            .expect("serve returned within 30 s")
-            .unwrap()
-            .expect("the server stops cleanly");
-        started.elapsed()
-    }
-}
-
 /// Reads until the server closes the connection (or `limit` passes); returns what came.
 fn read_all(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
     stream.set_read_timeout(Some(limit)).unwrap();
@@ -420,7 +375,7 @@ fn read_all(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
 /// for as long as it liked; a body trickling in did the same.
 #[test]
 fn slow_headers_and_bodies_are_cut_off() {
-    let server = live(ServerConfig {
+    let server = common::live(ServerConfig {
         header_read_timeout: Duration::from_secs(1),
         body_read_timeout: Duration::from_secs(1),
         ..common::config()
@@ -467,7 +422,7 @@ fn slow_headers_and_bodies_are_cut_off() {
 /// is closed at the header deadline, and the server answers others meanwhile.
 #[test]
 fn two_hundred_slow_connections_are_all_closed() {
-    let server = live(ServerConfig {
+    let server = common::live(ServerConfig {
         header_read_timeout: Duration::from_secs(1),
         ..common::config()
     });
@@ -500,7 +455,7 @@ fn two_hundred_slow_connections_are_all_closed() {
 /// Connections beyond `max_connections` wait until one closes.
 #[test]
 fn connections_beyond_the_cap_wait() {
-    let server = live(ServerConfig {
+    let server = common::live(ServerConfig {
         max_connections: 2,
         header_read_timeout: Duration::from_secs(60),
         ..common::config()
@@ -524,7 +479,7 @@ fn connections_beyond_the_cap_wait() {
 /// Regression (issue 15): a client that half-closed its socket after sending got no response.
 #[test]
 fn a_half_closed_client_gets_its_response() {
-    let server = live(common::config());
+    let server = common::live(common::config());
     let body = completion(6, false);
     let mut client = TcpStream::connect(server.addr).unwrap();
     write!(
@@ -544,7 +499,7 @@ fn a_half_closed_client_gets_its_response() {
 /// grace period, as if a request were in flight.
 #[test]
 fn a_stalled_connection_does_not_hold_the_shutdown() {
-    let server = live(ServerConfig {
+    let server = common::live(ServerConfig {
         header_read_timeout: Duration::from_secs(60),
         ..common::config()
     });

@@ -56,6 +56,15 @@ pub fn kb(n: usize) -> (Arc<Corpus>, Arc<Encoder>, FlatIndex) {
     (corpus, encoder, flat)
 }
 
+/// SmolLM2 and the flat knowledge base of the first 1,000 passages.
+pub fn smollm2_flat() -> (ralmspec_lm::Lm, Knowledge) {
+    let store = ralmspec_assets::Store::from_env().unwrap();
+    let lm = ralmspec_lm::Lm::open(store.fetch(ralmspec_assets::Asset::SmolLm2).unwrap()).unwrap();
+    let (corpus, encoder, flat) = kb(1000);
+    let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
+    (lm, knowledge)
+}
+
 /// An index set at `dir` of `corpus` whose flat index holds `flat`'s vectors.
 pub fn index_set(dir: &Path, corpus: &Corpus, encoder: &Encoder, flat: &FlatIndex) -> IndexSet {
     let record = encoder_record(encoder);

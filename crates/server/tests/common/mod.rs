@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use ralmspec_engine::{Knowledge, RalmConfig};
 use ralmspec_lm::Lm;
@@ -72,5 +74,50 @@ pub fn normalize(value: &mut serde_json::Value) {
         }
     } else if let Some(items) = value.as_array_mut() {
         items.iter_mut().for_each(normalize);
+    }
+}
+
+/// A server on a loopback socket; `stop` ends it.
+pub struct Live {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: tokio::task::JoinHandle<Result<(), ralmspec_server::ServerError>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+pub fn live(config: ServerConfig) -> Live {
+    let server: Server = server(config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Live {
+        addr,
+        stop: Some(stop),
+        serving,
+        runtime,
+    }
+}
+
+impl Live {
+    /// Stops the server; returns how long `serve` took to return.
+    pub fn shut_down(mut self) -> Duration {
+        let started = Instant::now();
+        self.stop.take().unwrap().send(()).unwrap();
+        self.runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(30), self.serving).await })
+            .expect("serve returned within 30 s")
+            .unwrap()
+            .expect("the server stops cleanly");
+        started.elapsed()
     }
 }
