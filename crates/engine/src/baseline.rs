@@ -9,7 +9,7 @@ use crate::request::Request;
 pub(crate) fn run(request: &mut Request<'_>) -> Result<Stop> {
     loop {
         let query = request.query()?;
-        let doc = request.retrieve(std::slice::from_ref(&query), 1)?[0][0].doc;
+        let doc = request.retrieve(std::slice::from_ref(&query), 1)?.0[0][0].doc;
         let start = request.len();
         let eos = request.step(doc, false)?;
         request.commit(doc, start, request.len());

@@ -69,6 +69,26 @@ pub(crate) struct StepTime {
     pub per_token: Option<Duration>,
 }
 
+/// What one round showed: OS³ learns only from these ([`Os3::observe`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Observation<'a> {
+    /// The speculation steps run alone (not beside a verification), each timed.
+    pub steps: &'a [StepTime],
+    /// The round's retriever call, if it made one.
+    pub verification: Option<Verification>,
+    /// Guesses checked, and how many of them were right before the first wrong one.
+    pub checked: Option<(usize, usize)>,
+}
+
+/// One batched retriever call of a round.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Verification {
+    pub queries: usize,
+    pub took: Duration,
+    /// The speculation step it ran beside, when it was overlapped.
+    pub beside: Option<StepTime>,
+}
+
 /// What the next round does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Plan {
@@ -139,6 +159,30 @@ impl Os3 {
     pub(crate) fn speculating_until_verified(mut self) -> Os3 {
         self.lookahead = true;
         self
+    }
+
+    /// Learns from one round: its steps' latencies, its verification's (alone, or how much
+    /// it and the step beside it were slowed), and its guesses' accuracy.
+    pub(crate) fn observe(&mut self, round: &Observation<'_>) {
+        for &step in round.steps {
+            self.step_took(step);
+        }
+        match round.verification {
+            Some(Verification {
+                queries,
+                took,
+                beside: Some(step),
+            }) => self.overlap_took(queries, step, took),
+            Some(Verification {
+                queries,
+                took,
+                beside: None,
+            }) => self.verification_took(queries, took),
+            None => {}
+        }
+        if let Some((stride, matched)) = round.checked {
+            self.round(stride, matched);
+        }
     }
 
     /// Records the latency of one speculation step run alone (not overlapped).

@@ -116,12 +116,18 @@ impl<'a> Request<'a> {
     }
 
     /// One call to the real retriever, counted, timed and traced as this round's.
-    pub(crate) fn retrieve(&mut self, queries: &[Query], k: usize) -> Result<Vec<Vec<Hit>>> {
+    /// Returns the hits and how long the call took.
+    pub(crate) fn retrieve(
+        &mut self,
+        queries: &[Query],
+        k: usize,
+    ) -> Result<(Vec<Vec<Hit>>, Duration)> {
         let at = self.elapsed();
         let start = Instant::now();
         let hits = self.knowledge.search(queries, k)?;
-        self.retrieved(queries.len(), at, start.elapsed(), false);
-        Ok(hits)
+        let took = start.elapsed();
+        self.retrieved(queries.len(), at, took, false);
+        Ok((hits, took))
     }
 
     /// Counts and traces a retriever call of this round made elsewhere (on the verification
@@ -136,6 +142,7 @@ impl<'a> Request<'a> {
         self.stats.retrieval_calls += 1;
         self.stats.retrieval_queries += queries;
         self.stats.retrieval_time += took;
+        self.stats.overlapped += usize::from(overlapped);
         (self.on_trace)(Trace::Retrieval {
             round: self.round,
             queries,
@@ -145,8 +152,14 @@ impl<'a> Request<'a> {
         });
     }
 
-    /// Traces this round's verdict: the first `matched` of `stride` guesses were right; after
-    /// a wrong one, `truth` is the right document and the answer was cut to `rollback_to`.
+    /// Records that this round's verification checked `stride` guesses (0: a plain step).
+    pub(crate) fn verifying(&mut self, stride: usize) {
+        self.stats.strides.push(stride);
+    }
+
+    /// Counts and traces this round's verdict: the first `matched` of `stride` guesses were
+    /// right; after a wrong one, `truth` is the right document and the answer was cut to
+    /// `rollback_to`.
     pub(crate) fn verdict(
         &mut self,
         stride: usize,
@@ -154,6 +167,10 @@ impl<'a> Request<'a> {
         truth: Option<u32>,
         rollback_to: Option<usize>,
     ) {
+        let wrong = usize::from(truth.is_some());
+        self.stats.speculated += matched + wrong;
+        self.stats.matched += matched;
+        self.stats.rollbacks += wrong;
         (self.on_trace)(Trace::Verdict {
             round: self.round,
             stride,

@@ -24,7 +24,7 @@ use crate::config::{SpecConfig, Stride};
 use crate::doc_cache::DocCache;
 use crate::error::Result;
 use crate::generation::Stop;
-use crate::os3::{Os3, Plan, StepTime};
+use crate::os3::{Observation, Os3, Plan, StepTime, Verification};
 use crate::request::Request;
 use crate::verifier;
 
@@ -42,11 +42,13 @@ struct Guess {
     eos: bool,
 }
 
-/// The unverified steps of a round; `queries[i]` belongs to `guesses[i]`.
+/// The unverified steps of a round; `queries[i]` belongs to `guesses[i]`. `alone` holds the
+/// latencies of the steps run alone (not the one beside the last round's verification).
 #[derive(Default)]
 struct Round {
     queries: Vec<Query>,
     guesses: Vec<Guess>,
+    alone: Vec<StepTime>,
 }
 
 impl Round {
@@ -62,7 +64,16 @@ impl Round {
     fn clear(&mut self) {
         self.queries.clear();
         self.guesses.clear();
+        self.alone.clear();
     }
+}
+
+/// What checking a round's guesses against the real retriever found.
+struct Verdict {
+    /// Guesses right before the first wrong one (all of them when none was wrong).
+    matched: usize,
+    /// Why generation stops, if it does.
+    stop: Option<Stop>,
 }
 
 /// Runs `request` to its end with speculation configured by `spec`.
@@ -89,57 +100,58 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
         };
         if plan.stride == 0 && round.len() == 0 {
             // OS³ found speculation not worth it now: retrieve, then generate.
-            request.stats.strides.push(0);
+            request.verifying(0);
             if let Some(stop) = direct_step(request, &mut cache, &mut os3, spec.prefetch)? {
                 return Ok(stop);
             }
             continue;
         }
         while round.len() < plan.stride && !round.ended(request) {
-            os3.step_took(speculate(request, &cache, &mut round)?);
+            let took = speculate(request, &cache, &mut round)?;
+            round.alone.push(took);
         }
 
         // Verify the round in one call, overlapped with one more step (the next round's
         // first) when planned.
         let overlap = plan.overlap && !round.ended(request);
-        let at = request.elapsed();
-        let (hits, took, extra) = if overlap {
-            let (knowledge, queries) = (request.knowledge, &round.queries);
-            let mut extra = Round::default();
+        let mut extra = Round::default();
+        let (hits, took, beside) = if overlap {
+            let (knowledge, queries, at) = (request.knowledge, &round.queries, request.elapsed());
             request.round += 1;
             let (hits, took, step) = verifier::overlap(
                 || knowledge.search(queries, fetch),
                 |_| speculate(request, &cache, &mut extra),
             )?;
             request.round -= 1;
-            request.stats.overlapped += 1;
-            os3.overlap_took(round.len(), step?, took);
-            (hits?, took, Some(extra))
+            request.retrieved(round.len(), at, took, true);
+            (hits?, took, Some(step?))
         } else {
-            let start = Instant::now();
-            let hits = request.knowledge.search(&round.queries, fetch)?;
-            let took = start.elapsed();
-            os3.verification_took(round.len(), took);
+            let (hits, took) = request.retrieve(&round.queries, fetch)?;
             (hits, took, None)
         };
-        request.retrieved(round.len(), at, took, overlap);
-        request.stats.strides.push(round.len());
+        request.verifying(round.len());
 
-        let (matched, stop) = commit(request, &mut cache, &round, &hits, spec.prefetch)?;
-        os3.round(round.len(), matched);
-        round.clear();
-        if let Some(stop) = stop {
-            // `commit` already cut an extra step off if a rollback happened.
+        let verdict = check(request, &mut cache, &round, &hits, spec.prefetch)?;
+        os3.observe(&Observation {
+            steps: &round.alone,
+            verification: Some(Verification {
+                queries: round.len(),
+                took,
+                beside,
+            }),
+            checked: Some((round.len(), verdict.matched)),
+        });
+        if let Some(stop) = verdict.stop {
+            // `check` already cut an extra step off if a rollback happened.
             return Ok(stop);
         }
-        if let Some(extra) = extra
-            && matched == hits.len()
-        {
+        if overlap && verdict.matched == hits.len() {
             round = extra;
+        } else {
+            round.clear();
         }
     }
 }
-
 /// One step without speculation, as the baseline takes it: a real retrieval (its top-1, and
 /// with prefetching its top-`prefetch`, go into the cache), then one stride with its top-1.
 /// Returns why generation stops, if it does.
@@ -153,17 +165,20 @@ fn direct_step(
     // What the cache would have guessed: an observation of the speculation accuracy at the
     // cost of one cache lookup, so that OS³ can tell when speculating would pay again.
     let guess = cache.top1(request.knowledge, &query)?;
-    let start = Instant::now();
-    let hits = request.retrieve(std::slice::from_ref(&query), prefetch.max(1))?;
-    os3.verification_took(1, start.elapsed());
+    let (hits, took) = request.retrieve(std::slice::from_ref(&query), prefetch.max(1))?;
     remember(cache, &hits[0], prefetch);
     let doc = hits[0][0].doc;
-    if let Some(guess) = guess {
-        os3.round(1, usize::from(guess == doc));
-    }
     let before = request.len();
     let (step, eos) = timed_step(request, doc, false)?;
-    os3.step_took(step);
+    os3.observe(&Observation {
+        steps: &[step],
+        verification: Some(Verification {
+            queries: 1,
+            took,
+            beside: None,
+        }),
+        checked: guess.map(|guess| (1, usize::from(guess == doc))),
+    });
     request.commit(doc, before, request.len());
     Ok(request.stop_after(eos))
 }
@@ -205,41 +220,47 @@ fn timed_step(request: &mut Request<'_>, doc: u32, guess: bool) -> Result<(StepT
 
 /// Checks the round's guesses against the true top-1s, in order: commits the right ones,
 /// and at the first wrong one cuts the answer back and redoes that step with the true
-/// document. Returns the number of right guesses and whether the answer is complete.
-fn commit(
+/// document.
+fn check(
     request: &mut Request<'_>,
     cache: &mut DocCache,
     round: &Round,
     hits: &[Vec<Hit>],
     prefetch: usize,
-) -> Result<(usize, Option<Stop>)> {
+) -> Result<Verdict> {
     for hits in hits {
         remember(cache, hits, prefetch);
     }
     for (i, (guess, hits)) in round.guesses.iter().zip(hits).enumerate() {
         let truth = hits[0].doc;
-        request.stats.speculated += 1;
         if truth == guess.doc {
-            request.stats.matched += 1;
             request.commit(truth, guess.start, guess.end);
             if let Some(stop) = request.stop_at(guess.end, guess.eos) {
                 // Strides past the end (none, or an overlapped one) are discarded.
                 let cut = (request.len() > guess.end).then_some(guess.end);
                 request.rollback_to(guess.end);
                 request.verdict(i + 1, i + 1, None, cut);
-                return Ok((i + 1, Some(stop)));
+                return Ok(Verdict {
+                    matched: i + 1,
+                    stop: Some(stop),
+                });
             }
             continue;
         }
-        request.stats.rollbacks += 1;
         request.rollback_to(guess.start);
         request.verdict(round.len(), i, Some(truth), Some(guess.start));
         let eos = request.step(truth, false)?;
         request.commit(truth, guess.start, request.len());
-        return Ok((i, request.stop_after(eos)));
+        return Ok(Verdict {
+            matched: i,
+            stop: request.stop_after(eos),
+        });
     }
     request.verdict(round.len(), round.len(), None, None);
-    Ok((round.len(), None))
+    Ok(Verdict {
+        matched: round.len(),
+        stop: None,
+    })
 }
 
 /// Inserts a real retrieval's top-1, and with prefetching its top-`prefetch`, into the cache.
