@@ -76,7 +76,7 @@ pub(crate) mod tests {
                 endpoint: Endpoint::Completions,
                 prompt: Prompt::Question("q".into()),
                 max_tokens: 1,
-                method: Generator::Ralm {
+                generator: Generator::Ralm {
                     engine: Engine::Baseline,
                     knowledge: 0,
                 },
