@@ -7,7 +7,6 @@
 mod common;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -269,22 +268,8 @@ async fn disconnect_cancels_a_knn_lm_generation() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
-    loop {
-        let frame = body.frame().await.unwrap().unwrap();
-        if frame.into_data().unwrap().starts_with(b"data:") {
-            break;
-        }
-    }
-    let hung_up = Instant::now();
-    drop(body);
-    while server.metrics().cancelled_count() == 0 {
-        // 400 tokens take far longer than the few steps it takes to notice.
-        assert!(
-            hung_up.elapsed() < Duration::from_secs(20),
-            "generation not cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    common::first_chunk(&mut body).await;
+    common::hang_up_and_wait_for_cancel(&server, body).await;
     let metrics = server.metrics().render();
     let labels = "retriever=\"datastore\",engine=\"knn-spec\"";
     assert!(
@@ -422,35 +407,7 @@ print("openai kNN-LM ok:", repr(answers[0]))
 /// `BadRequestError` naming the field. Skipped (with a message) without `$RALMSPEC_PYTHON`.
 #[test]
 fn openai_client_gets_the_same_knn_lm_answer_from_both_engines() {
-    let Some(python) = std::env::var_os("RALMSPEC_PYTHON") else {
-        eprintln!("skipping the openai client check: RALMSPEC_PYTHON is not set");
-        return;
-    };
-    let server = knn_server(common::config());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    let out = std::process::Command::new(python)
-        .args(["-c", OPENAI_KNN_CHECK, &base])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openai client: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
-    let _ = stop.send(());
-    runtime.block_on(serving).unwrap().unwrap();
+    let live = common::Live::start(knn_server(common::config()));
+    common::python_check(OPENAI_KNN_CHECK, &format!("http://{}", live.addr));
+    live.shut_down();
 }
