@@ -72,11 +72,51 @@ pub struct BuildArgs {
 #[derive(clap::Args, Clone)]
 pub struct KnnArgs {
     /// Weight of the kNN distribution.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, visible_alias = "knn-lambda", default_value_t = 0.25)]
     pub lambda: f32,
-    /// Temperature on the squared distances.
-    #[arg(long, default_value_t = 1.0)]
+    /// Temperature on the squared distances (kNN-LM's, not sampling's).
+    #[arg(long, visible_alias = "knn-temperature", default_value_t = 1.0)]
     pub temperature: f32,
+}
+
+/// kNN-LM served beside RaLM by `ralmspec serve`: the datastore and how it is searched and
+/// mixed (the same knobs as `knn generate`).
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Serve kNN-LM on /v1/completions (`"retrieval": {"knn": true}`) over this datastore,
+    /// built by `ralmspec knn build --datastore DIR` with the served model and device.
+    #[arg(long = "knn-datastore", value_name = "DIR")]
+    pub datastore: Option<PathBuf>,
+    /// Neighbours per token of kNN-LM requests.
+    #[arg(long = "knn-k", default_value_t = 16)]
+    pub k: usize,
+    /// exact (flat L2 over every key) or hnsw (needs a datastore built with --hnsw).
+    #[arg(long = "knn-search", default_value = "exact", value_parser = ["exact", "hnsw"])]
+    pub search: String,
+    #[command(flatten)]
+    pub knn: KnnArgs,
+}
+
+impl ServeArgs {
+    /// The datastore to serve, opened and checked against `lm` (loaded from `model_path` on
+    /// `device`); `None` without `--knn-datastore`.
+    pub fn open(
+        &self,
+        lm: &Lm,
+        model_path: &Path,
+        device: Device,
+    ) -> Result<Option<ralmspec_server::KnnDatastore>> {
+        let Some(dir) = &self.datastore else {
+            return Ok(None);
+        };
+        let served = ralmspec_server::KnnDatastore {
+            store: std::sync::Arc::new(open_existing(dir, model_path, device)?),
+            search: parse_search(&self.search)?,
+            params: self.knn.params(self.k),
+        };
+        served.check(lm)?;
+        Ok(Some(served))
+    }
 }
 
 impl KnnArgs {
@@ -282,14 +322,10 @@ pub fn open_or_build(
 ) -> Result<Datastore> {
     let dir = datastore_dir(source)?;
     let model = model_id(model_path, source.device);
+    if source.datastore.is_some() {
+        return open_existing(&dir, model_path, source.device);
+    }
     if !dir.join("datastore.json").exists() {
-        if source.datastore.is_some() {
-            bail!(
-                "no datastore in {} (build one with `ralmspec knn build --datastore {}`)",
-                dir.display(),
-                dir.display()
-            );
-        }
         eprintln!(
             "Building the kNN-LM datastore ({} tokens of the knowledge base) in {} (first use only)…",
             match source.max_tokens {
@@ -310,6 +346,20 @@ pub fn open_or_build(
         build_with_progress(lm, &model, &corpus, &dir, &options)?;
     }
     Datastore::open(&dir, &model)
+        .with_context(|| format!("opening the datastore in {}", dir.display()))
+}
+
+/// Opens the datastore in `dir`, which must exist and belong to the model at `model_path`
+/// on `device`.
+pub fn open_existing(dir: &Path, model_path: &Path, device: Device) -> Result<Datastore> {
+    if !dir.join("datastore.json").exists() {
+        bail!(
+            "no datastore in {} (build one with `ralmspec knn build --datastore {}`)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Datastore::open(dir, &model_id(model_path, device))
         .with_context(|| format!("opening the datastore in {}", dir.display()))
 }
 

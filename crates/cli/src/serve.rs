@@ -1,5 +1,5 @@
-//! `ralmspec serve`: the OpenAI-compatible HTTP server. Checks the flags, opens the model and
-//! the knowledge base, starts `ralmspec-server` on `--addr`, logs one access line per request
+//! `ralmspec serve`: the OpenAI-compatible HTTP server. Checks the flags, opens the model, the
+//! kNN-LM datastore if one is given (`--knn-datastore`) and the knowledge base, starts `ralmspec-server` on `--addr`, logs one access line per request
 //! to stderr (`tracing`; `RUST_LOG` filters it), and shuts down gracefully on Ctrl-C or
 //! SIGTERM (requests in flight finish; after `--grace` seconds the process exits anyway, with
 //! an error naming how many were still in flight).
@@ -52,6 +52,8 @@ pub struct Args {
     db: DatabaseFlags,
     #[command(flatten)]
     engine: EngineFlags,
+    #[command(flatten)]
+    knn: crate::knn_cmd::ServeArgs,
     /// `max_tokens` of a request that sets none.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -110,10 +112,22 @@ pub fn run(args: Args) -> Result<()> {
     config.check_flags()?;
     init_access_log();
     let lm = Arc::new(model_arg::load(&args.model, args.device)?);
+    // The datastore is checked before minutes go into the knowledge base.
+    let knn = args
+        .knn
+        .open(&lm, &model_arg::resolve(&args.model)?, args.device)?;
     let knowledge = Arc::new(open_knowledge(&args)?);
     let model = config.model.clone();
     let passages = knowledge.len();
-    let server = Server::start(lm, vec![knowledge], config)?;
+    let knn_line = knn.as_ref().map(|k| {
+        format!(
+            "; kNN-LM over {} entries ({} search, k = {})",
+            k.store.len(),
+            k.search.name(),
+            k.params.k
+        )
+    });
+    let server = Server::start_with_knn(lm, vec![knowledge], knn, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -124,8 +138,9 @@ pub fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.addr))?;
         eprintln!(
-            "serving `{model}` with the {} retriever over {passages} passages on http://{} (Ctrl-C to stop)",
+            "serving `{model}` with the {} retriever over {passages} passages{} on http://{} (Ctrl-C to stop)",
             args.retriever.name(),
+            knn_line.unwrap_or_default(),
             listener.local_addr()?
         );
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel();

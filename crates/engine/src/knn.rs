@@ -15,6 +15,11 @@
 //! returns, and every token, plain or verified, comes out of [`mix::Mixer::next_token`] with the
 //! same inputs.
 //!
+//! [`KnnLm::generate_cancellable`] hands every token to a callback the moment it is final (a
+//! speculated token only once verified), and the callback may cancel or finish the generation
+//! ([`Halt`]), as RaLM's streaming does; [`KnnLm::generate`] is that with a callback that
+//! takes nothing.
+//!
 //! Modules: [`datastore`] (build, files, search kinds), [`mix`] (the distribution),
 //! [`generation`] (what comes back), `successors` (the speculation cache), `plain` and
 //! `speculative` (the two decoders), [`perplexity`] (quality on held-out text).
@@ -32,13 +37,19 @@ pub use generation::{KnnGeneration, KnnStats};
 pub use mix::{KnnParams, Mixer};
 pub use perplexity::Perplexity;
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use ralmspec_lm::{KvCache, Lm, Outputs, StopReason};
+use ralmspec_lm::{KvCache, Lm, Outputs};
 use ralmspec_retrieval::{Hit, Metric, Query, Retriever};
 
 use crate::config::Stride;
 use crate::error::{EngineError, Result};
+use crate::generation::{Halt, Stop};
+
+/// A kNN-LM commit callback: called with tokens that just became final, in order (one at a
+/// time); `Break` ends the generation ([`Halt`]).
+pub type OnKnnCommit<'a> = dyn FnMut(&[u32]) -> ControlFlow<Halt> + 'a;
 
 /// Successors cached per true neighbour by default (the paper's n = 10).
 pub const DEFAULT_SUCCESSORS: usize = 10;
@@ -152,6 +163,22 @@ impl<'a> KnnLm<'a> {
         max_new: usize,
         engine: KnnEngine,
     ) -> Result<KnnGeneration> {
+        self.generate_cancellable(prompt, max_new, engine, &mut |_| ControlFlow::Continue(()))
+    }
+
+    /// [`KnnLm::generate`], handing each token to `on_commit` as soon as it is final: a plain
+    /// step's token at once, a speculated one only once its true neighbours confirmed it (or
+    /// replaced it), so nothing passed on is ever taken back, and both engines pass on the same
+    /// tokens one by one. When `on_commit` returns `Break(Halt::Cancel)`, no further step is
+    /// generated and the result is [`EngineError::Cancelled`]; with `Break(Halt::Finish)` the
+    /// generation ends after that token with [`Stop::Halted`].
+    pub fn generate_cancellable(
+        &self,
+        prompt: &str,
+        max_new: usize,
+        engine: KnnEngine,
+        on_commit: &mut OnKnnCommit<'_>,
+    ) -> Result<KnnGeneration> {
         let start = Instant::now();
         let prompt_tokens = self.lm.tokenizer.encode(prompt);
         if prompt_tokens.is_empty() {
@@ -165,20 +192,25 @@ impl<'a> KnnLm<'a> {
                 prompt_tokens.len()
             )));
         }
-        let mut run = Run::new(self, &prompt_tokens, max_new)?;
+        let mut run = Run::new(self, &prompt_tokens, max_new, on_commit)?;
         if max_new > 0 {
             match engine {
                 KnnEngine::Plain => plain::run(&mut run)?,
                 KnnEngine::Spec(spec) => speculative::run(&mut run, spec)?,
             }
         }
+        let stop = match run.halt {
+            Some(Halt::Cancel) => return Err(EngineError::Cancelled),
+            Some(Halt::Finish) => Stop::Halted,
+            None => run.stop.unwrap_or(Stop::Length),
+        };
         let mut stats = run.stats;
         stats.wall = start.elapsed();
         Ok(KnnGeneration {
             prompt_tokens: prompt_tokens.len(),
             text: self.lm.tokenizer.decode(&run.tokens),
             tokens: run.tokens,
-            stop: run.stop.unwrap_or(StopReason::Length),
+            stop,
             stats,
         })
     }
@@ -207,12 +239,20 @@ pub(crate) struct Run<'a> {
     feed: Vec<u32>,
     tokens: Vec<u32>,
     max_new: usize,
-    stop: Option<StopReason>,
+    stop: Option<Stop>,
+    /// Told each committed token; its `Break` is kept in `halt`.
+    on_commit: &'a mut OnKnnCommit<'a>,
+    halt: Option<Halt>,
     stats: KnnStats,
 }
 
 impl<'a> Run<'a> {
-    fn new(knn: &KnnLm<'a>, prompt: &[u32], max_new: usize) -> Result<Run<'a>> {
+    fn new(
+        knn: &KnnLm<'a>,
+        prompt: &[u32],
+        max_new: usize,
+        on_commit: &'a mut OnKnnCommit<'a>,
+    ) -> Result<Run<'a>> {
         Ok(Run {
             lm: knn.lm,
             retriever: knn.store.search(knn.search)?,
@@ -225,6 +265,8 @@ impl<'a> Run<'a> {
             tokens: Vec::with_capacity(max_new),
             max_new,
             stop: None,
+            on_commit,
+            halt: None,
             stats: KnnStats::default(),
         })
     }
@@ -289,15 +331,20 @@ impl<'a> Run<'a> {
         )
     }
 
-    /// Commits `token` (the caller feeds it); true when generation is over.
+    /// Commits `token` (the caller feeds it) and hands it to the callback; true when
+    /// generation is over (the text ended, the budget is spent, or the callback said `Break`).
     fn commit(&mut self, token: u32) -> bool {
         if self.lm.tokenizer.is_eog(token) {
-            self.stop = Some(StopReason::EndOfText);
+            self.stop = Some(Stop::EndOfText);
             return true;
         }
         self.tokens.push(token);
+        if let ControlFlow::Break(halt) = (self.on_commit)(std::slice::from_ref(&token)) {
+            self.halt = Some(halt);
+            return true;
+        }
         if self.tokens.len() == self.max_new {
-            self.stop = Some(StopReason::Length);
+            self.stop = Some(Stop::Length);
             return true;
         }
         false

@@ -4,11 +4,12 @@
 
 use std::path::Path;
 
+use ralmspec_engine::Stop;
 use ralmspec_engine::Stride;
 use ralmspec_engine::knn::{
     BuildOptions, Datastore, KeySearch, KnnEngine, KnnLm, KnnParams, KnnSpec,
 };
-use ralmspec_lm::{Lm, StopReason};
+use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, HnswParams};
 
 const MODEL: &str = "smollm2-test";
@@ -86,7 +87,7 @@ fn speculative_knn_lm_equals_plain_knn_lm() {
             let knn = KnnLm::new(&lm, &store, search, params).unwrap();
             for (i, prompt) in prompts(&lm, &corpus).iter().enumerate() {
                 let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
-                let steps = plain.tokens.len() + usize::from(plain.stop == StopReason::EndOfText);
+                let steps = plain.tokens.len() + usize::from(plain.stop == Stop::EndOfText);
                 assert_eq!(plain.stats.search_calls, steps);
                 let settings = [
                     (Stride::Fixed(1), false),
@@ -270,4 +271,94 @@ fn padded_and_f16_datastores_stream_and_keep_identity() {
         }
     }
     eprintln!("{checked} generations over f16 keys equal");
+}
+
+/// Streaming kNN-LM: the tokens handed to the commit callback, one by one, are exactly plain
+/// kNN-LM's tokens for every engine (speculated tokens are passed on only once verified, so a
+/// rollback never takes one back), and `Halt::Finish` / `Halt::Cancel` stop the generation
+/// right after the token that asked.
+#[test]
+fn streamed_commits_are_plain_knn_lm_tokens_and_halts_stop_there() {
+    use std::ops::ControlFlow;
+
+    use ralmspec_engine::{EngineError, Halt};
+
+    let lm = lm();
+    let corpus = corpus();
+    let dir = tempfile::tempdir().unwrap();
+    let options = BuildOptions {
+        max_tokens: Some(3000),
+        ..BuildOptions::default()
+    };
+    let ds = dir.path().join("ds");
+    Datastore::build(&lm, MODEL, &corpus, &ds, &options, &mut |_| {}).unwrap();
+    let store = Datastore::open(&ds, MODEL).unwrap();
+    let knn = KnnLm::new(&lm, &store, KeySearch::Exact, KnnParams::default()).unwrap();
+    let tokens = env_usize("RALMSPEC_KNN_TOKENS", 16);
+    let engines = [
+        KnnEngine::Plain,
+        KnnEngine::Spec(KnnSpec::default()),
+        KnnEngine::Spec(KnnSpec {
+            stride: Stride::Fixed(4),
+            ..KnnSpec::default()
+        }),
+        KnnEngine::Spec(KnnSpec {
+            stride: Stride::Fixed(3),
+            async_verify: true,
+            ..KnnSpec::default()
+        }),
+        KnnEngine::Spec(KnnSpec {
+            async_verify: true,
+            successors: 1,
+            prefetch: 16,
+            ..KnnSpec::default()
+        }),
+    ];
+    let (mut rollbacks, mut streamed) = (0, 0);
+    for prompt in prompts(&lm, &corpus).iter().step_by(2) {
+        let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
+        assert!(!plain.tokens.is_empty(), "{prompt:?}");
+        for engine in engines {
+            let mut seen = Vec::new();
+            let got = knn
+                .generate_cancellable(prompt, tokens, engine, &mut |c| {
+                    assert_eq!(c.len(), 1, "one token per commit");
+                    seen.extend_from_slice(c);
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(seen, plain.tokens, "{engine:?} streamed, prompt {prompt:?}");
+            assert_eq!(got.tokens, plain.tokens, "{engine:?} prompt {prompt:?}");
+            assert_eq!(got.stop, plain.stop);
+            rollbacks += got.stats.rollbacks;
+            streamed += 1;
+
+            // Halt after the j-th token: the answer is the first j tokens; no token follows.
+            let j = plain.tokens.len().div_ceil(2);
+            for halt in [Halt::Finish, Halt::Cancel] {
+                let mut seen = Vec::new();
+                let result = knn.generate_cancellable(prompt, tokens, engine, &mut |c| {
+                    seen.extend_from_slice(c);
+                    if seen.len() == j {
+                        ControlFlow::Break(halt)
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                });
+                assert_eq!(seen, plain.tokens[..j], "{engine:?} {halt:?} {prompt:?}");
+                match (halt, result) {
+                    (Halt::Finish, Ok(g)) => {
+                        assert_eq!(g.tokens, plain.tokens[..j]);
+                        assert_eq!(g.stop, Stop::Halted);
+                    }
+                    (Halt::Cancel, Err(EngineError::Cancelled)) => {}
+                    (halt, other) => panic!("{halt:?} gave {other:?}"),
+                }
+            }
+        }
+    }
+    eprintln!("{streamed} streamed generations equal plain kNN-LM's ({rollbacks} rollbacks)");
+    // Streaming was tested where speculation was wrong and rolled back, not only where it
+    // was right.
+    assert!(rollbacks > 0);
 }

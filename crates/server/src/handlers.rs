@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::edge::access;
 use crate::error::ApiError;
 use crate::metrics::Labels;
-use crate::request::{Endpoint, Validated};
+use crate::request::{Endpoint, Generator, Validated};
 use crate::response::Header;
 use crate::state::{AppState, unix_now};
 use crate::validation;
@@ -61,6 +61,11 @@ pub async fn health(State(state): Shared) -> Json<serde_json::Value> {
         "retrievers": state.knowledge.iter().map(|k| k.name()).collect::<Vec<_>>(),
         "queue_depth": state.metrics.queue_depth(),
         "workers": state.config.workers,
+        "knn": state.knn.as_ref().map(|k| serde_json::json!({
+            "entries": k.store.len(),
+            "search": k.search.name(),
+            "k": k.params.k,
+        })),
     }))
 }
 
@@ -133,7 +138,12 @@ async fn generate(state: Arc<AppState>, checked: Result<Validated, ApiError>) ->
         request: request.clone(),
         events: tx,
         admitted: Instant::now(),
-        labels: Labels::new(state.knowledge[request.knowledge].name(), request.engine),
+        labels: match request.generator {
+            Generator::Ralm { engine, knowledge } => {
+                Labels::new(state.knowledge[knowledge].name(), engine)
+            }
+            Generator::Knn(engine) => Labels::knn(engine),
+        },
         log: access::current(),
     };
     // Held while the client is there: dropping it takes the job out of the queue if no

@@ -41,11 +41,11 @@ pub enum Event {
 }
 
 /// Final tokens: their text (complete characters only, never past a stop sequence), the
-/// document they came from, and their log-probabilities when asked for.
+/// document they came from (none for kNN-LM), and their log-probabilities when asked for.
 #[derive(Debug)]
 pub struct Piece {
     pub text: String,
-    pub source: Source,
+    pub source: Option<Source>,
     pub logprobs: Vec<TokenLogprob>,
 }
 
@@ -68,7 +68,7 @@ pub struct Finished {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::request::{Endpoint, Prompt};
+    use crate::request::{Endpoint, Generator, Prompt};
     use ralmspec_engine::Engine;
 
     /// A job for queue tests (never run).
@@ -79,8 +79,10 @@ pub(crate) mod tests {
                 endpoint: Endpoint::Completions,
                 prompt: Prompt::Question("q".into()),
                 max_tokens: 1,
-                engine: Engine::Baseline,
-                knowledge: 0,
+                generator: Generator::Ralm {
+                    engine: Engine::Baseline,
+                    knowledge: 0,
+                },
                 stream: false,
                 include_usage: false,
                 sampling: ralmspec_engine::Sampling::default(),

@@ -4,8 +4,10 @@
 //! with iterative retrieval-augmented generation, whole or streamed as
 //! server-sent events, with a `sources` field: the documents used and the answer tokens each
 //! informed. A `retrieval` object on the request picks the retriever and the engine
-//! (`baseline` or `spec`, with `stride`, `prefetch`, `async`). `GET /v1/models`, `/health`
-//! and `/metrics` (Prometheus) complete it.
+//! (`baseline` or `spec`, with `stride`, `prefetch`, `async`). With `"knn": true` there,
+//! `/v1/completions` continues the raw prompt with kNN-LM over the datastore the server was
+//! started with ([`knn`]), plain (`baseline`) or speculative (`spec`), with the same tokens.
+//! `GET /v1/models`, `/health` and `/metrics` (Prometheus) complete it.
 //!
 //! One request's path: `listener` (hyper: header deadline, connection cap, half-closed
 //! sockets) → [`edge`] (request id, access log, CORS, API key, body deadline) → `router` →
@@ -22,7 +24,8 @@
 //! request gets alone (the engine is deterministic and batch-invariant).
 //!
 //! Modules: [`config`] (what the server is started with), [`error`] (the one error → HTTP
-//! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), [`edge`]
+//! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), [`knn`]
+//! (the kNN-LM datastore served), [`edge`]
 //! (the layers around the routes), and privately `listener`, `job`, `queue`, `validation`,
 //! `request` (the validated request), `worker`, `stop` (stop sequences on committed text),
 //! `handlers`, `response`, `stream`, `router`, `state`.
@@ -40,6 +43,7 @@ pub mod edge;
 pub mod error;
 mod handlers;
 mod job;
+pub mod knn;
 mod listener;
 pub mod metrics;
 mod queue;
@@ -67,6 +71,7 @@ pub use batcher::CombiningRetriever;
 pub use config::ServerConfig;
 pub use edge::InFlight;
 pub use error::{ApiError, ServerError};
+pub use knn::KnnDatastore;
 pub use metrics::Metrics;
 
 use state::AppState;
@@ -88,7 +93,21 @@ impl Server {
         knowledge: Vec<Arc<Knowledge>>,
         config: ServerConfig,
     ) -> Result<Server, ServerError> {
+        Server::start_with_knn(lm, knowledge, None, config)
+    }
+
+    /// [`Server::start`], also serving kNN-LM over `knn` (checked against the model here,
+    /// before anything is served).
+    pub fn start_with_knn(
+        lm: Arc<Lm>,
+        knowledge: Vec<Arc<Knowledge>>,
+        knn: Option<KnnDatastore>,
+        config: ServerConfig,
+    ) -> Result<Server, ServerError> {
         config.check(lm.model.config().context)?;
+        if let Some(knn) = &knn {
+            knn.check(&lm)?;
+        }
         if knowledge.is_empty() {
             return Err(ServerError::Config("no knowledge base to serve".into()));
         }
@@ -112,13 +131,14 @@ impl Server {
         let (workers, queue) = Workers::start(
             lm.clone(),
             knowledge.clone(),
+            knn.clone(),
             config.ralm,
             config.workers,
             config.queue_capacity,
             config.retry_after_secs,
             metrics.clone(),
         )?;
-        let state = Arc::new(AppState::new(config, lm, knowledge, queue, metrics));
+        let state = Arc::new(AppState::new(config, lm, knowledge, knn, queue, metrics));
         Ok(Server {
             state,
             workers,

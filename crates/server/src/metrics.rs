@@ -3,7 +3,8 @@
 //! verification batch sizes, how many searches each call to a retriever combined across
 //! requests, speculation accuracy, queue depth, and what was refused or cancelled.
 //!
-//! Request series carry `retriever` and `engine` labels. Work is counted when it is done, not
+//! Request series carry `retriever` and `engine` labels (kNN-LM requests: retriever
+//! `datastore`, engine `knn` or `knn-spec`). Work is counted when it is done, not
 //! when a request ends well: tokens at each commit and retrieval calls at each search, so a
 //! cancelled or failed request's tokens and searches are in the totals too.
 //!
@@ -17,6 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use ralmspec_engine::knn::{KnnEngine, KnnStats};
 use ralmspec_engine::{Engine, Stats};
 
 /// The labels of a request's series: the knowledge base's retriever and the engine.
@@ -34,6 +36,17 @@ impl Labels {
             engine: match engine {
                 Engine::Baseline => "baseline",
                 Engine::Spec(_) => "spec",
+            },
+        }
+    }
+
+    /// The labels of a kNN-LM request served with `engine`.
+    pub fn knn(engine: KnnEngine) -> Labels {
+        Labels {
+            retriever: crate::knn::RETRIEVER_LABEL.to_string(),
+            engine: match engine {
+                KnnEngine::Plain => "knn",
+                KnnEngine::Spec(_) => "knn-spec",
             },
         }
     }
@@ -321,9 +334,36 @@ impl Metrics {
     /// A request asked `retriever` for `queries` queries in one search (whatever becomes of
     /// the request).
     pub fn searched(&self, retriever: &str, queries: usize) {
+        self.searches(retriever, 1, queries);
+    }
+
+    /// A request made `calls` searches of `retriever`, for `queries` queries in all.
+    pub fn searches(&self, retriever: &str, calls: usize, queries: usize) {
         let r = self.retrieval(retriever);
-        add(&r.calls, 1);
+        add(&r.calls, calls);
         add(&r.queries, queries);
+    }
+
+    /// A kNN-LM request finished well (as [`Metrics::finished`]); its datastore searches are
+    /// counted here, at its end.
+    pub fn finished_knn(&self, labels: &Labels, latency: Duration, tokens: usize, knn: &KnnStats) {
+        self.searches(&labels.retriever, knn.search_calls, knn.searched);
+        let stats = Stats {
+            wall: knn.wall,
+            lm_time: knn.lm,
+            retrieval_calls: knn.search_calls,
+            retrieval_queries: knn.searched,
+            retrieval_time: knn.search,
+            // Accuracy over the speculated steps that were checked.
+            speculated: knn.verified,
+            matched: knn.accepted,
+            rollbacks: knn.rollbacks,
+            // A plain step (stride 0) is no verification batch.
+            strides: knn.strides.iter().copied().filter(|&s| s > 0).collect(),
+            overlapped: knn.overlapped,
+            ..Stats::default()
+        };
+        self.finished(labels, latency, tokens, &stats);
     }
 
     /// One call to a retriever served `searches` searches, combined from concurrent requests.

@@ -2,6 +2,7 @@
 //! workers pass along. Its own module, below `validation` (which makes it), `worker` (which
 //! runs it) and `state`, so that none of them imports another through it.
 
+use ralmspec_engine::knn::KnnEngine;
 use ralmspec_engine::{Ask, ChatMessage, Engine, Input, Sampling};
 
 /// Which endpoint a request came through (it decides the response's shape).
@@ -22,15 +23,23 @@ pub enum Prompt {
     Chat(Vec<ChatMessage>),
 }
 
+/// What generates the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generator {
+    /// Iterative retrieval-augmented generation over knowledge base `knowledge` (an index into
+    /// the server's list).
+    Ralm { engine: Engine, knowledge: usize },
+    /// kNN-LM over the server's datastore; the prompt is [`Prompt::Raw`].
+    Knn(KnnEngine),
+}
+
 /// A request that passed every check.
 #[derive(Clone, Debug)]
 pub struct Validated {
     pub endpoint: Endpoint,
     pub prompt: Prompt,
     pub max_tokens: usize,
-    pub engine: Engine,
-    /// Index of the knowledge base in the server's list.
-    pub knowledge: usize,
+    pub generator: Generator,
     pub stream: bool,
     pub include_usage: bool,
     /// How tokens are chosen; its seed is the one returned.

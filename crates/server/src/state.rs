@@ -1,5 +1,6 @@
 //! What every handler shares: the configuration, the model (read-only: its tokenizer checks
-//! prompt lengths at the edge), the knowledge bases, the job queue and the metrics.
+//! prompt lengths at the edge), the knowledge bases, the kNN-LM datastore if any, the job
+//! queue and the metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use ralmspec_engine::Knowledge;
 use ralmspec_lm::Lm;
 
 use crate::config::ServerConfig;
+use crate::knn::KnnDatastore;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 
@@ -18,6 +20,8 @@ pub struct AppState {
     pub lm: Arc<Lm>,
     /// The served knowledge bases; the first is the default retriever.
     pub knowledge: Vec<Arc<Knowledge>>,
+    /// The kNN-LM datastore, when the server was started with one.
+    pub knn: Option<KnnDatastore>,
     pub queue: Queue,
     pub metrics: Arc<Metrics>,
     /// Unix time the server started (the model card's `created`).
@@ -30,6 +34,7 @@ impl AppState {
         config: ServerConfig,
         lm: Arc<Lm>,
         knowledge: Vec<Arc<Knowledge>>,
+        knn: Option<KnnDatastore>,
         queue: Queue,
         metrics: Arc<Metrics>,
     ) -> AppState {
@@ -37,6 +42,7 @@ impl AppState {
             config,
             lm,
             knowledge,
+            knn,
             queue,
             metrics,
             started: unix_now(),

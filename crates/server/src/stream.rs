@@ -66,7 +66,7 @@ impl Relay {
                         .sum::<usize>();
                     vec![data(&self.header.text_chunk(
                         piece.text,
-                        vec![piece.source],
+                        piece.source.into_iter().collect(),
                         &piece.logprobs,
                         offset,
                     ))]

@@ -1,16 +1,18 @@
 //! The edge: a request body becomes a [`Validated`] request, or a 4xx [`ApiError`] with a clear
-//! message naming the field (also for every field the server cannot honour: never ignored). Nothing past this point sees unchecked input, and every request
+//! message naming the field (also for every field the server cannot honour: never ignored;
+//! kNN-LM requests, `"retrieval": {"knn": true}`, honour fewer). Nothing past this point sees unchecked input, and every request
 //! that passes fits the model's context (see [`crate::ServerConfig::check`]).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ralmspec_engine::knn::{KnnEngine, KnnSpec};
 use ralmspec_engine::{ChatMessage, Engine, Input, Sampling, SpecConfig, Stride};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::request::{Endpoint, Prompt, Validated};
+use crate::request::{Endpoint, Generator, Prompt, Validated};
 use crate::state::AppState;
 use crate::wire::SamplingFields;
 use crate::wire::{ChatRequest, Common, CompletionRequest, Message, RetrievalOptions};
@@ -63,7 +65,9 @@ pub fn completion(state: &AppState, req: CompletionRequest) -> Result<Validated,
     if text.trim().is_empty() {
         return Err(ApiError::invalid("The question (prompt) is empty"));
     }
-    let prompt = if req.raw {
+    // kNN-LM is a language model: it continues the prompt as it is.
+    let knn = req.retrieval.as_ref().is_some_and(|r| r.knn == Some(true));
+    let prompt = if req.raw || knn {
         Prompt::Raw(text)
     } else {
         Prompt::Question(text)
@@ -329,7 +333,7 @@ fn finish(
     endpoint: Endpoint,
     prompt: Prompt,
     max_completion_tokens: Option<u64>,
-    common: Common,
+    mut common: Common,
     logprobs_param: &str,
 ) -> Result<Validated, ApiError> {
     let config = &state.config;
@@ -393,14 +397,17 @@ fn finish(
     if prompt_tokens > config.max_prompt_tokens {
         return Err(too_long());
     }
-    let options = common.retrieval.unwrap_or_default();
-    let knowledge = knowledge(state, options.retriever.as_deref())?;
+    let options = common.retrieval.take().unwrap_or_default();
+    let generator = if options.knn == Some(true) {
+        knn_generator(state, endpoint, common.top_logprobs, &sampling, &options)?
+    } else {
+        ralm_generator(state, &options)?
+    };
     Ok(Validated {
         endpoint,
         prompt,
         max_tokens: max_tokens as usize,
-        engine: engine(config.engine, &options)?,
-        knowledge,
+        generator,
         stream: common.stream,
         include_usage: common.stream_options.is_some_and(|o| o.include_usage),
         sampling,
@@ -410,16 +417,106 @@ fn finish(
     })
 }
 
+/// Iterative RaLM: the knowledge base `retriever` names (the first by default) and the engine.
+fn ralm_generator(state: &AppState, options: &RetrievalOptions) -> Result<Generator, ApiError> {
+    Ok(Generator::Ralm {
+        engine: engine(state.config.engine, options)?,
+        knowledge: knowledge(state, options.retriever.as_deref())?,
+    })
+}
+
+/// kNN-LM (`"knn": true`): refused where the server has no datastore, on chat, and with what
+/// it cannot honour (sampling, log-probabilities, a retriever); plain (`baseline`) or
+/// speculative (`spec`, the default when the server's default engine is `spec`).
+fn knn_generator(
+    state: &AppState,
+    endpoint: Endpoint,
+    top_logprobs: Option<u64>,
+    sampling: &Sampling,
+    options: &RetrievalOptions,
+) -> Result<Generator, ApiError> {
+    let refuse = |field: &str, why: &str| Err(ApiError::invalid(why.to_string()).param(field));
+    if state.knn.is_none() {
+        return refuse(
+            "retrieval.knn",
+            "This server has no kNN-LM datastore (start it with `ralmspec serve --knn-datastore DIR`)",
+        );
+    }
+    if endpoint == Endpoint::Chat {
+        return refuse(
+            "retrieval.knn",
+            "kNN-LM continues a raw prompt: use /v1/completions, not /v1/chat/completions",
+        );
+    }
+    if options.retriever.is_some() {
+        return refuse(
+            "retrieval.retriever",
+            "kNN-LM searches the server's datastore, not a knowledge base: leave out `retriever`",
+        );
+    }
+    if sampling.temperature > 0.0 {
+        return refuse(
+            "temperature",
+            "kNN-LM generates greedily: `temperature` must be 0",
+        );
+    }
+    if top_logprobs.is_some() {
+        return refuse("logprobs", "kNN-LM does not return log-probabilities");
+    }
+    if options.events == Some(true) {
+        return refuse(
+            "retrieval.events",
+            "speculation events are traced for RaLM, not (yet) for kNN-LM",
+        );
+    }
+    let default = KnnSpec::default();
+    let engine = match spec_options(matches!(state.config.engine, Engine::Spec(_)), options)? {
+        None => KnnEngine::Plain,
+        Some(asked) => KnnEngine::Spec(KnnSpec {
+            stride: asked.stride.unwrap_or(default.stride),
+            prefetch: asked.prefetch.unwrap_or(default.prefetch),
+            async_verify: asked.async_verify.unwrap_or(default.async_verify),
+            ..default
+        }),
+    };
+    Ok(Generator::Knn(engine))
+}
+
 /// The engine a request asks for, each unset option taken from the server's default.
 fn engine(default: Engine, options: &RetrievalOptions) -> Result<Engine, ApiError> {
     let base = match default {
         Engine::Spec(spec) => spec,
         Engine::Baseline => SpecConfig::FULL,
     };
+    Ok(
+        match spec_options(matches!(default, Engine::Spec(_)), options)? {
+            None => Engine::Baseline,
+            Some(asked) => Engine::Spec(SpecConfig {
+                stride: asked.stride.unwrap_or(base.stride),
+                prefetch: asked.prefetch.unwrap_or(base.prefetch),
+                async_verify: asked.async_verify.unwrap_or(base.async_verify),
+            }),
+        },
+    )
+}
+
+/// The speculation options a request sets (`None`: left to the default).
+struct SpecAsked {
+    stride: Option<Stride>,
+    prefetch: Option<usize>,
+    async_verify: Option<bool>,
+}
+
+/// Whether a request speculates (`None`: the non-speculative `baseline`) and the options it
+/// sets. Without `engine`, it speculates when `default_spec` or when it sets an option.
+fn spec_options(
+    default_spec: bool,
+    options: &RetrievalOptions,
+) -> Result<Option<SpecAsked>, ApiError> {
     let spec_asked =
         options.stride.is_some() || options.prefetch.is_some() || options.async_verify.is_some();
     let use_spec = match options.engine.as_deref() {
-        None => matches!(default, Engine::Spec(_)) || spec_asked,
+        None => default_spec || spec_asked,
         Some("spec") => true,
         Some("baseline") if spec_asked => {
             return Err(ApiError::invalid(
@@ -436,24 +533,24 @@ fn engine(default: Engine, options: &RetrievalOptions) -> Result<Engine, ApiErro
         }
     };
     if !use_spec {
-        return Ok(Engine::Baseline);
+        return Ok(None);
     }
     let stride = match &options.stride {
-        None => base.stride,
+        None => None,
         Some(Value::String(s)) => match s.parse::<Stride>() {
             Ok(Stride::Fixed(k)) if k as u64 > MAX_STRIDE => return Err(bad_stride()),
-            Ok(stride) => stride,
+            Ok(stride) => Some(stride),
             Err(_) => return Err(bad_stride()),
         },
         Some(Value::Number(n)) => match n.as_u64() {
-            Some(k) if (1..=MAX_STRIDE).contains(&k) => Stride::Fixed(k as usize),
+            Some(k) if (1..=MAX_STRIDE).contains(&k) => Some(Stride::Fixed(k as usize)),
             _ => return Err(bad_stride()),
         },
         Some(_) => return Err(bad_stride()),
     };
     let prefetch = match options.prefetch {
-        None => base.prefetch,
-        Some(k) if k <= MAX_PREFETCH => k as usize,
+        None => None,
+        Some(k) if k <= MAX_PREFETCH => Some(k as usize),
         Some(k) => {
             return Err(
                 ApiError::invalid(format!("`prefetch` is {k}; at most {MAX_PREFETCH}"))
@@ -461,10 +558,10 @@ fn engine(default: Engine, options: &RetrievalOptions) -> Result<Engine, ApiErro
             );
         }
     };
-    Ok(Engine::Spec(SpecConfig {
+    Ok(Some(SpecAsked {
         stride,
         prefetch,
-        async_verify: options.async_verify.unwrap_or(base.async_verify),
+        async_verify: options.async_verify,
     }))
 }
 

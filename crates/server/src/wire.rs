@@ -133,11 +133,15 @@ pub struct Message {
 pub struct RetrievalOptions {
     /// A knowledge base the server was started with, by retriever name (e.g. `flat`).
     pub retriever: Option<String>,
-    /// `baseline` or `spec`.
+    /// Generate with kNN-LM over the server's datastore instead (`/v1/completions` only; the
+    /// prompt is continued as raw text).
+    pub knn: Option<bool>,
+    /// `baseline` or `spec` (with `knn`: plain or speculative kNN-LM).
     pub engine: Option<String>,
     /// Speculation steps per verification: `"os3"` or a number ≥ 1.
     pub stride: Option<Value>,
-    /// Top-k documents of every real retrieval put into the speculation cache (0: top-1 only).
+    /// Top-k documents of every real retrieval put into the speculation cache (0: top-1 only);
+    /// with `knn`, neighbours each real search fetches for the cache (at least k).
     pub prefetch: Option<u64>,
     /// Verify asynchronously while the model keeps speculating.
     #[serde(rename = "async")]

@@ -35,13 +35,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ralmspec_engine::{EngineError, Halt, Knowledge, Ralm, RalmConfig, Span, Stop, Trace};
+use ralmspec_engine::knn::KnnEngine;
+use ralmspec_engine::{Engine, EngineError, Halt, Knowledge, Ralm, RalmConfig, Span, Stop, Trace};
+use ralmspec_lm::tokenizer::TextStream;
 use ralmspec_lm::{Lm, Tokenizer};
 
 use crate::error::{ApiError, ServerError};
 pub use crate::job::{Event, Finished, Job, Piece};
+use crate::knn::KnnDatastore;
 use crate::metrics::{Metrics, Outcome};
 use crate::queue::{self, Jobs, Queue};
+use crate::request::{Generator, Prompt};
 use crate::stop::StopText;
 use crate::trace::TraceEvent;
 use crate::wire::{Source, TokenLogprob, TopLogprob};
@@ -55,6 +59,7 @@ pub struct Workers {
 struct Context {
     lm: Arc<Lm>,
     knowledge: Vec<Arc<Knowledge>>,
+    knn: Option<KnnDatastore>,
     ralm: RalmConfig,
     jobs: Jobs,
     metrics: Arc<Metrics>,
@@ -65,6 +70,7 @@ impl Workers {
     pub fn start(
         lm: Arc<Lm>,
         knowledge: Vec<Arc<Knowledge>>,
+        knn: Option<KnnDatastore>,
         ralm: RalmConfig,
         count: usize,
         capacity: usize,
@@ -77,6 +83,7 @@ impl Workers {
             let context = Context {
                 lm: lm.clone(),
                 knowledge: knowledge.clone(),
+                knn: knn.clone(),
                 ralm,
                 jobs: jobs.clone(),
                 metrics: metrics.clone(),
@@ -112,10 +119,17 @@ impl Context {
             if job.events.is_closed() {
                 self.metrics.ended(&job.labels, Outcome::Cancelled);
             } else {
-                let ralm = &ralms[job.request.knowledge];
-                let knowledge = &self.knowledge[job.request.knowledge];
                 let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    self.serve(ralm, knowledge, &job)
+                    match (job.request.generator, &self.knn) {
+                        (Generator::Ralm { engine, knowledge }, _) => {
+                            self.serve(&ralms[knowledge], &self.knowledge[knowledge], &job, engine)
+                        }
+                        (Generator::Knn(engine), Some(knn)) => self.serve_knn(knn, &job, engine),
+                        (Generator::Knn(_), None) => self.failed(
+                            &job,
+                            EngineError::BadRequest("this server has no kNN-LM datastore".into()),
+                        ),
+                    }
                 }));
                 if outcome.is_err() {
                     self.metrics.ended(&job.labels, Outcome::Failed);
@@ -130,128 +144,215 @@ impl Context {
 
     /// Generates `job`'s answer, sending each commit as it becomes final: its text up to a
     /// stop sequence, if one appears (the engine is then told to finish).
-    fn serve(&self, ralm: &Ralm<'_>, knowledge: &Knowledge, job: &Job) {
-        let request = &job.request;
+    fn serve(&self, ralm: &Ralm<'_>, knowledge: &Knowledge, job: &Job, engine: Engine) {
         let tokenizer = &self.lm.tokenizer;
-        let mut text = tokenizer.stream();
-        let mut stop = StopText::new(request.stop.clone());
-        let mut sent = String::new();
-        // Answer tokens that count (all, or up to the one that completed a stop sequence).
-        let mut used = 0;
-        let mut last_commit: Option<Instant> = None;
+        let mut out = Outgoing::new(job, &self.metrics, tokenizer);
+        let ask = job.request.ask();
         // Trace events share the commits' channel, so they arrive in the order they happened.
         let mut on_trace = |trace| {
             let _ = job
                 .events
                 .send(Event::Trace(TraceEvent::new(knowledge, trace)));
         };
-        let on_trace: &mut dyn FnMut(Trace) = if request.events {
+        let on_trace: &mut dyn FnMut(Trace) = if job.request.events {
             &mut on_trace
         } else {
             &mut |_| {}
         };
-        let result = ralm.generate_traced(
-            &request.ask(),
-            request.engine,
-            &mut |c| {
-                let now = Instant::now();
-                self.metrics.committed(
-                    &job.labels,
-                    c.tokens.len(),
-                    now - job.admitted,
-                    last_commit.map(|t| now - t),
-                );
-                last_commit = Some(now);
-                job.log.add_tokens(c.tokens.len());
-                let mut piece = String::new();
-                let mut n = 0;
-                for &token in c.tokens {
-                    n += 1;
-                    if let Some(s) = text.push(token) {
-                        piece.push_str(&stop.push(&s));
-                    }
-                    if stop.stopped() {
-                        break;
-                    }
-                }
-                used = c.start + n;
-                sent.push_str(&piece);
-                let span = Span {
-                    doc: c.doc,
-                    start: c.start,
-                    end: c.start + n,
-                };
-                let logprobs = c.logprobs.iter().take(n);
-                let event = Event::Commit(Piece {
-                    text: piece,
-                    source: source(knowledge, span),
-                    logprobs: logprobs.map(|lp| wire_logprob(tokenizer, lp)).collect(),
-                });
-                match job.events.send(event) {
-                    Ok(()) if stop.stopped() => ControlFlow::Break(Halt::Finish),
-                    Ok(()) => ControlFlow::Continue(()),
-                    Err(_) => ControlFlow::Break(Halt::Cancel),
-                }
-            },
-            on_trace,
-        );
+        let on_commit = &mut |c: ralmspec_engine::Committed<'_>| {
+            let (text, n) = out.take(c.start, c.tokens);
+            let span = Span {
+                doc: c.doc,
+                start: c.start,
+                end: c.start + n,
+            };
+            let logprobs = c.logprobs.iter().take(n);
+            out.send(Piece {
+                text,
+                source: Some(source(knowledge, span)),
+                logprobs: logprobs.map(|lp| wire_logprob(tokenizer, lp)).collect(),
+            })
+        };
+        let result = ralm.generate_traced(&ask, engine, on_commit, on_trace);
         match result {
             Ok(generation) => {
-                let mut tail = String::new();
-                if !stop.stopped() {
-                    tail = stop.push(&text.finish());
-                    if !stop.stopped() {
-                        tail.push_str(&stop.flush());
-                    }
-                }
-                let stopped = stop.stopped();
-                let completion_tokens = if stopped {
-                    used
-                } else {
-                    generation.tokens.len()
-                };
+                let finished = out.finish(generation.tokens.len(), generation.stop);
                 self.metrics.finished(
                     &job.labels,
                     job.admitted.elapsed(),
-                    completion_tokens,
+                    finished.completion_tokens,
                     &generation.stats,
                 );
                 let sources = generation
                     .spans
                     .iter()
-                    .filter(|s| s.start < completion_tokens)
+                    .filter(|s| s.start < finished.completion_tokens)
                     .map(|s| {
-                        let end = s.end.min(completion_tokens);
+                        let end = s.end.min(finished.completion_tokens);
                         source(knowledge, Span { end, ..*s })
                     })
                     .collect();
-                sent.push_str(&tail);
-                let finished = Finished {
-                    text: sent,
-                    tail,
-                    stop: if stopped {
-                        Stop::Halted
-                    } else {
-                        generation.stop
-                    },
-                    completion_tokens,
+                let logprobs = generation
+                    .logprobs
+                    .iter()
+                    .take(finished.completion_tokens)
+                    .map(|lp| wire_logprob(tokenizer, lp))
+                    .collect();
+                // The client may have gone after the last commit: nothing left to stop.
+                let _ = job.events.send(Event::Done(Finished {
                     prompt_tokens: generation.prompt_tokens,
                     sources,
-                    logprobs: generation
-                        .logprobs
-                        .iter()
-                        .take(completion_tokens)
-                        .map(|lp| wire_logprob(tokenizer, lp))
-                        .collect(),
-                };
-                // The client may have gone after the last commit: nothing left to stop.
-                let _ = job.events.send(Event::Done(finished));
+                    logprobs,
+                    ..finished
+                }));
             }
-            Err(EngineError::Cancelled) => self.metrics.ended(&job.labels, Outcome::Cancelled),
-            Err(e) => {
-                self.metrics.ended(&job.labels, Outcome::Failed);
-                let _ = job.events.send(Event::Failed(e.into()));
+            Err(e) => self.failed(job, e),
+        }
+    }
+
+    /// Continues `job`'s raw prompt with kNN-LM, sending each token as it becomes final (as
+    /// [`Context::serve`]; no sources, no log-probabilities).
+    fn serve_knn(&self, knn: &KnnDatastore, job: &Job, engine: KnnEngine) {
+        let Prompt::Raw(prompt) = &job.request.prompt else {
+            self.failed(
+                job,
+                EngineError::BadRequest("kNN-LM needs a raw prompt".into()),
+            );
+            return;
+        };
+        let knn = match knn.knn(&self.lm) {
+            Ok(knn) => knn,
+            Err(e) => return self.failed(job, e),
+        };
+        let mut out = Outgoing::new(job, &self.metrics, &self.lm.tokenizer);
+        let mut start = 0;
+        let result = knn.generate_cancellable(prompt, job.request.max_tokens, engine, &mut |c| {
+            let (text, _) = out.take(start, c);
+            start += c.len();
+            out.send(Piece {
+                text,
+                source: None,
+                logprobs: Vec::new(),
+            })
+        });
+        match result {
+            Ok(generation) => {
+                let finished = out.finish(generation.tokens.len(), generation.stop);
+                self.metrics.finished_knn(
+                    &job.labels,
+                    job.admitted.elapsed(),
+                    finished.completion_tokens,
+                    &generation.stats,
+                );
+                let _ = job.events.send(Event::Done(Finished {
+                    prompt_tokens: generation.prompt_tokens,
+                    ..finished
+                }));
             }
+            Err(e) => self.failed(job, e),
+        }
+    }
+
+    /// Records and reports a generation that did not finish (a cancellation is not reported:
+    /// nobody is listening).
+    fn failed(&self, job: &Job, e: EngineError) {
+        if let EngineError::Cancelled = e {
+            self.metrics.ended(&job.labels, Outcome::Cancelled);
+        } else {
+            self.metrics.ended(&job.labels, Outcome::Failed);
+            let _ = job.events.send(Event::Failed(e.into()));
+        }
+    }
+}
+
+/// One job's answer on its way out: committed tokens become text, cut at a stop sequence,
+/// sent as pieces and counted in the metrics; the tokens that count are those up to the one
+/// that completed a stop sequence.
+struct Outgoing<'a> {
+    job: &'a Job,
+    metrics: &'a Metrics,
+    text: TextStream<'a>,
+    stop: StopText,
+    /// The text sent so far.
+    sent: String,
+    /// Answer tokens that count so far.
+    used: usize,
+    last_commit: Option<Instant>,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(job: &'a Job, metrics: &'a Metrics, tokenizer: &'a Tokenizer) -> Outgoing<'a> {
+        Outgoing {
+            job,
+            metrics,
+            text: tokenizer.stream(),
+            stop: StopText::new(job.request.stop.clone()),
+            sent: String::new(),
+            used: 0,
+            last_commit: None,
+        }
+    }
+
+    /// Takes answer tokens `start..start + tokens.len()`, just final: counts them and returns
+    /// the text to send (complete characters, never past a stop sequence) and how many of
+    /// them count (all, or up to the one that completed a stop sequence).
+    fn take(&mut self, start: usize, tokens: &[u32]) -> (String, usize) {
+        let now = Instant::now();
+        self.metrics.committed(
+            &self.job.labels,
+            tokens.len(),
+            now - self.job.admitted,
+            self.last_commit.map(|t| now - t),
+        );
+        self.last_commit = Some(now);
+        self.job.log.add_tokens(tokens.len());
+        let mut piece = String::new();
+        let mut n = 0;
+        for &token in tokens {
+            n += 1;
+            if let Some(s) = self.text.push(token) {
+                piece.push_str(&self.stop.push(&s));
+            }
+            if self.stop.stopped() {
+                break;
+            }
+        }
+        self.used = start + n;
+        self.sent.push_str(&piece);
+        (piece, n)
+    }
+
+    /// Sends `piece`; tells the engine to go on, to finish (a stop sequence appeared) or to
+    /// stop (the client is gone).
+    fn send(&self, piece: Piece) -> ControlFlow<Halt> {
+        match self.job.events.send(Event::Commit(piece)) {
+            Ok(()) if self.stop.stopped() => ControlFlow::Break(Halt::Finish),
+            Ok(()) => ControlFlow::Continue(()),
+            Err(_) => ControlFlow::Break(Halt::Cancel),
+        }
+    }
+
+    /// The finished answer of a generation of `tokens` tokens that stopped with `stop`: the
+    /// text held back so far goes out as the tail. Prompt tokens, sources and
+    /// log-probabilities are left for the caller.
+    fn finish(mut self, tokens: usize, stop: Stop) -> Finished {
+        let mut tail = String::new();
+        if !self.stop.stopped() {
+            tail = self.stop.push(&self.text.finish());
+            if !self.stop.stopped() {
+                tail.push_str(&self.stop.flush());
+            }
+        }
+        let stopped = self.stop.stopped();
+        self.sent.push_str(&tail);
+        Finished {
+            text: self.sent,
+            tail,
+            stop: if stopped { Stop::Halted } else { stop },
+            completion_tokens: if stopped { self.used } else { tokens },
+            prompt_tokens: 0,
+            sources: Vec::new(),
+            logprobs: Vec::new(),
         }
     }
 }

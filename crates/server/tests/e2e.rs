@@ -155,24 +155,7 @@ fn real_server_with_curl_and_openai_client() {
     assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
 
     // The official openai client.
-    match std::env::var_os("RALMSPEC_PYTHON") {
-        None => eprintln!(
-            "skipping the openai client check: RALMSPEC_PYTHON is not set (scripts/test.sh sets it)"
-        ),
-        Some(python) => {
-            let out = Command::new(python)
-                .args(["-c", OPENAI_CHECK, &base])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openai client: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            eprint!("{}", String::from_utf8_lossy(&out.stdout));
-        }
-    }
+    common::python_check(OPENAI_CHECK, &base);
 
     // A client that gives up on a stream stops its generation. (One that closes its socket
     // while waiting for a whole answer cannot be told from one that only half-closed it, which

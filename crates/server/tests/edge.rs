@@ -325,12 +325,7 @@ async fn a_queued_request_whose_client_left_frees_its_slot() {
         .unwrap();
     assert_eq!(running.status(), StatusCode::OK);
     let mut running = running.into_body();
-    loop {
-        let frame = running.frame().await.unwrap().unwrap();
-        if frame.into_data().unwrap().starts_with(b"data:") {
-            break;
-        }
-    }
+    common::first_chunk(&mut running).await;
     // ... this one waits in the only slot, and its client leaves.
     let waiting = server
         .router()

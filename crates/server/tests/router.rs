@@ -553,24 +553,9 @@ async fn disconnect_cancels_the_generation() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.into_body();
-    // Wait for the first real chunk (not a keep-alive comment), then hang up.
-    loop {
-        let frame = body.frame().await.unwrap().unwrap();
-        let bytes = frame.into_data().unwrap();
-        if bytes.starts_with(b"data:") {
-            break;
-        }
-    }
-    let hung_up = Instant::now();
-    drop(body);
-    while server.metrics().cancelled_count() == 0 {
-        assert!(
-            hung_up.elapsed() < Duration::from_secs(20),
-            "generation not cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // 400 tokens take far longer than the few steps it took to notice.
+    // Wait for the first real chunk, then hang up.
+    common::first_chunk(&mut body).await;
+    common::hang_up_and_wait_for_cancel(&server, body).await;
     let text = server.metrics().render();
     let labels = "retriever=\"flat\",engine=\"baseline\"";
     assert!(

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use ralmspec_lm::StopReason;
 use serde::Serialize;
+
+use crate::generation::Stop;
 
 /// One kNN-LM generation.
 #[derive(Clone, Debug)]
@@ -14,8 +15,8 @@ pub struct KnnGeneration {
     pub tokens: Vec<u32>,
     /// Their text.
     pub text: String,
-    /// Why generation stopped.
-    pub stop: StopReason,
+    /// Why generation stopped ([`Stop::Halted`]: the commit callback finished it).
+    pub stop: Stop,
     /// Counts and timings.
     pub stats: KnnStats,
 }

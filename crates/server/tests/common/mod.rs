@@ -4,9 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
 
 use ralmspec_engine::{Knowledge, RalmConfig};
 use ralmspec_lm::Lm;
@@ -77,47 +75,102 @@ pub fn normalize(value: &mut serde_json::Value) {
     }
 }
 
-/// A server on a loopback socket; `stop` ends it.
+/// Waits for a streamed body's first real chunk (not a keep-alive comment).
+pub async fn first_chunk(body: &mut axum::body::Body) {
+    use http_body_util::BodyExt;
+    loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        if frame.into_data().unwrap().starts_with(b"data:") {
+            return;
+        }
+    }
+}
+
+/// Hangs up `body` and waits until `server` has cancelled a generation (at most 20 s: a long
+/// generation takes far longer than the few steps it takes to notice).
+pub async fn hang_up_and_wait_for_cancel(server: &Server, body: axum::body::Body) {
+    let hung_up = std::time::Instant::now();
+    drop(body);
+    while server.metrics().cancelled_count() == 0 {
+        assert!(
+            hung_up.elapsed() < std::time::Duration::from_secs(20),
+            "generation not cancelled"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the Python `script` with the server's `base` URL as its argument (the `openai` client
+/// checks), failing with its output unless it succeeds; without `$RALMSPEC_PYTHON` it says it
+/// skips and returns.
+pub fn python_check(script: &str, base: &str) {
+    let Some(python) = std::env::var_os("RALMSPEC_PYTHON") else {
+        eprintln!(
+            "skipping the openai client check: RALMSPEC_PYTHON is not set (scripts/test.sh sets it)"
+        );
+        return;
+    };
+    let out = std::process::Command::new(python)
+        .args(["-c", script, base])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openai client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// A server on a loopback socket; `shut_down` ends it.
 pub struct Live {
-    pub addr: SocketAddr,
+    pub addr: std::net::SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     serving: tokio::task::JoinHandle<Result<(), ralmspec_server::ServerError>>,
     runtime: tokio::runtime::Runtime,
 }
 
-pub fn live(config: ServerConfig) -> Live {
-    let server: Server = server(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Live {
-        addr,
-        stop: Some(stop),
-        serving,
-        runtime,
-    }
-}
-
 impl Live {
+    /// Serves `server` on a fresh loopback port, on a runtime of its own.
+    pub fn start(server: Server) -> Live {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = runtime.spawn(server.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Live {
+            addr,
+            stop: Some(stop),
+            serving,
+            runtime,
+        }
+    }
+
     /// Stops the server; returns how long `serve` took to return.
-    pub fn shut_down(mut self) -> Duration {
-        let started = Instant::now();
+    pub fn shut_down(mut self) -> std::time::Duration {
+        let started = std::time::Instant::now();
         self.stop.take().unwrap().send(()).unwrap();
         self.runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(30), self.serving).await })
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.serving).await
+            })
             .expect("serve returned within 30 s")
             .unwrap()
             .expect("the server stops cleanly");
         started.elapsed()
     }
+}
+
+/// A server with `config` over the shared parts, on a loopback socket.
+pub fn live(config: ServerConfig) -> Live {
+    Live::start(server(config))
 }
