@@ -42,6 +42,7 @@ mod handlers;
 mod job;
 mod listener;
 pub mod metrics;
+mod openapi;
 mod queue;
 mod request;
 mod response;

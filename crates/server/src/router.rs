@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 
 use crate::edge::{self, InFlight};
 use crate::handlers;
+use crate::openapi;
 use crate::state::AppState;
 
 /// The server's routes over `state`, counting their requests in `in_flight`.
@@ -21,6 +22,7 @@ pub fn router(state: Arc<AppState>, in_flight: InFlight) -> Router {
         .route("/v1/models", get(handlers::models))
         .route("/health", get(handlers::health))
         .route("/metrics", get(handlers::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::wrong_method)
         .layer(DefaultBodyLimit::max(limit))
