@@ -28,7 +28,7 @@ use utoipa::ToSchema;
 use crate::config::{MAX_PREFETCH, MAX_STRIDE};
 use crate::error::ErrorBody;
 use crate::state::AppState;
-use crate::validation::{HARMLESS, MAX_STOPS, MAX_TOP_LOGPROBS, UNSUPPORTED};
+use crate::validation::{HARMLESS, MAX_STOPS, MAX_TOP_LOGPROBS};
 use crate::wire::{
     ChatRequest, CompletionRequest, Message, ModelCard, ModelList, RetrievalOptions, Source,
     StreamOptions, TokenLogprob, TopLogprob, Usage,
@@ -246,8 +246,11 @@ fn chat_request(served: &Served) -> Value {
     refinements.extend([
         (
             "messages",
-            json!({"minItems": 1, "description": "The conversation; the last user message is \
-                   the question retrieval searches for, and must not be blank."}),
+            json!({"minItems": 1,
+                   "contains": {"type": "object", "required": ["role"],
+                                "properties": {"role": {"const": "user"}}},
+                   "description": "The conversation; the last user message is the question \
+                                   retrieval searches for, and must not be blank."}),
         ),
         (
             "max_completion_tokens",
@@ -567,6 +570,24 @@ fn get(served: &Served, id: &str, summary: &str, ok: Value, needs_key: bool) -> 
     operation
 }
 
+/// One server-sent event of a stream (OpenAPI 3.1 has `schema` describe each event): `data`
+/// is `[DONE]`, or JSON holding a `chunk` or an `Error`.
+fn event(chunk: &str) -> Value {
+    json!({
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"const": "message"},
+            "data": {
+                "type": "string",
+                "if": {"const": "[DONE]"},
+                "else": {"contentMediaType": "application/json",
+                         "contentSchema": {"oneOf": [reference(chunk), reference("Error")]}},
+            },
+        },
+    })
+}
+
 /// A generation endpoint: `request` in, `whole` or `chunk`s (SSE) out.
 fn generation(
     served: &Served,
@@ -590,8 +611,7 @@ fn generation(
             ),
             "content": {
                 "application/json": {"schema": reference(whole)},
-                "text/event-stream": {"schema": {"type": "string"},
-                                      "x-event-schema": reference(chunk)},
+                "text/event-stream": {"schema": event(chunk)},
             },
         })),
     );
@@ -674,7 +694,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::validation;
+    use crate::validation::{self, UNSUPPORTED};
 
     fn served(api_key: bool) -> Value {
         document(&Served {
