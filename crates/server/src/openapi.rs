@@ -638,6 +638,52 @@ fn generation(
     })
 }
 
+/// Example requests of the generation endpoints (schemathesis sends each): whole and streamed,
+/// with the retrieval extension, sampling and log-probabilities.
+fn request_examples(served: &Served) -> [(&'static str, Value); 2] {
+    let max_tokens = served.max_tokens.min(12);
+    let retriever = served.retrievers.first().copied();
+    let example = |summary: &str, value: Value| json!({"summary": summary, "value": value});
+    [
+        (
+            "/v1/completions",
+            json!({
+                "question": example("A question, answered whole with RaLMSpec.", json!({
+                    "model": served.model, "prompt": "What is the capital of France?",
+                    "max_tokens": max_tokens, "logprobs": 2,
+                    "retrieval": {"retriever": retriever, "engine": "spec", "stride": "os3", "prefetch": 20},
+                })),
+                "streamed": example("Raw text continued and streamed, with usage.", json!({
+                    "model": served.model, "prompt": "The Eiffel Tower is", "raw": true,
+                    "max_tokens": max_tokens, "stream": true, "stream_options": {"include_usage": true},
+                    "stop": ["."],
+                })),
+            }),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({
+                "conversation": example("A conversation, sampled with a seed, with log-probabilities.", json!({
+                    "model": served.model,
+                    "messages": [
+                        {"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": "Who wrote Hamlet?"},
+                    ],
+                    "max_completion_tokens": max_tokens, "temperature": 0.8, "top_p": 0.95,
+                    "seed": 1234, "logprobs": true, "top_logprobs": 2,
+                    "retrieval": {"engine": "baseline"},
+                })),
+                "streamed": example("A question streamed, with usage.", json!({
+                    "model": served.model,
+                    "messages": [{"role": "user", "content": [{"type": "text", "text": "What is the capital of France?"}]}],
+                    "max_tokens": max_tokens, "stream": true, "stream_options": {"include_usage": true},
+                    "logprobs": true, "top_logprobs": 1,
+                })),
+            }),
+        ),
+    ]
+}
+
 /// The whole document.
 pub fn document(served: &Served) -> Value {
     let json_of = |schema: &str, description: &str| json!({"description": description, "content": {"application/json": {"schema": reference(schema)}}});
@@ -681,6 +727,10 @@ pub fn document(served: &Served) -> Value {
             }},
         },
     });
+    for (path, examples) in request_examples(served) {
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["examples"] =
+            examples;
+    }
     if served.api_key {
         doc["components"]["securitySchemes"] =
             json!({"bearer": {"type": "http", "scheme": "bearer"}});

@@ -117,17 +117,8 @@ fn the_server_keeps_to_its_openapi_document() {
                 String::from_utf8_lossy(&out.stderr)
             );
             eprintln!(
-                "schemathesis passed in {:.0} s:\n{}",
-                started.elapsed().as_secs_f64(),
-                stdout
-                    .lines()
-                    .rev()
-                    .take(25)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                "schemathesis passed in {:.0} s:\n{stdout}",
+                started.elapsed().as_secs_f64()
             );
         }
     }
