@@ -95,6 +95,16 @@ fn the_server_keeps_to_its_openapi_document() {
             eprintln!("skipping schemathesis: RALMSPEC_PYTHON is not set (scripts/test.sh sets it)")
         }
         Some(python) => {
+            let probe = Command::new(&python)
+                .args(["-c", "import schemathesis"])
+                .output()
+                .unwrap();
+            assert!(
+                probe.status.success(),
+                "{python:?} has no schemathesis; install scripts/requirements.txt into it \
+                 (scripts/test.sh does): {}",
+                String::from_utf8_lossy(&probe.stderr)
+            );
             let started = Instant::now();
             let examples = EXAMPLES.to_string();
             let seed = SEED.to_string();
@@ -113,7 +123,7 @@ fn the_server_keeps_to_its_openapi_document() {
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success(),
-                "schemathesis found responses outside the document:\n{stdout}{}",
+                "schemathesis failed (a 5xx or a response outside the document):\n{stdout}{}",
                 String::from_utf8_lossy(&out.stderr)
             );
             eprintln!(
