@@ -25,7 +25,7 @@
 //! mapping), [`wire`] (OpenAI's JSON), [`metrics`], [`batcher`] (combined searches), [`edge`]
 //! (the layers around the routes), and privately `listener`, `job`, `queue`, `validation`,
 //! `request` (the validated request), `worker`, `stop` (stop sequences on committed text),
-//! `handlers`, `response`, `stream`, `router`, `state`.
+//! `handlers`, `response`, `stream`, `router`, `state`, `openapi` (`GET /openapi.json`).
 //!
 //! Requests: `/v1/chat/completions` renders the whole conversation through the model's chat
 //! template; `/v1/completions` renders its prompt as one user turn, or continues it as raw text

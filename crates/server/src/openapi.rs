@@ -405,12 +405,25 @@ fn chat_logprobs() -> Value {
 fn completion_shapes() -> Vec<(&'static str, Value)> {
     let index = json!({"const": 0});
     let text_logprobs = json!({"oneOf": [{"type": "null"}, reference("CompletionLogprobs")]});
-    let chat_logprobs = reference("ChatLogprobs");
     let text_choice = |finish: Value| {
         json!({"type": "object", "additionalProperties": false,
                "required": ["index", "text", "logprobs", "finish_reason"],
                "properties": {"index": index, "text": {"type": "string"},
                               "logprobs": text_logprobs, "finish_reason": finish}})
+    };
+    // `message` (whole, role and content required) or `delta` (streamed, either may be absent).
+    let chat_choice = |field: &str, required: &[&str], finish: Value| {
+        let mut properties = Map::new();
+        properties.insert("index".into(), index.clone());
+        properties.insert(
+            field.into(),
+            json!({"type": "object", "additionalProperties": false, "required": required,
+                   "properties": {"role": {"const": "assistant"}, "content": {"type": "string"}}}),
+        );
+        properties.insert("logprobs".into(), reference("ChatLogprobs"));
+        properties.insert("finish_reason".into(), finish);
+        json!({"type": "object", "additionalProperties": false,
+               "required": ["index", field, "finish_reason"], "properties": properties})
     };
     let streamed_finish = json!({"oneOf": [{"type": "null"}, finish_reason()]});
     vec![
@@ -437,16 +450,7 @@ fn completion_shapes() -> Vec<(&'static str, Value)> {
             completion_shape(
                 "chat.completion",
                 "chatcmpl",
-                json!({"type": "object", "additionalProperties": false,
-                       "required": ["index", "message", "finish_reason"],
-                       "properties": {
-                           "index": index,
-                           "message": {"type": "object", "additionalProperties": false,
-                                       "required": ["role", "content"],
-                                       "properties": {"role": {"const": "assistant"},
-                                                      "content": {"type": "string"}}},
-                           "logprobs": chat_logprobs,
-                           "finish_reason": finish_reason()}}),
+                chat_choice("message", &["role", "content"], finish_reason()),
                 true,
             ),
         ),
@@ -455,15 +459,7 @@ fn completion_shapes() -> Vec<(&'static str, Value)> {
             completion_shape(
                 "chat.completion.chunk",
                 "chatcmpl",
-                json!({"type": "object", "additionalProperties": false,
-                       "required": ["index", "delta", "finish_reason"],
-                       "properties": {
-                           "index": index,
-                           "delta": {"type": "object", "additionalProperties": false,
-                                     "properties": {"role": {"const": "assistant"},
-                                                    "content": {"type": "string"}}},
-                           "logprobs": chat_logprobs,
-                           "finish_reason": streamed_finish}}),
+                chat_choice("delta", &[], streamed_finish),
                 false,
             ),
         ),

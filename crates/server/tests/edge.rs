@@ -6,16 +6,18 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use ralmspec_server::{Server, ServerConfig};
+use ralmspec_server::ServerConfig;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use common::live;
 
 fn completion(max_tokens: u32, stream: bool) -> String {
     json!({"model": "smollm2", "prompt": "What is the capital of France?", "max_tokens": max_tokens, "stream": stream}).to_string()
@@ -357,51 +359,6 @@ async fn a_queued_request_whose_client_left_frees_its_slot() {
         "the left request still holds the slot"
     );
     assert_eq!(server.metrics().cancelled_count(), 1);
-}
-
-/// A server on a loopback socket; `stop` ends it.
-struct Live {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    serving: tokio::task::JoinHandle<Result<(), ralmspec_server::ServerError>>,
-    runtime: tokio::runtime::Runtime,
-}
-
-fn live(config: ServerConfig) -> Live {
-    let server: Server = common::server(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
-    Live {
-        addr,
-        stop: Some(stop),
-        serving,
-        runtime,
-    }
-}
-
-impl Live {
-    /// Stops the server; returns how long `serve` took to return.
-    fn shut_down(mut self) -> Duration {
-        let started = Instant::now();
-        self.stop.take().unwrap().send(()).unwrap();
-        self.runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(30), self.serving).await })
-            .expect("serve returned within 30 s")
-            .unwrap()
-            .expect("the server stops cleanly");
-        started.elapsed()
-    }
 }
 
 /// Reads until the server closes the connection (or `limit` passes); returns what came.

@@ -18,6 +18,8 @@ use std::time::Instant;
 use ralmspec_server::ServerConfig;
 use serde_json::Value;
 
+use common::curl;
+
 /// The largest answer a request may ask for here.
 const MAX_TOKENS: usize = 8;
 /// Generated cases per operation and phase.
@@ -28,20 +30,6 @@ const SEED: u64 = 15;
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
                       response_headers_conformance,response_schema_conformance";
 
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "60"])
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn the_server_keeps_to_its_openapi_document() {
     let mut config = ServerConfig {
@@ -49,20 +37,8 @@ fn the_server_keeps_to_its_openapi_document() {
         ..common::config()
     };
     config.ralm.max_new_tokens = MAX_TOKENS;
-    let server = common::server(config);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let server = common::live(config);
+    let base = format!("http://{}", server.addr);
 
     let doc: Value = serde_json::from_str(&curl(&[&format!("{base}/openapi.json")])).unwrap();
     assert_eq!(
@@ -133,9 +109,5 @@ fn the_server_keeps_to_its_openapi_document() {
         }
     }
 
-    stop.send(()).unwrap();
-    runtime
-        .block_on(serving)
-        .unwrap()
-        .expect("the server stops cleanly");
+    server.shut_down();
 }

@@ -74,3 +74,65 @@ pub fn normalize(value: &mut serde_json::Value) {
         items.iter_mut().for_each(normalize);
     }
 }
+
+/// A server on a loopback socket; `stop` ends it.
+pub struct Live {
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: tokio::task::JoinHandle<Result<(), ralmspec_server::ServerError>>,
+    runtime: tokio::runtime::Runtime,
+}
+
+pub fn live(config: ServerConfig) -> Live {
+    let server: Server = server(config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    Live {
+        addr,
+        stop: Some(stop),
+        serving,
+        runtime,
+    }
+}
+
+impl Live {
+    /// Stops the server; returns how long `serve` took to return.
+    pub fn shut_down(mut self) -> std::time::Duration {
+        let started = std::time::Instant::now();
+        self.stop.take().unwrap().send(()).unwrap();
+        self.runtime
+            .block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(30), self.serving).await
+            })
+            .expect("serve returned within 30 s")
+            .unwrap()
+            .expect("the server stops cleanly");
+        started.elapsed()
+    }
+}
+
+/// `curl -sS` with `args`; panics unless it succeeds. Returns what it printed.
+pub fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "120"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
