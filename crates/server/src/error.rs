@@ -34,7 +34,7 @@ pub struct ApiError {
 }
 
 /// The `error` object of OpenAI's error responses.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub message: String,
     #[serde(rename = "type")]

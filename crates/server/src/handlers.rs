@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -74,8 +74,11 @@ pub async fn health(State(state): Shared) -> Json<serde_json::Value> {
 pub async fn passage(
     State(state): Shared,
     Path(doc): Path<String>,
-    Query(query): Query<PassageQuery>,
+    query: Result<Query<PassageQuery>, QueryRejection>,
 ) -> Result<Json<Passage>, ApiError> {
+    let Query(query) = query.map_err(|e| {
+        ApiError::invalid(format!("Invalid query string: {}", e.body_text())).param("retriever")
+    })?;
     let knowledge = validation::knowledge(&state, query.retriever.as_deref())?;
     let doc: u32 = doc
         .parse()

@@ -28,7 +28,7 @@
 //! (the kNN-LM datastore served), [`edge`]
 //! (the layers around the routes), and privately `listener`, `job`, `queue`, `validation`,
 //! `request` (the validated request), `worker`, `stop` (stop sequences on committed text),
-//! `handlers`, `response`, `stream`, `router`, `state`.
+//! `handlers`, `response`, `stream`, `router`, `state`, `openapi` (`GET /openapi.json`).
 //!
 //! Requests: `/v1/chat/completions` renders the whole conversation through the model's chat
 //! template; `/v1/completions` renders its prompt as one user turn, or continues it as raw text
@@ -46,6 +46,7 @@ mod job;
 pub mod knn;
 mod listener;
 pub mod metrics;
+mod openapi;
 mod queue;
 mod request;
 mod response;

@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 
 use crate::edge::{self, InFlight};
 use crate::handlers;
+use crate::openapi;
 use crate::state::AppState;
 use crate::ui;
 
@@ -26,6 +27,7 @@ pub fn router(state: Arc<AppState>, in_flight: InFlight) -> Router {
         .route("/", get(ui::index))
         .route("/ui/app.js", get(ui::script))
         .route("/ui/style.css", get(ui::style))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::wrong_method)
         .layer(DefaultBodyLimit::max(limit))

@@ -20,11 +20,31 @@ use crate::wire::{ChatRequest, Common, CompletionRequest, Message, RetrievalOpti
 use crate::config::{MAX_PREFETCH, MAX_STRIDE};
 
 /// Most alternatives per token a request may ask log-probabilities for (OpenAI's bound).
-const MAX_TOP_LOGPROBS: u64 = 20;
+pub(crate) const MAX_TOP_LOGPROBS: u64 = 20;
 /// Most stop sequences per request (OpenAI's bound).
-const MAX_STOPS: usize = 4;
+pub(crate) const MAX_STOPS: usize = 4;
 /// Fields that change no answer: accepted and unused.
-const HARMLESS: &[&str] = &["user", "metadata", "store", "service_tier"];
+pub(crate) const HARMLESS: &[&str] = &["user", "metadata", "store", "service_tier"];
+/// OpenAI's fields this server cannot honour: accepted only with their neutral value (see
+/// [`check_other_fields`]; `parallel_tool_calls` too, any boolean being neutral without tools).
+pub(crate) const UNSUPPORTED: &[&str] = &[
+    "response_format",
+    "tools",
+    "functions",
+    "tool_choice",
+    "function_call",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "echo",
+    "best_of",
+    "suffix",
+    "modalities",
+    "audio",
+    "prediction",
+    "reasoning_effort",
+    "web_search_options",
+];
 
 /// Parses a JSON body into `T`, naming the field of a type error.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -214,7 +234,7 @@ fn message_text(message: &Message) -> Result<String, String> {
 
 /// Refuses every field the server cannot honour, naming it; a field set to its neutral value
 /// (`null`, `tools: []`, `response_format: {"type": "text"}`, penalties 0, …) is accepted.
-fn check_other_fields(other: &BTreeMap<String, Value>) -> Result<(), ApiError> {
+pub(crate) fn check_other_fields(other: &BTreeMap<String, Value>) -> Result<(), ApiError> {
     for (field, value) in other {
         let neutral = match (field.as_str(), value) {
             (_, Value::Null) => true,
@@ -232,25 +252,7 @@ fn check_other_fields(other: &BTreeMap<String, Value>) -> Result<(), ApiError> {
             _ => false,
         };
         if !neutral {
-            let known = [
-                "response_format",
-                "tools",
-                "functions",
-                "tool_choice",
-                "function_call",
-                "presence_penalty",
-                "frequency_penalty",
-                "logit_bias",
-                "echo",
-                "best_of",
-                "suffix",
-                "modalities",
-                "audio",
-                "prediction",
-                "reasoning_effort",
-                "web_search_options",
-            ];
-            let message = if known.contains(&field.as_str()) {
+            let message = if UNSUPPORTED.contains(&field.as_str()) {
                 format!(
                     "`{field}` is not supported by this server (only its neutral value is accepted)"
                 )

@@ -12,9 +12,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 /// `POST /v1/completions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CompletionRequest {
     pub model: String,
     /// A string, or an array holding one string.
@@ -44,6 +45,7 @@ pub struct CompletionRequest {
     pub retrieval: Option<RetrievalOptions>,
     /// Every other field (refused unless harmless: see `validation`).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub other: BTreeMap<String, Value>,
 }
 
@@ -64,7 +66,7 @@ pub struct SamplingFields {
 }
 
 /// `POST /v1/chat/completions`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
@@ -92,6 +94,7 @@ pub struct ChatRequest {
     pub retrieval: Option<RetrievalOptions>,
     /// Every other field (refused unless harmless: see `validation`).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub other: BTreeMap<String, Value>,
 }
 
@@ -110,25 +113,26 @@ pub struct Common {
 }
 
 /// `stream_options`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
 }
 
 /// One chat message; `content` is a string or an array of `{"type": "text", "text": ...}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct Message {
     pub role: String,
     #[serde(default)]
     pub content: Value,
     /// Any other field (`name` is accepted; `tool_calls` and the like are refused).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub other: BTreeMap<String, Value>,
 }
 
 /// The `retrieval` extension: how this request retrieves (defaults from the server).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrievalOptions {
     /// A knowledge base the server was started with, by retriever name (e.g. `flat`).
@@ -169,7 +173,7 @@ pub struct Passage {
 }
 
 /// A document behind a span of the answer: answer tokens `start..end` were generated with it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Source {
     pub doc: u32,
     pub id: String,
@@ -180,7 +184,7 @@ pub struct Source {
 
 /// One answer token's log-probability, with the most likely alternatives at its position
 /// (chat's `logprobs.content[i]`; completions' `logprobs` is built from the same entries).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct TokenLogprob {
     pub token: String,
     pub logprob: f32,
@@ -189,7 +193,7 @@ pub struct TokenLogprob {
 }
 
 /// An alternative token at a position.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
 pub struct TopLogprob {
     pub token: String,
     pub logprob: f32,
@@ -200,7 +204,7 @@ pub struct TopLogprob {
 /// each document the answer switched to, that document's tokens plus the conversation's (chat
 /// template included); `completion_tokens` the answer's tokens (up to the one that completed a
 /// stop sequence).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, ToSchema)]
 pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
@@ -273,14 +277,14 @@ pub struct Delta {
 }
 
 /// `GET /v1/models`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelList {
     pub object: &'static str,
     pub data: Vec<ModelCard>,
 }
 
 /// One served model.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelCard {
     pub id: String,
     pub object: &'static str,

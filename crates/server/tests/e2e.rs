@@ -16,19 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn curl(args: &[&str]) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "120"])
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    assert!(
-        out.status.success(),
-        "curl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::curl;
 
 fn data_lines(sse: &str) -> Vec<&str> {
     sse.lines()

@@ -926,6 +926,12 @@ async fn page_and_passages() {
             StatusCode::BAD_REQUEST,
             Some("retrieval.retriever"),
         ),
+        // Found by schemathesis: axum's own rejection was text/plain.
+        (
+            "/v1/passages/3?retriever=a&retriever=b",
+            StatusCode::BAD_REQUEST,
+            Some("retriever"),
+        ),
     ] {
         let (status, e) = send_json(shared().router(), get(path)).await;
         assert_eq!(status, code, "{path}: {e}");

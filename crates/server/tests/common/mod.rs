@@ -174,3 +174,18 @@ impl Live {
 pub fn live(config: ServerConfig) -> Live {
     Live::start(server(config))
 }
+
+/// `curl -sS` with `args`; panics unless it succeeds. Returns what it printed.
+pub fn curl(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "120"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
