@@ -1,23 +1,12 @@
 //! `ralmspec`: the command line. Parses flags, resolves assets, and hands off to the libraries.
 
-mod ask;
-mod bench_knn;
-mod bench_lm;
-mod bench_ralm;
-mod database_arg;
-mod engine_arg;
-mod fetch;
-mod generate;
-mod index_cmd;
-mod knn_cmd;
-mod knowledge_arg;
-mod machine;
-mod model_arg;
-mod plot;
-mod report;
-mod serve;
+mod bench;
+mod cmd;
+mod flags;
 
 use clap::{Parser, Subcommand};
+
+use cmd::{ask, fetch, generate, index, knn, serve};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -43,7 +32,7 @@ enum Command {
     #[command(subcommand)]
     Index(Index),
     /// Search an index set and print ranked passages with their scores.
-    Search(index_cmd::SearchArgs),
+    Search(index::SearchArgs),
     /// Download and verify models and data into the asset store.
     Fetch(fetch::Args),
     /// kNN-LM: build a datastore, generate with it (plain or speculative).
@@ -59,28 +48,28 @@ enum Command {
 enum Knn {
     /// Build a datastore: run the LM over the corpus text and store every position's hidden
     /// state and next token (memory-mapped, written atomically).
-    Build(knn_cmd::BuildArgs),
+    Build(knn::BuildArgs),
     /// Continue a text with kNN-LM, plain or speculative (the same tokens either way).
-    Generate(knn_cmd::GenerateArgs),
+    Generate(knn::GenerateArgs),
 }
 
 #[derive(Subcommand)]
 enum Index {
     /// Build the chosen retrievers' indexes of a corpus into one folder.
-    Build(index_cmd::BuildArgs),
+    Build(index::BuildArgs),
 }
 
 #[derive(Subcommand)]
 enum Bench {
     /// LM prefill and decode speed, side by side with llama.cpp on the same GGUF files.
-    Lm(bench_lm::Args),
+    Lm(bench::lm::Args),
     /// RaLM latency: baseline, oracle floor and RaLMSpec variants, with identical outputs checked.
-    Ralm(bench_ralm::Args),
+    Ralm(bench::ralm::Args),
     /// Speculative kNN-LM against plain kNN-LM: latency per token, speed-up, b/a, acceptance,
     /// perplexity, for several k, exact and approximate search, several datastore sizes.
-    Knn(bench_knn::Args),
+    Knn(bench::knn::Args),
     /// Draws the plot of a saved `bench ralm --json` report again (SVG).
-    Plot(bench_ralm::PlotArgs),
+    Plot(bench::ralm::PlotArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,16 +77,16 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ask(args) => ask::run(args),
         Command::Generate(args) => generate::run(args),
-        Command::Index(Index::Build(args)) => index_cmd::build(args),
-        Command::Search(args) => index_cmd::search(args),
+        Command::Index(Index::Build(args)) => index::build(args),
+        Command::Search(args) => index::search(args),
         Command::Serve(args) => serve::run(args),
         Command::Fetch(args) => fetch::run(args),
-        Command::Knn(Knn::Build(args)) => knn_cmd::build(args),
-        Command::Knn(Knn::Generate(args)) => knn_cmd::generate(args),
-        Command::Bench(Bench::Lm(args)) => bench_lm::run(args),
-        Command::Bench(Bench::Ralm(args)) => bench_ralm::run(args),
-        Command::Bench(Bench::Knn(args)) => bench_knn::run(args),
-        Command::Bench(Bench::Plot(args)) => bench_ralm::plot(args),
+        Command::Knn(Knn::Build(args)) => knn::build(args),
+        Command::Knn(Knn::Generate(args)) => knn::generate(args),
+        Command::Bench(Bench::Lm(args)) => bench::lm::run(args),
+        Command::Bench(Bench::Ralm(args)) => bench::ralm::run(args),
+        Command::Bench(Bench::Knn(args)) => bench::knn::run(args),
+        Command::Bench(Bench::Plot(args)) => bench::ralm::plot(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@
 //! benchmark. Reports mean/p50/p95 latency, speed-up over the baseline, b/a, speculation
 //! accuracy, strides and retriever calls, as a table, JSON, Markdown and an SVG plot.
 
-mod plot;
+mod chart;
 mod summary;
 
 use anyhow::{Result, bail};
@@ -15,10 +15,10 @@ use ralmspec_retrieval::Kind;
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use serde_json::json;
 
-use crate::database_arg::DatabaseFlags;
-use crate::knowledge_arg::{self, kind_parser};
-use crate::model_arg::{self, Device};
-use crate::report::ReportArgs;
+use crate::bench::report::ReportArgs;
+use crate::flags::database::DatabaseFlags;
+use crate::flags::knowledge::{self, kind_parser};
+use crate::flags::model::{self, Device};
 use summary::Runs;
 
 #[derive(clap::Args)]
@@ -43,7 +43,7 @@ pub struct Args {
     index: Vec<std::path::PathBuf>,
     /// How padded sizes store their flat vectors (f16: half the memory; 21M × 384 needs it on
     /// a 23 GB machine).
-    #[arg(long, value_parser = knowledge_arg::precision_parser(), default_value = "f32")]
+    #[arg(long, value_parser = knowledge::precision_parser(), default_value = "f32")]
     precision: ralmspec_retrieval::Precision,
     /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
     #[arg(long, default_value = "smollm2")]
@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.questions == 0 || args.retrievers.is_empty() || args.sizes.is_empty() {
         bail!("--questions, --retrievers and --sizes must be non-empty");
     }
-    let lm = model_arg::load(&args.model, args.device)?;
+    let lm = model::load(&args.model, args.device)?;
     let questions: Vec<String> = fanoutqa_dev()?
         .into_iter()
         .take(args.questions)
@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
     let sets = args
         .index
         .iter()
-        .map(|dir| crate::index_cmd::open(dir))
+        .map(|dir| crate::cmd::index::open(dir))
         .collect::<Result<Vec<_>>>()?;
     for &kind in &args.retrievers {
         let sources: Vec<Option<usize>> = match sets.is_empty() {
@@ -115,13 +115,11 @@ pub fn run(args: Args) -> Result<()> {
                 Some(size) if kind.is_database() => {
                     args.db.kb_knowledge(kind, size, args.precision)?
                 }
-                Some(size) => {
-                    knowledge_arg::open(kind, (size > 0).then_some(size), args.precision)?
-                }
+                Some(size) => knowledge::open(kind, (size > 0).then_some(size), args.precision)?,
                 None if kind.is_database() => {
                     bail!("--index is for in-process retrievers; {kind} reads --database --table")
                 }
-                None => knowledge_arg::knowledge(&sets[i], kind, None)?,
+                None => knowledge::knowledge(&sets[i], kind, None)?,
             };
             let ralm = Ralm::new(&lm, &knowledge, config);
             let mut runs = Runs::new(variants().len());
@@ -160,7 +158,7 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     let report = json!({
-        "machine": crate::machine::describe(),
+        "machine": crate::bench::machine::describe(),
         "model": args.model,
         "device": format!("{:?}", args.device).to_lowercase(),
         "questions": questions.len(),
@@ -174,7 +172,7 @@ pub fn run(args: Args) -> Result<()> {
     print!("{}", summary::markdown(&report, &rows));
     args.report
         .write(&report, &summary::markdown(&report, &rows), || {
-            plot::speedup_svg(&rows)
+            chart::speedup_svg(&rows)
         })?;
     if mismatches > 0 {
         bail!("{mismatches} speculative answers differed from the baseline's");
@@ -207,7 +205,7 @@ pub fn plot(args: PlotArgs) -> Result<()> {
     if rows.is_empty() {
         bail!("{} holds no rows", args.json.display());
     }
-    std::fs::write(&args.svg, plot::speedup_svg(&rows))
+    std::fs::write(&args.svg, chart::speedup_svg(&rows))
         .with_context(|| format!("writing {}", args.svg.display()))?;
     eprintln!("wrote {}", args.svg.display());
     Ok(())

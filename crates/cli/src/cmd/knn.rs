@@ -15,8 +15,8 @@ use ralmspec_engine::knn::{
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, HnswParams, Precision};
 
-use crate::index_cmd::load_corpus;
-use crate::model_arg::{self, Device};
+use crate::cmd::index::load_corpus;
+use crate::flags::model::{self, Device};
 
 /// Real entries of the default datastore: about 5 minutes of LM time on 2 cores.
 pub const DEFAULT_MAX_TOKENS: usize = 100_000;
@@ -44,7 +44,7 @@ pub struct SourceArgs {
     pub pad_to: Option<usize>,
     /// How the keys are stored: f32, or f16 (half the memory and the bytes each exact search
     /// reads; the default folder gets `-f16`; no --hnsw).
-    #[arg(long, value_parser = crate::knowledge_arg::precision_parser(), default_value = "f32")]
+    #[arg(long, value_parser = crate::flags::knowledge::precision_parser(), default_value = "f32")]
     pub precision: Precision,
 }
 
@@ -57,7 +57,7 @@ pub struct BuildArgs {
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Corpus format; default: from the file.
-    #[arg(long, value_parser = crate::knowledge_arg::format_parser())]
+    #[arg(long, value_parser = crate::flags::knowledge::format_parser())]
     format: Option<ralmspec_retrieval::Format>,
     /// Also build an HNSW graph over the keys (for `--search hnsw`).
     #[arg(long)]
@@ -266,8 +266,8 @@ pub fn model_id(path: &Path, device: Device) -> String {
 
 /// Loads `source`'s model on its device; returns it with the GGUF path.
 pub fn load_model(source: &SourceArgs) -> Result<(Lm, PathBuf)> {
-    let lm = model_arg::load(&source.model, source.device)?;
-    Ok((lm, model_arg::resolve(&source.model)?))
+    let lm = model::load(&source.model, source.device)?;
+    Ok((lm, model::resolve(&source.model)?))
 }
 
 /// Builds a datastore with progress bars (tokens/s while the LM runs).

@@ -9,7 +9,7 @@
 //! `--device cuda` measures the GPU forward pass (builds with the `cuda` feature); llama.cpp,
 //! built for the CPU here, is then left out.
 
-use crate::model_arg::{self, Device};
+use crate::flags::model::{self, Device};
 use anyhow::{Context, Result, bail};
 use ralmspec_assets::{Asset, Store};
 use ralmspec_lm::{Lm, Outputs, argmax};
@@ -52,9 +52,9 @@ pub fn run(args: Args) -> Result<()> {
     let text = prompt_text()?;
     let mut results = Vec::new();
     for model in &args.models {
-        let path = model_arg::resolve(model)?;
+        let path = model::resolve(model)?;
         eprintln!("measuring ralmspec on {model} …");
-        let ours = measure_ours(&model_arg::open(&path, args.device)?, &text, &args)?;
+        let ours = measure_ours(&model::open(&path, args.device)?, &text, &args)?;
         let theirs = if args.no_llamacpp || args.device == Device::Cuda {
             Value::Null
         } else {
@@ -67,9 +67,9 @@ pub fn run(args: Args) -> Result<()> {
         results.push(json!({"model": model, "path": path, "ralmspec": ours, "llama.cpp": theirs}));
     }
     let report = json!({
-        "machine": crate::machine::describe(),
+        "machine": crate::bench::machine::describe(),
         "device": format!("{:?}", args.device).to_lowercase(),
-        "threads": crate::machine::threads(),
+        "threads": crate::bench::machine::threads(),
         "method": "median of reps after one warm-up; prefill = one forward into an empty cache; \
                    decode = greedy steps after a 256-token prompt",
         "reps": args.reps,
@@ -137,7 +137,7 @@ fn measure_llamacpp(model: &std::path::Path, args: &Args) -> Result<Value> {
     let output = Command::new("bash")
         .arg(&script)
         .arg(model)
-        .args(["--threads", &crate::machine::threads().to_string()])
+        .args(["--threads", &crate::bench::machine::threads().to_string()])
         .args(["--prefill", &prefill.join(",")])
         .args(["--decode-tokens", &args.decode_tokens.to_string()])
         .args(["--reps", &args.reps.to_string()])

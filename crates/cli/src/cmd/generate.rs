@@ -1,6 +1,6 @@
 //! `ralmspec generate`: plain greedy generation, streamed to stdout.
 
-use crate::model_arg::{self, Device};
+use crate::flags::model::{self, Device};
 use anyhow::{Result, bail};
 use std::io::Write;
 use std::time::Instant;
@@ -27,7 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let lm = model_arg::load(&args.model, args.device)?;
+    let lm = model::load(&args.model, args.device)?;
     let prompt = if args.raw {
         lm.tokenizer.encode(&args.prompt)
     } else {

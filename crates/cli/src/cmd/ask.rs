@@ -8,10 +8,10 @@ use anyhow::{Result, bail};
 use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
 use ralmspec_retrieval::Kind;
 
-use crate::database_arg::DatabaseFlags;
-use crate::engine_arg::EngineFlags;
-use crate::knowledge_arg::{self, kind_parser};
-use crate::model_arg::{self, Device};
+use crate::flags::database::DatabaseFlags;
+use crate::flags::engine::EngineFlags;
+use crate::flags::knowledge::{self, kind_parser};
+use crate::flags::model::{self, Device};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,14 +48,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.question.trim().is_empty() {
         bail!("the question is empty");
     }
-    let lm = model_arg::load(&args.model, args.device)?;
+    let lm = model::load(&args.model, args.device)?;
     let knowledge = match &args.index {
         _ if args.retriever.is_database() => {
             args.db
                 .knowledge(args.retriever, None, args.encoder.as_deref())?
         }
-        Some(dir) => crate::index_cmd::open_set(dir, args.retriever, args.encoder.as_deref())?,
-        None => knowledge_arg::open(args.retriever, None, ralmspec_retrieval::Precision::F32)?,
+        Some(dir) => crate::cmd::index::open_set(dir, args.retriever, args.encoder.as_deref())?,
+        None => knowledge::open(args.retriever, None, ralmspec_retrieval::Precision::F32)?,
     };
     let config = RalmConfig {
         max_new_tokens: args.max_tokens,

@@ -16,9 +16,9 @@ use ralmspec_retrieval::{Corpus, Precision, Query};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::knn_cmd::{self, KnnArgs, SourceArgs, parse_search};
-use crate::model_arg::{self, Device};
-use crate::report::ReportArgs;
+use crate::bench::report::ReportArgs;
+use crate::cmd::knn::{self, KnnArgs, SourceArgs, parse_search};
+use crate::flags::model::{self, Device};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,14 +29,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// Real entries of the datastore (tokens of knowledge-base text); 0 for all.
-    #[arg(long, default_value_t = knn_cmd::DEFAULT_MAX_TOKENS)]
+    #[arg(long, default_value_t = knn::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
     /// Datastore sizes (comma-separated): 0 is the real datastore, N pads it to N entries.
     #[arg(long, default_value = "0", value_delimiter = ',')]
     sizes: Vec<usize>,
     /// How the keys are stored: f32, or f16 (half the bytes per exact search; for the
     /// paper-scale sizes that fit in memory only so).
-    #[arg(long, value_parser = crate::knowledge_arg::precision_parser(), default_value = "f32")]
+    #[arg(long, value_parser = crate::flags::knowledge::precision_parser(), default_value = "f32")]
     precision: Precision,
     /// Neighbour counts (comma-separated).
     #[arg(long, default_value = "1,16,256,1024", value_delimiter = ',')]
@@ -118,8 +118,8 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|s| parse_search(s))
         .collect::<Result<_>>()?;
-    let lm = model_arg::load(&args.model, args.device)?;
-    let model_path = model_arg::resolve(&args.model)?;
+    let lm = model::load(&args.model, args.device)?;
+    let model_path = model::resolve(&args.model)?;
     let corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
     let mut rows = Vec::new();
     let mut perplexity = Vec::new();
@@ -138,7 +138,7 @@ pub fn run(args: Args) -> Result<()> {
         let hnsw = size == 0
             && args.precision == Precision::F32
             && searches.contains(&KeySearch::Approximate);
-        let store = knn_cmd::open_or_build(&lm, &model_path, &source, hnsw)?;
+        let store = knn::open_or_build(&lm, &model_path, &source, hnsw)?;
         let m = store.manifest().clone();
         manifests.push(m.clone());
         let prompts = prompts(&lm, &corpus, m.held_out_every, args.prompts)?;
@@ -190,7 +190,7 @@ fn report(
 ) -> Result<(String, usize)> {
     let mismatches: usize = rows.iter().map(|r| r.mismatches).sum();
     let report = json!({
-        "machine": crate::machine::describe(),
+        "machine": crate::bench::machine::describe(),
         "model": args.model,
         "device": format!("{:?}", args.device).to_lowercase(),
         "datastores": manifests,
@@ -452,7 +452,7 @@ fn svg(rows: &[Row]) -> String {
             .or_default()
             .push((r.k as f64, r.speedup));
     }
-    crate::plot::speedup_svg(
+    crate::bench::plot::speedup_svg(
         "Speculative kNN-LM: speed-up over plain kNN-LM",
         "neighbours k (log scale)",
         &lines,

@@ -10,9 +10,9 @@ use ralmspec_retrieval::{
     Corpus, Encoder, EncoderOptions, Format, IndexSet, Kind, NpyVectors, Precision,
 };
 
-use crate::database_arg::DatabaseFlags;
-use crate::knowledge_arg::{Bars, format_parser, kind_parser, knowledge, precision_parser};
-use crate::model_arg::Device;
+use crate::flags::database::DatabaseFlags;
+use crate::flags::knowledge::{Bars, format_parser, kind_parser, knowledge, precision_parser};
+use crate::flags::model::Device;
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
@@ -126,12 +126,12 @@ pub fn build(args: BuildArgs) -> Result<()> {
     let set = match (&args.out, &args.corpus) {
         (Some(out), _) => build_set(&args, out, &kinds)?,
         (None, Some(_)) => {
-            let out = crate::knowledge_arg::indexes_root(None)?.join(&args.db.table);
+            let out = crate::flags::knowledge::indexes_root(None)?.join(&args.db.table);
             eprintln!("the set's vectors go to {}", out.display());
             build_set(&args, &out, &kinds)?
         }
-        (None, None) => crate::knowledge_arg::lazy_set(
-            &crate::knowledge_arg::indexes_root(None)?,
+        (None, None) => crate::flags::knowledge::lazy_set(
+            &crate::flags::knowledge::indexes_root(None)?,
             "wiki-kb",
             &|| Ok(Corpus::wiki_kb()?),
             Kind::Flat,
@@ -144,7 +144,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
         bail!("--keep-old-for must be a number of seconds ≥ 0");
     }
     let keep = std::time::Duration::from_secs_f64(args.keep_old_for);
-    crate::database_arg::load(urls, &args.db.table, &set, hnsw, keep)
+    crate::flags::database::load(urls, &args.db.table, &set, hnsw, keep)
 }
 
 /// Builds the set of `args` with `kinds` into `out`.

@@ -30,7 +30,7 @@ pub fn speedup_svg(rows: &[Row]) -> String {
             .or_default()
             .push((passages as f64, speedup));
     }
-    crate::plot::speedup_svg(
+    crate::bench::plot::speedup_svg(
         "RaLMSpec (full) speed-up over the baseline",
         "knowledge-base passages (log scale)",
         &lines,
@@ -50,5 +50,5 @@ fn bars_svg(rows: &[Row]) -> String {
             None => groups.push((group, vec![(r.engine.clone(), r.speedup)])),
         }
     }
-    crate::plot::bars_svg("Speed-up over the baseline (same run)", &groups)
+    crate::bench::plot::bars_svg("Speed-up over the baseline (same run)", &groups)
 }

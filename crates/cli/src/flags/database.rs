@@ -10,7 +10,7 @@ use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::pg::{self, DEFAULT_TABLE, DatabaseOptions, Load};
 use ralmspec_retrieval::{Corpus, IndexSet, Kind, PgRetriever, Precision, RetrievalError};
 
-use crate::knowledge_arg::{self, Bars};
+use crate::flags::knowledge::{self, Bars};
 
 /// Where a database knowledge base lives and how it is read.
 #[derive(clap::Args, Clone, Debug)]
@@ -99,8 +99,8 @@ impl DatabaseFlags {
         };
         let retriever = match self.retriever(kind, Some(&table)) {
             Err(e) if matches!(e.downcast_ref(), Some(RetrievalError::NotLoaded { .. })) => {
-                let set = knowledge_arg::lazy_set(
-                    &knowledge_arg::indexes_root(None)?,
+                let set = knowledge::lazy_set(
+                    &knowledge::indexes_root(None)?,
                     "wiki-kb",
                     &|| Ok(Corpus::wiki_kb()?),
                     Kind::Flat,

@@ -13,10 +13,10 @@ use ralmspec_engine::{Knowledge, RalmConfig};
 use ralmspec_retrieval::{Corpus, Kind};
 use ralmspec_server::{Server, ServerConfig};
 
-use crate::database_arg::DatabaseFlags;
-use crate::engine_arg::EngineFlags;
-use crate::knowledge_arg::{self, kind_parser};
-use crate::model_arg::{self, Device};
+use crate::flags::database::DatabaseFlags;
+use crate::flags::engine::EngineFlags;
+use crate::flags::knowledge::{self, kind_parser};
+use crate::flags::model::{self, Device};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["index", "passages"])]
     pad_to: Option<usize>,
     /// How a padded knowledge base's flat vectors are stored (f16: half the memory).
-    #[arg(long, value_parser = knowledge_arg::precision_parser(), default_value = "f32", requires = "pad_to")]
+    #[arg(long, value_parser = knowledge::precision_parser(), default_value = "f32", requires = "pad_to")]
     precision: ralmspec_retrieval::Precision,
     /// Default engine of requests that do not choose one.
     #[command(flatten)]
@@ -53,7 +53,7 @@ pub struct Args {
     #[command(flatten)]
     engine: EngineFlags,
     #[command(flatten)]
-    knn: crate::knn_cmd::ServeArgs,
+    knn: crate::cmd::knn::ServeArgs,
     /// `max_tokens` of a request that sets none.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -111,11 +111,11 @@ pub fn run(args: Args) -> Result<()> {
     // The flags are checked before minutes go into loading the model and the index.
     config.check_flags()?;
     init_access_log();
-    let lm = Arc::new(model_arg::load(&args.model, args.device)?);
+    let lm = Arc::new(model::load(&args.model, args.device)?);
     // The datastore is checked before minutes go into the knowledge base.
     let knn = args
         .knn
-        .open(&lm, &model_arg::resolve(&args.model)?, args.device)?;
+        .open(&lm, &model::resolve(&args.model)?, args.device)?;
     let knowledge = Arc::new(open_knowledge(&args)?);
     let model = config.model.clone();
     let passages = knowledge.len();
@@ -196,15 +196,15 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
     if let Some(dir) = &args.index
         && dir.join("set.json").exists()
     {
-        let set = crate::index_cmd::open(dir)?;
+        let set = crate::cmd::index::open(dir)?;
         // A set this command built from the knowledge base gets a missing kind built into it;
         // any other set is served as it is.
         if set.has(args.retriever) || !set.manifest().source.starts_with("wiki-kb") {
-            return knowledge_arg::knowledge(&set, args.retriever, None);
+            return knowledge::knowledge(&set, args.retriever, None);
         }
     }
     if args.index.is_none() && args.passages.is_none() {
-        return knowledge_arg::open(args.retriever, args.pad_to, args.precision);
+        return knowledge::open(args.retriever, args.pad_to, args.precision);
     }
     let name = match args.passages {
         Some(0) => bail!("--passages must be at least 1"),
@@ -231,13 +231,13 @@ fn open_knowledge(args: &Args) -> Result<Knowledge> {
                     dir.display()
                 );
             }
-            let set = knowledge_arg::lazy_set_at(dir, &name, &corpus, args.retriever)?;
-            return knowledge_arg::knowledge(&set, args.retriever, None);
+            let set = knowledge::lazy_set_at(dir, &name, &corpus, args.retriever)?;
+            return knowledge::knowledge(&set, args.retriever, None);
         }
-        None => knowledge_arg::indexes_root(None)?,
+        None => knowledge::indexes_root(None)?,
     };
-    let set = knowledge_arg::lazy_set(&root, &name, &corpus, args.retriever, None, args.precision)?;
-    knowledge_arg::knowledge(&set, args.retriever, None)
+    let set = knowledge::lazy_set(&root, &name, &corpus, args.retriever, None, args.precision)?;
+    knowledge::knowledge(&set, args.retriever, None)
 }
 
 /// Ctrl-C, or SIGTERM on Unix.
