@@ -7,16 +7,8 @@ use serde::Serialize;
 
 use crate::sampling::TokenLogprob;
 
-/// Why generation stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Stop {
-    /// The model ended its answer.
-    EndOfText,
-    /// The new-token budget was used up.
-    Length,
-    /// The caller ended the answer after a commit ([`Halt::Finish`]; a stop sequence, say).
-    Halted,
-}
+/// Why generation stopped (the LM crate's one stop enum).
+pub use ralmspec_lm::Stop;
 
 /// What a commit callback may ask for instead of more tokens (`ControlFlow::Break`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 //! the token that followed them, and their distribution is mixed into the LM's
 //! ([`mix`]). Served two ways, with the same tokens:
 //!
-//! - [`KnnEngine::Plain`]: one datastore search per token.
-//! - [`KnnEngine::Spec`]: speculative kNN-LM. Each step's neighbours are guessed from the
+//! - [`Engine::Plain`]: one datastore search per token.
+//! - [`Engine::Spec`]: speculative kNN-LM. Each step's neighbours are guessed from the
 //!   successors of the last true neighbours (`successors`), several steps are generated on
 //!   those guesses, and their hidden states are searched for real in ONE batched call. A step
 //!   is accepted when its token equals the token its true neighbours give; the first that
@@ -33,8 +33,8 @@ mod speculative;
 mod successors;
 
 pub use datastore::{BuildOptions, BuildProgress, Datastore, DatastoreManifest, KeySearch};
-pub use generation::{KnnGeneration, KnnStats};
-pub use mix::{KnnParams, Mixer};
+pub use generation::{Generation, Stats};
+pub use mix::{Mixer, Params};
 pub use perplexity::Perplexity;
 
 use std::ops::ControlFlow;
@@ -49,7 +49,7 @@ use crate::generation::{Halt, Stop};
 
 /// A kNN-LM commit callback: called with tokens that just became final, in order (one at a
 /// time); `Break` ends the generation ([`Halt`]).
-pub type OnKnnCommit<'a> = dyn FnMut(&[u32]) -> ControlFlow<Halt> + 'a;
+pub type OnCommit<'a> = dyn FnMut(&[u32]) -> ControlFlow<Halt> + 'a;
 
 /// Successors cached per true neighbour by default (the paper's n = 10).
 pub const DEFAULT_SUCCESSORS: usize = 10;
@@ -61,7 +61,7 @@ pub const DEFAULT_PREFETCH: usize = 256;
 
 /// How speculative kNN-LM runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KnnSpec {
+pub struct Spec {
     /// Steps speculated per verification: fixed, or chosen by OS³ before every round.
     pub stride: Stride,
     /// Successors cached per true neighbour.
@@ -74,9 +74,9 @@ pub struct KnnSpec {
     pub async_verify: bool,
 }
 
-impl Default for KnnSpec {
+impl Default for Spec {
     fn default() -> Self {
-        KnnSpec {
+        Spec {
             stride: Stride::Os3,
             successors: DEFAULT_SUCCESSORS,
             prefetch: DEFAULT_PREFETCH,
@@ -85,7 +85,7 @@ impl Default for KnnSpec {
     }
 }
 
-impl KnnSpec {
+impl Spec {
     /// A short name (`s=4`, `os3+async`, `os3+P64` for a prefetch other than the default) for
     /// tables.
     pub fn label(&self) -> String {
@@ -105,11 +105,11 @@ impl KnnSpec {
 
 /// Which kNN-LM decoder serves a generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KnnEngine {
+pub enum Engine {
     /// One search per token.
     Plain,
     /// Speculative kNN-LM.
-    Spec(KnnSpec),
+    Spec(Spec),
 }
 
 /// A language model with a datastore: generates with kNN-LM, plain or speculative.
@@ -117,7 +117,7 @@ pub struct KnnLm<'a> {
     lm: &'a Lm,
     store: &'a Datastore,
     search: KeySearch,
-    params: KnnParams,
+    params: Params,
 }
 
 impl<'a> KnnLm<'a> {
@@ -126,7 +126,7 @@ impl<'a> KnnLm<'a> {
         lm: &'a Lm,
         store: &'a Datastore,
         search: KeySearch,
-        params: KnnParams,
+        params: Params,
     ) -> Result<KnnLm<'a>> {
         params.check().map_err(EngineError::BadRequest)?;
         store.search(search)?;
@@ -146,7 +146,7 @@ impl<'a> KnnLm<'a> {
     }
 
     /// The parameters.
-    pub fn params(&self) -> &KnnParams {
+    pub fn params(&self) -> &Params {
         &self.params
     }
 
@@ -157,12 +157,7 @@ impl<'a> KnnLm<'a> {
 
     /// Continues `prompt` (plain text, no chat template) greedily for up to `max_new` tokens
     /// or an end-of-text token.
-    pub fn generate(
-        &self,
-        prompt: &str,
-        max_new: usize,
-        engine: KnnEngine,
-    ) -> Result<KnnGeneration> {
+    pub fn generate(&self, prompt: &str, max_new: usize, engine: Engine) -> Result<Generation> {
         self.generate_cancellable(prompt, max_new, engine, &mut |_| ControlFlow::Continue(()))
     }
 
@@ -176,9 +171,9 @@ impl<'a> KnnLm<'a> {
         &self,
         prompt: &str,
         max_new: usize,
-        engine: KnnEngine,
-        on_commit: &mut OnKnnCommit<'_>,
-    ) -> Result<KnnGeneration> {
+        engine: Engine,
+        on_commit: &mut OnCommit<'_>,
+    ) -> Result<Generation> {
         let start = Instant::now();
         let prompt_tokens = self.lm.tokenizer.encode(prompt);
         if prompt_tokens.is_empty() {
@@ -195,8 +190,8 @@ impl<'a> KnnLm<'a> {
         let mut run = Run::new(self, &prompt_tokens, max_new, on_commit)?;
         if max_new > 0 {
             match engine {
-                KnnEngine::Plain => plain::run(&mut run)?,
-                KnnEngine::Spec(spec) => speculative::run(&mut run, spec)?,
+                Engine::Plain => plain::run(&mut run)?,
+                Engine::Spec(spec) => speculative::run(&mut run, spec)?,
             }
         }
         let stop = match run.halt {
@@ -206,7 +201,7 @@ impl<'a> KnnLm<'a> {
         };
         let mut stats = run.stats;
         stats.wall = start.elapsed();
-        Ok(KnnGeneration {
+        Ok(Generation {
             prompt_tokens: prompt_tokens.len(),
             text: self.lm.tokenizer.decode(&run.tokens),
             tokens: run.tokens,
@@ -232,7 +227,7 @@ pub(crate) struct Run<'a> {
     retriever: &'a dyn Retriever,
     values: &'a [u32],
     len: usize,
-    params: KnnParams,
+    params: Params,
     mixer: Mixer,
     cache: KvCache,
     /// Tokens the cache has not seen yet (the prompt, then each new token).
@@ -241,9 +236,9 @@ pub(crate) struct Run<'a> {
     max_new: usize,
     stop: Option<Stop>,
     /// Told each committed token; its `Break` is kept in `halt`.
-    on_commit: &'a mut OnKnnCommit<'a>,
+    on_commit: &'a mut OnCommit<'a>,
     halt: Option<Halt>,
-    stats: KnnStats,
+    stats: Stats,
 }
 
 impl<'a> Run<'a> {
@@ -251,7 +246,7 @@ impl<'a> Run<'a> {
         knn: &KnnLm<'a>,
         prompt: &[u32],
         max_new: usize,
-        on_commit: &'a mut OnKnnCommit<'a>,
+        on_commit: &'a mut OnCommit<'a>,
     ) -> Result<Run<'a>> {
         Ok(Run {
             lm: knn.lm,
@@ -267,7 +262,7 @@ impl<'a> Run<'a> {
             stop: None,
             on_commit,
             halt: None,
-            stats: KnnStats::default(),
+            stats: Stats::default(),
         })
     }
 

@@ -13,6 +13,7 @@ use ralmspec_retrieval::{
 };
 
 use crate::error::{EngineError, Result};
+use crate::generation::Span;
 
 /// A retriever with everything needed to query it and read what it returns.
 #[derive(Clone)]
@@ -150,4 +151,30 @@ impl Knowledge {
             .passage(id)?
             .ok_or(EngineError::UnknownDocument(id))
     }
+
+    /// The source `span` of an answer names: its document's number, corpus id and title, and
+    /// the answer tokens it informed.
+    pub fn source(&self, span: Span) -> Result<Source> {
+        let passage = self.passage(span.doc)?;
+        Ok(Source {
+            doc: span.doc,
+            id: passage.id,
+            title: passage.title,
+            start: span.start,
+            end: span.end,
+        })
+    }
+}
+
+/// A document behind a span of an answer: answer tokens `start..end` were generated with it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Source {
+    /// The document's number (what retrievers answer with).
+    pub doc: u32,
+    /// The corpus's own id for it.
+    pub id: String,
+    /// Its title (may be empty).
+    pub title: String,
+    pub start: usize,
+    pub end: usize,
 }

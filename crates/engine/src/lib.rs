@@ -45,7 +45,7 @@ pub use ask::{Ask, ChatMessage, Input};
 pub use config::{Engine, RalmConfig, SpecConfig, Stride};
 pub use error::{EngineError, Result};
 pub use generation::{Committed, Generation, Halt, Span, Stats, Stop};
-pub use knowledge::Knowledge;
+pub use knowledge::{Knowledge, Source};
 pub use prompt::conversation_tokens;
 pub use sampling::{Sampling, TokenLogprob};
 pub use trace::Trace;

@@ -74,6 +74,9 @@ pub(crate) struct StepTime {
 pub(crate) struct Observation<'a> {
     /// The speculation steps run alone (not beside a verification), each timed.
     pub steps: &'a [StepTime],
+    /// A plain step's latency (s = 0) without its search, when the engine times it apart
+    /// (kNN-LM); until one is observed, s = 0 is costed at `a`.
+    pub plain: Option<Duration>,
     /// The round's retriever call, if it made one.
     pub verification: Option<Verification>,
     /// Guesses checked, and how many of them were right before the first wrong one.
@@ -167,6 +170,9 @@ impl Os3 {
         for &step in round.steps {
             self.step_took(step);
         }
+        if let Some(plain) = round.plain {
+            self.plain_step_took(plain);
+        }
         match round.verification {
             Some(Verification {
                 queries,
@@ -186,7 +192,7 @@ impl Os3 {
     }
 
     /// Records the latency of one speculation step run alone (not overlapped).
-    pub(crate) fn step_took(&mut self, step: StepTime) {
+    fn step_took(&mut self, step: StepTime) {
         push_bounded(&mut self.steps, step.took.as_secs_f64(), STEP_WINDOW);
         if let Some(t) = step.per_token {
             push_bounded(&mut self.per_token, t.as_secs_f64(), STEP_WINDOW);
@@ -194,7 +200,7 @@ impl Os3 {
     }
 
     /// Records the latency of one synchronous batched verification of `queries` queries.
-    pub(crate) fn verification_took(&mut self, queries: usize, d: Duration) {
+    fn verification_took(&mut self, queries: usize, d: Duration) {
         self.since_sync = 0;
         push_bounded(
             &mut self.verifications,
@@ -205,13 +211,13 @@ impl Os3 {
 
     /// Records the latency of one plain step (s = 0), which may cost less than a speculation
     /// step (no cache lookup); until one is recorded, s = 0 is costed at `a`.
-    pub(crate) fn plain_step_took(&mut self, d: Duration) {
+    fn plain_step_took(&mut self, d: Duration) {
         push_bounded(&mut self.plain_steps, d.as_secs_f64(), STEP_WINDOW);
     }
 
     /// Records one verification of `queries` queries that took `verifying` beside a speculation
     /// step: how much each was slowed against its latency alone.
-    pub(crate) fn overlap_took(&mut self, queries: usize, step: StepTime, verifying: Duration) {
+    fn overlap_took(&mut self, queries: usize, step: StepTime, verifying: Duration) {
         self.since_sync += 1;
         if let Some(cost) = self.verify_cost() {
             let speed = cost.of(queries) / verifying.as_secs_f64().max(f64::MIN_POSITIVE);
@@ -266,7 +272,7 @@ impl Os3 {
     }
 
     /// Records a round: `stride` steps speculated, the first `matched` of them right.
-    pub(crate) fn round(&mut self, stride: usize, matched: usize) {
+    fn round(&mut self, stride: usize, matched: usize) {
         push_bounded(&mut self.rounds, (stride, matched), WINDOW);
     }
 

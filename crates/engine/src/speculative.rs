@@ -140,6 +140,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
                 beside,
             }),
             checked: Some((round.len(), verdict.matched)),
+            plain: None,
         });
         if let Some(stop) = verdict.stop {
             // `check` already cut an extra step off if a rollback happened.
@@ -178,6 +179,7 @@ fn direct_step(
             beside: None,
         }),
         checked: guess.map(|guess| (1, usize::from(guess == doc))),
+        plain: None,
     });
     request.commit(doc, before, request.len());
     Ok(request.stop_after(eos))

@@ -6,9 +6,8 @@ use std::path::Path;
 
 use ralmspec_engine::Stop;
 use ralmspec_engine::Stride;
-use ralmspec_engine::knn::{
-    BuildOptions, Datastore, KeySearch, KnnEngine, KnnLm, KnnParams, KnnSpec,
-};
+use ralmspec_engine::knn;
+use ralmspec_engine::knn::{BuildOptions, Datastore, KeySearch, KnnLm};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, HnswParams};
 
@@ -80,13 +79,13 @@ fn speculative_knn_lm_equals_plain_knn_lm() {
     let (mut speculated, mut accepted) = (0, 0);
     for search in [KeySearch::Exact, KeySearch::Approximate] {
         for k in [1, 16, 256] {
-            let params = KnnParams {
+            let params = knn::Params {
                 k,
-                ..KnnParams::default()
+                ..knn::Params::default()
             };
             let knn = KnnLm::new(&lm, &store, search, params).unwrap();
             for (i, prompt) in prompts(&lm, &corpus).iter().enumerate() {
-                let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
+                let plain = knn.generate(prompt, tokens, knn::Engine::Plain).unwrap();
                 let steps = plain.tokens.len() + usize::from(plain.stop == Stop::EndOfText);
                 assert_eq!(plain.stats.search_calls, steps);
                 let settings = [
@@ -97,20 +96,22 @@ fn speculative_knn_lm_equals_plain_knn_lm() {
                     (Stride::Fixed(2 + (i * 7 + k) % 11), (i + k) % 2 == 1),
                 ];
                 for (stride, async_verify) in settings {
-                    let spec = KnnSpec {
+                    let spec = knn::Spec {
                         stride,
                         successors: [10, 1, 32][i % 3],
                         prefetch: [0, 64, 256, 1024][(i + k) % 4],
                         async_verify,
                     };
-                    let got = knn.generate(prompt, tokens, KnnEngine::Spec(spec)).unwrap();
+                    let got = knn
+                        .generate(prompt, tokens, knn::Engine::Spec(spec))
+                        .unwrap();
                     assert_eq!(
                         got.tokens, plain.tokens,
                         "{search:?} k={k} {spec:?} prompt {prompt:?}"
                     );
                     assert_eq!(got.stop, plain.stop);
                     speculated += got.stats.speculated;
-                    accepted += got.stats.accepted;
+                    accepted += got.stats.matched;
                     checked += 1;
                 }
             }
@@ -138,11 +139,11 @@ fn damaged_or_foreign_datastores_are_clear_errors() {
     assert!(err("other-model").contains("built from model smollm2-test"));
     let store = Datastore::open(&ds, MODEL).unwrap();
     assert_eq!(store.len(), 200);
-    let approx = KnnLm::new(&lm, &store, KeySearch::Approximate, KnnParams::default());
+    let approx = KnnLm::new(&lm, &store, KeySearch::Approximate, knn::Params::default());
     assert!(approx.err().unwrap().to_string().contains("no HNSW graph"));
-    let bad_k = KnnParams {
+    let bad_k = knn::Params {
         k: 0,
-        ..KnnParams::default()
+        ..knn::Params::default()
     };
     assert!(KnnLm::new(&lm, &store, KeySearch::Exact, bad_k).is_err());
     drop(store);
@@ -245,22 +246,24 @@ fn padded_and_f16_datastores_stream_and_keep_identity() {
     let tokens = env_usize("RALMSPEC_KNN_TOKENS", 16);
     let mut checked = 0;
     for k in [1, 16] {
-        let params = KnnParams {
+        let params = knn::Params {
             k,
-            ..KnnParams::default()
+            ..knn::Params::default()
         };
         let knn = KnnLm::new(&lm, &half, KeySearch::Exact, params).unwrap();
         for (i, prompt) in prompts(&lm, &corpus).iter().enumerate() {
-            let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
+            let plain = knn.generate(prompt, tokens, knn::Engine::Plain).unwrap();
             for (stride, async_verify) in
                 [(Stride::Os3, false), (Stride::Fixed(3 + i % 5), i % 2 == 1)]
             {
-                let spec = KnnSpec {
+                let spec = knn::Spec {
                     stride,
                     async_verify,
-                    ..KnnSpec::default()
+                    ..knn::Spec::default()
                 };
-                let got = knn.generate(prompt, tokens, KnnEngine::Spec(spec)).unwrap();
+                let got = knn
+                    .generate(prompt, tokens, knn::Engine::Spec(spec))
+                    .unwrap();
                 assert_eq!(
                     got.tokens, plain.tokens,
                     "f16 k={k} {spec:?} prompt {prompt:?}"
@@ -293,30 +296,30 @@ fn streamed_commits_are_plain_knn_lm_tokens_and_halts_stop_there() {
     let ds = dir.path().join("ds");
     Datastore::build(&lm, MODEL, &corpus, &ds, &options, &mut |_| {}).unwrap();
     let store = Datastore::open(&ds, MODEL).unwrap();
-    let knn = KnnLm::new(&lm, &store, KeySearch::Exact, KnnParams::default()).unwrap();
+    let knn = KnnLm::new(&lm, &store, KeySearch::Exact, knn::Params::default()).unwrap();
     let tokens = env_usize("RALMSPEC_KNN_TOKENS", 16);
     let engines = [
-        KnnEngine::Plain,
-        KnnEngine::Spec(KnnSpec::default()),
-        KnnEngine::Spec(KnnSpec {
+        knn::Engine::Plain,
+        knn::Engine::Spec(knn::Spec::default()),
+        knn::Engine::Spec(knn::Spec {
             stride: Stride::Fixed(4),
-            ..KnnSpec::default()
+            ..knn::Spec::default()
         }),
-        KnnEngine::Spec(KnnSpec {
+        knn::Engine::Spec(knn::Spec {
             stride: Stride::Fixed(3),
             async_verify: true,
-            ..KnnSpec::default()
+            ..knn::Spec::default()
         }),
-        KnnEngine::Spec(KnnSpec {
+        knn::Engine::Spec(knn::Spec {
             async_verify: true,
             successors: 1,
             prefetch: 16,
-            ..KnnSpec::default()
+            ..knn::Spec::default()
         }),
     ];
     let (mut rollbacks, mut streamed) = (0, 0);
     for prompt in prompts(&lm, &corpus).iter().step_by(2) {
-        let plain = knn.generate(prompt, tokens, KnnEngine::Plain).unwrap();
+        let plain = knn.generate(prompt, tokens, knn::Engine::Plain).unwrap();
         assert!(!plain.tokens.is_empty(), "{prompt:?}");
         for engine in engines {
             let mut seen = Vec::new();

@@ -32,6 +32,6 @@ pub use config::{Architecture, Config, RopeStyle};
 pub use device::{CudaOptions, Device, GpuWeights};
 pub use error::{LmError, Result};
 pub use kv_cache::{CacheDevice, KvCache};
-pub use lm::{Lm, StopReason, argmax};
+pub use lm::{Lm, Stop, argmax};
 pub use model::{Model, Output, Outputs, Step};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};

@@ -10,13 +10,17 @@ pub struct Lm {
     pub tokenizer: Tokenizer,
 }
 
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+/// Why generation stopped: the one stop enum of every generator (this crate's greedy loop,
+/// RaLM and kNN-LM in `ralmspec-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Stop {
     /// The model produced an end-of-generation token (not included in the output).
     EndOfText,
-    /// `max_tokens` new tokens were produced.
+    /// The new-token budget was used up.
     Length,
+    /// The caller ended the answer after a commit (a stop sequence, say; never from
+    /// [`Lm::generate`]).
+    Halted,
 }
 
 impl Lm {
@@ -49,21 +53,21 @@ impl Lm {
         max_tokens: usize,
         cache: &mut KvCache,
         mut on_token: impl FnMut(u32),
-    ) -> Result<(Vec<u32>, StopReason)> {
+    ) -> Result<(Vec<u32>, Stop)> {
         let mut out = Vec::with_capacity(max_tokens);
         if max_tokens == 0 {
-            return Ok((out, StopReason::Length));
+            return Ok((out, Stop::Length));
         }
         let mut logits = self.model.forward(prompt, cache, Outputs::Last)?;
         loop {
             let next = argmax(logits.last_logits().unwrap_or(&[]));
             if self.tokenizer.is_eog(next) {
-                return Ok((out, StopReason::EndOfText));
+                return Ok((out, Stop::EndOfText));
             }
             out.push(next);
             on_token(next);
             if out.len() == max_tokens {
-                return Ok((out, StopReason::Length));
+                return Ok((out, Stop::Length));
             }
             logits = self.model.forward(&[next], cache, Outputs::Last)?;
         }

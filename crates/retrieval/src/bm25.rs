@@ -33,7 +33,7 @@ use crate::retriever::{Hit, Query, Retriever};
 pub use analyzer::ANALYZER;
 pub use build::{BuildProgress, PROGRESS_EVERY};
 pub use manifest::{
-    B, Bm25Manifest, FORMAT_VERSION, FileRecord, K1, KIND, MANIFEST, PaddingRecord, TANTIVY,
+    B, Bm25Manifest, FORMAT_VERSION, FileRecord, K1, KIND, MANIFEST, TANTIVY, TextPadding,
 };
 
 use analyzer::{ID_FIELD, TEXT_FIELD};

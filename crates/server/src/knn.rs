@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use ralmspec_engine::knn::{Datastore, KeySearch, KnnLm, KnnParams};
+use ralmspec_engine::knn;
+use ralmspec_engine::knn::{Datastore, KeySearch, KnnLm};
 use ralmspec_lm::Lm;
 
 use crate::error::ServerError;
@@ -18,7 +19,7 @@ pub const RETRIEVER_LABEL: &str = "datastore";
 pub struct KnnDatastore {
     pub store: Arc<Datastore>,
     pub search: KeySearch,
-    pub params: KnnParams,
+    pub params: knn::Params,
 }
 
 impl KnnDatastore {

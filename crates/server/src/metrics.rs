@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ralmspec_engine::knn::{KnnEngine, KnnStats};
+use ralmspec_engine::knn;
 use ralmspec_engine::{Engine, Stats};
 
 /// The labels of a request's series: the knowledge base's retriever and the engine.
@@ -41,12 +41,12 @@ impl Labels {
     }
 
     /// The labels of a kNN-LM request served with `engine`.
-    pub fn knn(engine: KnnEngine) -> Labels {
+    pub fn knn(engine: knn::Engine) -> Labels {
         Labels {
             retriever: crate::knn::RETRIEVER_LABEL.to_string(),
             engine: match engine {
-                KnnEngine::Plain => "knn",
-                KnnEngine::Spec(_) => "knn-spec",
+                knn::Engine::Plain => "knn",
+                knn::Engine::Spec(_) => "knn-spec",
             },
         }
     }
@@ -346,7 +346,13 @@ impl Metrics {
 
     /// A kNN-LM request finished well (as [`Metrics::finished`]); its datastore searches are
     /// counted here, at its end.
-    pub fn finished_knn(&self, labels: &Labels, latency: Duration, tokens: usize, knn: &KnnStats) {
+    pub fn finished_knn(
+        &self,
+        labels: &Labels,
+        latency: Duration,
+        tokens: usize,
+        knn: &knn::Stats,
+    ) {
         self.searches(&labels.retriever, knn.search_calls, knn.searched);
         let stats = Stats {
             wall: knn.wall,
@@ -356,7 +362,7 @@ impl Metrics {
             retrieval_time: knn.search,
             // Accuracy over the speculated steps that were checked.
             speculated: knn.verified,
-            matched: knn.accepted,
+            matched: knn.matched,
             rollbacks: knn.rollbacks,
             // A plain step (stride 0) is no verification batch.
             strides: knn.strides.iter().copied().filter(|&s| s > 0).collect(),

@@ -2,7 +2,7 @@
 //! workers pass along. Its own module, below `validation` (which makes it), `worker` (which
 //! runs it) and `state`, so that none of them imports another through it.
 
-use ralmspec_engine::knn::KnnEngine;
+use ralmspec_engine::knn;
 use ralmspec_engine::{Ask, ChatMessage, Engine, Input, Sampling};
 
 /// Which endpoint a request came through (it decides the response's shape).
@@ -30,7 +30,7 @@ pub enum Generator {
     /// the server's list).
     Ralm { engine: Engine, knowledge: usize },
     /// kNN-LM over the server's datastore; the prompt is [`Prompt::Raw`].
-    Knn(KnnEngine),
+    Knn(knn::Engine),
 }
 
 /// A request that passed every check.

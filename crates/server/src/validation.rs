@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ralmspec_engine::knn::{KnnEngine, KnnSpec};
+use ralmspec_engine::knn;
 use ralmspec_engine::{ChatMessage, Engine, Input, Sampling, SpecConfig, Stride};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -471,10 +471,10 @@ fn knn_generator(
             "speculation events are traced for RaLM, not (yet) for kNN-LM",
         );
     }
-    let default = KnnSpec::default();
+    let default = knn::Spec::default();
     let engine = match spec_options(matches!(state.config.engine, Engine::Spec(_)), options)? {
-        None => KnnEngine::Plain,
-        Some(asked) => KnnEngine::Spec(KnnSpec {
+        None => knn::Engine::Plain,
+        Some(asked) => knn::Engine::Spec(knn::Spec {
             stride: asked.stride.unwrap_or(default.stride),
             prefetch: asked.prefetch.unwrap_or(default.prefetch),
             async_verify: asked.async_verify.unwrap_or(default.async_verify),

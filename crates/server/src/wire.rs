@@ -182,6 +182,18 @@ pub struct Source {
     pub end: usize,
 }
 
+impl From<ralmspec_engine::Source> for Source {
+    fn from(s: ralmspec_engine::Source) -> Source {
+        Source {
+            doc: s.doc,
+            id: s.id,
+            title: s.title,
+            start: s.start,
+            end: s.end,
+        }
+    }
+}
+
 /// One answer token's log-probability, with the most likely alternatives at its position
 /// (chat's `logprobs.content[i]`; completions' `logprobs` is built from the same entries).
 #[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use ralmspec_engine::knn::KnnEngine;
+use ralmspec_engine::knn;
 use ralmspec_engine::{Engine, EngineError, Halt, Knowledge, Ralm, RalmConfig, Span, Stop, Trace};
 use ralmspec_lm::tokenizer::TextStream;
 use ralmspec_lm::{Lm, Tokenizer};
@@ -212,7 +212,7 @@ impl Context {
 
     /// Continues `job`'s raw prompt with kNN-LM, sending each token as it becomes final (as
     /// [`Context::serve`]; no sources, no log-probabilities).
-    fn serve_knn(&self, knn: &KnnDatastore, job: &Job, engine: KnnEngine) {
+    fn serve_knn(&self, knn: &KnnDatastore, job: &Job, engine: knn::Engine) {
         let Prompt::Raw(prompt) = &job.request.prompt else {
             self.failed(
                 job,
@@ -384,17 +384,16 @@ fn wire_logprob(tokenizer: &Tokenizer, lp: &ralmspec_engine::TokenLogprob) -> To
 }
 
 /// The wire form of a span: the document's number, its corpus id and title, and the answer
-/// tokens it informed.
+/// tokens it informed (a document the store cannot read is named by its number only).
 fn source(knowledge: &Knowledge, span: Span) -> Source {
-    let (id, title) = knowledge
-        .passage(span.doc)
-        .map(|p| (p.id, p.title))
-        .unwrap_or_default();
-    Source {
-        doc: span.doc,
-        id,
-        title,
-        start: span.start,
-        end: span.end,
-    }
+    knowledge.source(span).map_or_else(
+        |_| Source {
+            doc: span.doc,
+            id: String::new(),
+            title: String::new(),
+            start: span.start,
+            end: span.end,
+        },
+        Source::from,
+    )
 }

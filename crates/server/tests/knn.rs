@@ -12,7 +12,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use ralmspec_engine::knn::{BuildOptions, Datastore, KeySearch, KnnEngine, KnnLm, KnnParams};
+use ralmspec_engine::knn;
+use ralmspec_engine::knn::{BuildOptions, Datastore, KeySearch, KnnLm};
 use ralmspec_retrieval::Corpus;
 use ralmspec_server::{KnnDatastore, Server, ServerConfig};
 use serde_json::{Value, json};
@@ -58,7 +59,7 @@ fn served() -> KnnDatastore {
     KnnDatastore {
         store: datastore(),
         search: KeySearch::Exact,
-        params: KnnParams::default(),
+        params: knn::Params::default(),
     }
 }
 
@@ -170,10 +171,10 @@ async fn speculative_knn_lm_answers_equal_plain_ones_whole_and_streamed() {
     let server = shared();
     let (lm, _) = common::parts();
     let store = datastore();
-    let knn = KnnLm::new(&lm, &store, KeySearch::Exact, KnnParams::default()).unwrap();
+    let knn = KnnLm::new(&lm, &store, KeySearch::Exact, knn::Params::default()).unwrap();
     for prompt in prompts() {
         let engine = knn
-            .generate(&prompt, TOKENS as usize, KnnEngine::Plain)
+            .generate(&prompt, TOKENS as usize, knn::Engine::Plain)
             .unwrap();
         let plain = complete(
             server,

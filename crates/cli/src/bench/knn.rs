@@ -10,14 +10,15 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
 use ralmspec_engine::Stride;
+use ralmspec_engine::knn;
 use ralmspec_engine::knn::datastore::is_held_out;
-use ralmspec_engine::knn::{Datastore, KeySearch, KnnEngine, KnnLm, KnnSpec, KnnStats};
+use ralmspec_engine::knn::{Datastore, KeySearch, KnnLm};
 use ralmspec_retrieval::{Corpus, Precision, Query};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::bench::report::ReportArgs;
-use crate::cmd::knn::{self, KnnArgs, SourceArgs, parse_search};
+use crate::cmd::knn::{self as knn_cmd, KnnArgs, SourceArgs, parse_search};
 use crate::flags::model::{self, Device};
 
 #[derive(clap::Args)]
@@ -29,7 +30,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     device: Device,
     /// Real entries of the datastore (tokens of knowledge-base text); 0 for all.
-    #[arg(long, default_value_t = knn::DEFAULT_MAX_TOKENS)]
+    #[arg(long, default_value_t = knn_cmd::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
     /// Datastore sizes (comma-separated): 0 is the real datastore, N pads it to N entries.
     #[arg(long, default_value = "0", value_delimiter = ',')]
@@ -138,7 +139,7 @@ pub fn run(args: Args) -> Result<()> {
         let hnsw = size == 0
             && args.precision == Precision::F32
             && searches.contains(&KeySearch::Approximate);
-        let store = knn::open_or_build(&lm, &model_path, &source, hnsw)?;
+        let store = knn_cmd::open_or_build(&lm, &model_path, &source, hnsw)?;
         let m = store.manifest().clone();
         manifests.push(m.clone());
         let prompts = prompts(&lm, &corpus, m.held_out_every, args.prompts)?;
@@ -152,7 +153,7 @@ pub fn run(args: Args) -> Result<()> {
             }
             for &k in &args.k {
                 let knn = KnnLm::new(&lm, &store, search, args.knn.params(k))?;
-                knn.generate(&prompts[0], 2, KnnEngine::Plain)?; // page the keys in
+                knn.generate(&prompts[0], 2, knn::Engine::Plain)?; // page the keys in
                 rows.extend(measure(&knn, &store, search, k, &prompts, &args)?);
                 if size == 0 && search == KeySearch::Exact && args.perplexity_tokens > 0 {
                     let p = knn.perplexity(&corpus, args.perplexity_tokens)?;
@@ -253,11 +254,11 @@ fn measure(
     for &stride in &args.strides {
         for &prefetch in &args.prefetch {
             for &async_verify in asyncs {
-                settings.push(KnnSpec {
+                settings.push(knn::Spec {
                     stride,
                     prefetch,
                     async_verify,
-                    ..KnnSpec::default()
+                    ..knn::Spec::default()
                 });
             }
         }
@@ -267,7 +268,7 @@ fn measure(
     let mut spec: Vec<Totals> = settings.iter().map(|_| Totals::default()).collect();
     let mut mismatches = vec![0; settings.len()];
     for (i, prompt) in prompts.iter().enumerate() {
-        let p = knn.generate(prompt, args.tokens, KnnEngine::Plain)?;
+        let p = knn.generate(prompt, args.tokens, knn::Engine::Plain)?;
         plain.add(&p.stats, p.tokens.len());
         let mut line = format!(
             "{} {} k={k} [{}/{}] plain {:.2}s",
@@ -278,7 +279,7 @@ fn measure(
             p.stats.wall.as_secs_f64()
         );
         for (j, &setting) in settings.iter().enumerate() {
-            let g = knn.generate(prompt, args.tokens, KnnEngine::Spec(setting))?;
+            let g = knn.generate(prompt, args.tokens, knn::Engine::Spec(setting))?;
             if g.tokens != p.tokens || g.stop != p.stop {
                 mismatches[j] += 1;
                 eprintln!("MISMATCH: {prompt:?} with {}", setting.label());
@@ -373,7 +374,7 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, s: &KnnStats, tokens: usize) {
+    fn add(&mut self, s: &knn::Stats, tokens: usize) {
         self.wall += s.wall.as_secs_f64();
         self.lm += s.lm.as_secs_f64();
         self.search += s.search.as_secs_f64();
@@ -381,7 +382,7 @@ impl Totals {
         self.steps += s.strides.iter().map(|&n| n.max(1)).sum::<usize>();
         self.tokens += tokens;
         self.speculated += s.speculated;
-        self.accepted += s.accepted;
+        self.accepted += s.matched;
         self.verified += s.verified;
         self.rounds += s.strides.iter().filter(|&&n| n > 0).count();
         self.overlapped += s.overlapped;

@@ -119,15 +119,15 @@ fn print_sources(
     answer: &Generation,
 ) -> Result<()> {
     writeln!(out, "Sources:")?;
-    for span in &answer.spans {
-        let passage = knowledge.passage(span.doc)?;
+    for &span in &answer.spans {
+        let source = knowledge.source(span)?;
         let text = lm.tokenizer.decode(&answer.tokens[span.start..span.end]);
         writeln!(
             out,
             "  tokens {:>3}–{:<3} {:<40} {:?}",
-            span.start,
-            span.end,
-            format!("[{}] {}", passage.id, passage.title),
+            source.start,
+            source.end,
+            format!("[{}] {}", source.id, source.title),
             text
         )?;
     }

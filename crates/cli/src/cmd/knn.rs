@@ -8,10 +8,8 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ralmspec_assets::Store;
 use ralmspec_engine::Stride;
-use ralmspec_engine::knn::{
-    BuildOptions, BuildProgress, Datastore, KeySearch, KnnEngine, KnnGeneration, KnnLm, KnnParams,
-    KnnSpec,
-};
+use ralmspec_engine::knn;
+use ralmspec_engine::knn::{BuildOptions, BuildProgress, Datastore, KeySearch, KnnLm};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, HnswParams, Precision};
 
@@ -120,8 +118,8 @@ impl ServeArgs {
 }
 
 impl KnnArgs {
-    pub fn params(&self, k: usize) -> KnnParams {
-        KnnParams {
+    pub fn params(&self, k: usize) -> knn::Params {
+        knn::Params {
             k,
             lambda: self.lambda,
             temperature: self.temperature,
@@ -381,19 +379,19 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         search == KeySearch::Approximate,
     )?;
     let knn = KnnLm::new(&lm, &store, search, args.knn.params(args.k))?;
-    let spec = KnnEngine::Spec(KnnSpec {
+    let spec = knn::Engine::Spec(knn::Spec {
         stride: args.stride,
         successors: args.successors,
         prefetch: args.prefetch,
         async_verify: args.async_verify,
     });
     let (engine, other) = match args.engine.as_str() {
-        "plain" => (KnnEngine::Plain, spec),
-        _ => (spec, KnnEngine::Plain),
+        "plain" => (knn::Engine::Plain, spec),
+        _ => (spec, knn::Engine::Plain),
     };
     if args.compare {
         // Warm-up: page the datastore in, so neither timed run pays for it.
-        knn.generate(&args.prompt, 1, KnnEngine::Plain)?;
+        knn.generate(&args.prompt, 1, knn::Engine::Plain)?;
     }
     let g = knn.generate(&args.prompt, args.max_new_tokens, engine)?;
     println!("{}{}", args.prompt, g.text);
@@ -401,7 +399,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     if args.compare {
         let o = knn.generate(&args.prompt, args.max_new_tokens, other)?;
         eprintln!("{}", summary(&o, other, &store));
-        let (plain, spec) = if engine == KnnEngine::Plain {
+        let (plain, spec) = if engine == knn::Engine::Plain {
             (&g, &o)
         } else {
             (&o, &g)
@@ -424,11 +422,11 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn summary(g: &KnnGeneration, engine: KnnEngine, store: &Datastore) -> String {
+fn summary(g: &knn::Generation, engine: knn::Engine, store: &Datastore) -> String {
     let s = &g.stats;
     let name = match engine {
-        KnnEngine::Plain => "plain".to_string(),
-        KnnEngine::Spec(spec) => format!("speculative ({})", spec.label()),
+        knn::Engine::Plain => "plain".to_string(),
+        knn::Engine::Spec(spec) => format!("speculative ({})", spec.label()),
     };
     let mut line = format!(
         "{name}: {} tokens in {} ({:.1} ms/token; LM {}, search {}), {} searches of {} states over {} entries",
@@ -441,7 +439,7 @@ fn summary(g: &KnnGeneration, engine: KnnEngine, store: &Datastore) -> String {
         s.searched,
         store.len()
     );
-    if let Some(a) = s.acceptance() {
+    if let Some(a) = s.accuracy() {
         line.push_str(&format!(
             ", {:.0}% of {} speculated steps accepted, mean stride {:.1}, {} rounds verified asynchronously",
             a * 100.0,

@@ -8,7 +8,7 @@ use crate::generation::Stop;
 
 /// One kNN-LM generation.
 #[derive(Clone, Debug)]
-pub struct KnnGeneration {
+pub struct Generation {
     /// Tokens of the prompt.
     pub prompt_tokens: usize,
     /// The generated tokens (an end-of-text token is not included).
@@ -18,12 +18,12 @@ pub struct KnnGeneration {
     /// Why generation stopped ([`Stop::Halted`]: the commit callback finished it).
     pub stop: Stop,
     /// Counts and timings.
-    pub stats: KnnStats,
+    pub stats: Stats,
 }
 
 /// Counts and timings of one generation.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct KnnStats {
+pub struct Stats {
     /// Wall-clock time of the whole generation.
     pub wall: Duration,
     /// Time in LM forward passes.
@@ -40,7 +40,7 @@ pub struct KnnStats {
     /// wrong one).
     pub verified: usize,
     /// Speculated steps whose token the true neighbours confirmed.
-    pub accepted: usize,
+    pub matched: usize,
     /// Rounds that ended in a rollback.
     pub rollbacks: usize,
     /// The stride of every round, in order (0: a plain step).
@@ -49,11 +49,11 @@ pub struct KnnStats {
     pub overlapped: usize,
 }
 
-impl KnnStats {
-    /// Accepted over checked speculated steps, the speculation accuracy γ (None when nothing
+impl Stats {
+    /// Matched over checked speculated steps, the speculation accuracy γ (None when nothing
     /// was checked).
-    pub fn acceptance(&self) -> Option<f64> {
-        (self.verified > 0).then(|| self.accepted as f64 / self.verified as f64)
+    pub fn accuracy(&self) -> Option<f64> {
+        (self.verified > 0).then(|| self.matched as f64 / self.verified as f64)
     }
 
     /// Mean stride over the rounds that speculated.

@@ -9,7 +9,7 @@ use ralmspec_retrieval::{Hit, Metric};
 
 /// kNN-LM's knobs.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct KnnParams {
+pub struct Params {
     /// Neighbours per token (1..=1024 is the useful range).
     pub k: usize,
     /// Weight of the kNN distribution (the paper's λ = 0.25).
@@ -18,9 +18,9 @@ pub struct KnnParams {
     pub temperature: f32,
 }
 
-impl Default for KnnParams {
+impl Default for Params {
     fn default() -> Self {
-        KnnParams {
+        Params {
             k: 16,
             lambda: 0.25,
             temperature: 1.0,
@@ -28,7 +28,7 @@ impl Default for KnnParams {
     }
 }
 
-impl KnnParams {
+impl Params {
     /// Checks the ranges: k ≥ 1, λ in [0, 1], T > 0.
     pub fn check(&self) -> Result<(), String> {
         if self.k == 0 {
@@ -58,7 +58,7 @@ impl Mixer {
     /// neighbours were searched for.
     pub fn next_token(
         &mut self,
-        params: &KnnParams,
+        params: &Params,
         logits: &[f32],
         lse_lm: f64,
         neighbours: &[Hit],
@@ -86,7 +86,7 @@ impl Mixer {
     /// `log p(target)` under kNN-LM and under the LM alone.
     pub fn log_probs(
         &mut self,
-        params: &KnnParams,
+        params: &Params,
         logits: &[f32],
         neighbours: &[Hit],
         query_norm2: f32,
@@ -107,7 +107,7 @@ impl Mixer {
 
     /// Fills `scratch` with one (value, log Σ exp(−d²/T)) per distinct neighbour value, in
     /// value order.
-    fn group(&mut self, params: &KnnParams, neighbours: &[Hit], qn: f32, values: &[u32]) {
+    fn group(&mut self, params: &Params, neighbours: &[Hit], qn: f32, values: &[u32]) {
         let t = f64::from(params.temperature);
         self.scratch.clear();
         self.scratch.extend(neighbours.iter().map(|h| {
@@ -133,7 +133,7 @@ impl Mixer {
     }
 }
 
-fn weights(params: &KnnParams) -> (f64, f64) {
+fn weights(params: &Params) -> (f64, f64) {
     let l = f64::from(params.lambda);
     (l.ln(), (1.0 - l).ln())
 }
@@ -180,7 +180,7 @@ mod tests {
         let near = [hit(0, 0.5, qn), hit(1, 1.0, qn), hit(2, 1.2, qn)];
         let mut m = Mixer::default();
         let mut token = |lambda| {
-            let p = KnnParams {
+            let p = Params {
                 k: 3,
                 lambda,
                 temperature: 1.0,
@@ -202,7 +202,7 @@ mod tests {
         let values: Vec<u32> = (0..20).map(|i| (i * 7 % 50) as u32).collect();
         let qn = 4.0;
         let near: Vec<Hit> = (0..20).map(|i| hit(i, 0.1 * i as f32, qn)).collect();
-        let params = KnnParams {
+        let params = Params {
             k: 20,
             lambda: 0.4,
             temperature: 0.7,

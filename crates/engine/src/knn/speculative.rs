@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use ralmspec_retrieval::Hit;
 
 use super::successors::Successors;
-use super::{KnnSpec, Run, State};
+use super::{Run, Spec, State};
 use crate::config::Stride;
 use crate::error::Result;
-use crate::os3::{Os3, Plan, StepTime};
+use crate::os3::{Observation, Os3, Plan, StepTime, Verification};
 use crate::verifier;
 
 /// The longest round OS³ may choose.
@@ -49,7 +49,7 @@ impl Round {
 }
 
 /// Generates until the run stops.
-pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
+pub(crate) fn run(run: &mut Run<'_>, spec: Spec) -> Result<()> {
     let mut os3 = Os3::new(spec.async_verify, MAX_STRIDE)
         .without_redo()
         .speculating_until_verified();
@@ -57,6 +57,8 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
     let mut round = Round::default();
     let fetch = run.fetch(spec.prefetch);
     let mut plain_steps = 0;
+    // Latencies of the round's steps run alone (not beside a verification).
+    let mut alone = Vec::new();
     loop {
         let plan = match spec.stride {
             Stride::Fixed(n) => Plan {
@@ -82,13 +84,14 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
             continue;
         }
         plain_steps = 0;
+        alone.clear();
         while round.len() < stride && !round.ended(run) {
-            os3.step_took(speculate(run, &successors, &mut round)?);
+            alone.push(speculate(run, &successors, &mut round)?);
         }
 
         // Verify the round in one search; when planned, speculate the next round meanwhile.
         let overlap = plan.overlap && !round.ended(run) && round.len() < run.remaining();
-        let (hits, extra) = if overlap {
+        let (hits, took, beside, extra) = if overlap {
             let retriever = run.retriever;
             let queries: Vec<_> = round.states.iter().map(|s| s.query.clone()).collect();
             let limit = stride.max(1).min(run.remaining() - round.len());
@@ -98,16 +101,23 @@ pub(crate) fn run(run: &mut Run<'_>, spec: KnnSpec) -> Result<()> {
                 |done| speculate_until(run, &successors, &mut extra, done, limit),
             )?;
             run.stats.overlapped += 1;
-            os3.overlap_took(round.len(), step?, took);
             run.searched(round.len(), took);
-            (hits?, Some(extra))
+            (hits?, took, Some(step?), Some(extra))
         } else {
             let (hits, took) = run.search(&round.states, fetch)?;
-            os3.verification_took(round.len(), took);
-            (hits, None)
+            (hits, took, None, None)
         };
         let (matched, last, done) = commit(run, &round, &hits)?;
-        os3.round(round.len(), matched);
+        os3.observe(&Observation {
+            steps: &alone,
+            verification: Some(Verification {
+                queries: round.len(),
+                took,
+                beside,
+            }),
+            checked: Some((round.len(), matched)),
+            plain: None,
+        });
         if done {
             return Ok(());
         }
@@ -140,16 +150,19 @@ fn plain_step(
         Some(run.choose(&state, &hits))
     };
     let (mut hits, took) = run.search(std::slice::from_ref(&state), fetch)?;
-    os3.verification_took(1, took);
     let hits = hits.swap_remove(0);
     let token = run.choose(&state, &hits);
-    if let Some(g) = guess {
-        os3.round(1, usize::from(g == token));
-    }
     successors.refill(&hits, n, run.len);
-    if decoding {
-        os3.plain_step_took(t.elapsed().saturating_sub(took));
-    }
+    os3.observe(&Observation {
+        steps: &[],
+        verification: Some(Verification {
+            queries: 1,
+            took,
+            beside: None,
+        }),
+        checked: guess.map(|g| (1, usize::from(g == token))),
+        plain: decoding.then(|| t.elapsed().saturating_sub(took)),
+    });
     run.stats.strides.push(0);
     if run.commit(token) {
         return Ok(true);
@@ -218,7 +231,7 @@ fn commit(run: &mut Run<'_>, round: &Round, hits: &[Vec<Hit>]) -> Result<(usize,
             // Drop everything fed after step i (its guess and any later step's), feed the truth.
             run.cache.truncate(round.cache_after[i]);
             run.stats.rollbacks += 1;
-            run.stats.accepted += matched;
+            run.stats.matched += matched;
             run.stats.verified += matched + 1;
             run.feed.clear();
             let done = run.commit(token);
@@ -227,12 +240,12 @@ fn commit(run: &mut Run<'_>, round: &Round, hits: &[Vec<Hit>]) -> Result<(usize,
         }
         matched += 1;
         if run.commit(token) {
-            run.stats.accepted += matched;
+            run.stats.matched += matched;
             run.stats.verified += matched;
             return Ok((matched, i, true));
         }
     }
-    run.stats.accepted += matched;
+    run.stats.matched += matched;
     run.stats.verified += matched;
     Ok((matched, round.len() - 1, false))
 }

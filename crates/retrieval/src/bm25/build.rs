@@ -16,7 +16,7 @@ use crate::padding::Padding;
 use super::Bm25Index;
 use super::analyzer::{self, ANALYZER, ID_FIELD, TEXT_FIELD};
 use super::manifest::{
-    B, Bm25Manifest, FORMAT_VERSION, K1, KIND, MANIFEST, PaddingRecord, TANTIVY, record_files,
+    B, Bm25Manifest, FORMAT_VERSION, K1, KIND, MANIFEST, TANTIVY, TextPadding, record_files,
 };
 
 /// Passages between two [`BuildProgress::Indexed`] reports.
@@ -131,7 +131,7 @@ fn write_index(
         k1: K1,
         b: B,
         tantivy: TANTIVY.into(),
-        padding: padding.as_ref().map(PaddingRecord::of),
+        padding: padding.as_ref().map(TextPadding::of),
         files: record_files(tmp)?,
     };
     let path = tmp.join(MANIFEST);

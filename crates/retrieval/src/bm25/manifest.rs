@@ -63,7 +63,7 @@ pub struct Bm25Manifest {
     /// The tantivy release of the index files ([`TANTIVY`]).
     pub tantivy: String,
     /// How the corpus was padded, or `None` for the real passages only.
-    pub padding: Option<PaddingRecord>,
+    pub padding: Option<TextPadding>,
     /// Every file of the tantivy index, by name.
     pub files: BTreeMap<String, FileRecord>,
 }
@@ -78,10 +78,11 @@ pub struct FileRecord {
     pub sha256: String,
 }
 
-/// How an index was padded ([`Padding`]), enough to rebuild the padding passages.
+/// How a BM25 index's passages were padded ([`Padding`]), enough to rebuild the padding
+/// passages (a dense index records its vectors' padding in [`crate::PaddingRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PaddingRecord {
+pub struct TextPadding {
     /// Passages after padding.
     pub total: usize,
     /// The padding seed.
@@ -94,10 +95,10 @@ pub struct PaddingRecord {
     pub description: String,
 }
 
-impl PaddingRecord {
+impl TextPadding {
     /// The record of `padding`.
-    pub fn of(padding: &Padding) -> PaddingRecord {
-        PaddingRecord {
+    pub fn of(padding: &Padding) -> TextPadding {
+        TextPadding {
             total: padding.total(),
             seed: padding.seed(),
             count: padding.count(),
@@ -110,7 +111,7 @@ impl PaddingRecord {
     /// from); an error when it does not fit `corpus`.
     pub fn padding(&self, corpus: &Corpus) -> Result<Padding> {
         let padding = Padding::new(corpus, self.total, self.seed)?;
-        if PaddingRecord::of(&padding) != *self {
+        if TextPadding::of(&padding) != *self {
             return Err(RetrievalError::BadIndexData {
                 reason: format!(
                     "the index's padding ({}) does not fit this corpus ({})",
