@@ -501,3 +501,218 @@ fn text_stream_holds_back_split_characters() {
         assert!(out.contains('\u{FFFD}'));
     }
 }
+
+// The general (fallback) path, for pre-tokenizers without a native implementation.
+
+/// A copy of `src` in `dir` with its metadata edited by `edit` (tensors copied as they are).
+fn rewritten(
+    src: &Path,
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, gguf_file::Value>),
+) -> PathBuf {
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut metadata = content.metadata.clone();
+    edit(&mut metadata);
+    let mut tensors = Vec::new();
+    for name in content.tensor_infos.keys() {
+        let tensor = content
+            .tensor(&mut file, name, &candle_core::Device::Cpu)
+            .unwrap();
+        tensors.push((name.clone(), tensor));
+    }
+    let path = dir.join(name);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    gguf_file::write(&mut out, &metadata, &tensors).unwrap();
+    out.flush().unwrap();
+    path
+}
+
+fn set_string(
+    key: &str,
+    value: &str,
+) -> impl FnOnce(&mut std::collections::HashMap<String, gguf_file::Value>) {
+    let (key, value) = (key.to_string(), value.to_string());
+    move |metadata| {
+        metadata.insert(key, gguf_file::Value::String(value));
+    }
+}
+
+fn content_of(path: &Path) -> gguf_file::Content {
+    gguf_file::Content::read(&mut std::fs::File::open(path).unwrap()).unwrap()
+}
+
+/// Forced through the general path, each model's tokenizer gives the native path's ids on
+/// every text, plain and with special tokens; prints what the general path costs.
+#[test]
+fn fallback_equals_native_path() {
+    let texts = texts();
+    for model in [smollm2(), qwen()] {
+        let content = content_of(&model.path);
+        let fallback =
+            Tokenizer::from_gguf_with(&content, ralmspec_lm::TokenizerPath::Fallback).unwrap();
+        assert!(fallback.uses_fallback() && !model.tokenizer.uses_fallback());
+        let time = |tok: &Tokenizer| {
+            let start = Instant::now();
+            let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+            (ids, start.elapsed().as_secs_f64())
+        };
+        let (native_ids, native_s) = time(&model.tokenizer);
+        let (fallback_ids, fallback_s) = time(&fallback);
+        for (i, text) in texts.iter().enumerate() {
+            if native_ids[i] != fallback_ids[i] {
+                panic!(
+                    "{}: the general path differs from the native one:\n{}",
+                    model.name,
+                    divergence(&fallback, text, &fallback_ids[i], &native_ids[i])
+                );
+            }
+            assert_eq!(
+                fallback.encode_with_special(text),
+                model.tokenizer.encode_with_special(text),
+                "{}: {text:?}",
+                model.name
+            );
+        }
+        let tokens: usize = native_ids.iter().map(Vec::len).sum();
+        eprintln!(
+            "{}: {} texts ({tokens} tokens) on one thread: native {:.1} ms, general path {:.1} ms ({:.1}x)",
+            model.name,
+            texts.len(),
+            native_s * 1e3,
+            fallback_s * 1e3,
+            fallback_s / native_s
+        );
+    }
+}
+
+/// SmolLM2's GGUF relabelled with pre-tokenizers we have no native code for (and with none,
+/// which llama.cpp reads as `default`) loads through the general path and tokenizes as
+/// llama.cpp does with the same relabelled file.
+#[test]
+fn other_pre_tokenizers_match_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = texts();
+    for pre in [Some("llama3"), Some("gpt-2"), Some("deepseek-coder"), None] {
+        let label = pre.unwrap_or("no-pre");
+        let path = rewritten(
+            &smollm2().path,
+            dir.path(),
+            &format!("{label}.gguf"),
+            |m| match pre {
+                Some(pre) => set_string("tokenizer.ggml.pre", pre)(m),
+                None => {
+                    m.remove("tokenizer.ggml.pre");
+                }
+            },
+        );
+        let tok = Tokenizer::from_gguf(&content_of(&path)).unwrap();
+        assert!(tok.uses_fallback(), "{label}");
+        let theirs = reference_ids(&path, texts, None);
+        let ours: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+        let differing: Vec<usize> = (0..texts.len()).filter(|&i| ours[i] != theirs[i]).collect();
+        if let Some(&first) = differing.first() {
+            panic!(
+                "SmolLM2 as `{label}`: {} of {} texts tokenize differently from llama.cpp; the first:\n{}",
+                differing.len(),
+                texts.len(),
+                divergence(&tok, &texts[first], &ours[first], &theirs[first])
+            );
+        }
+        // The relabelling changed the split: some text tokenizes differently from `smollm`.
+        let native = &smollm2().tokenizer;
+        assert!(
+            texts
+                .iter()
+                .zip(&ours)
+                .any(|(t, ids)| native.encode(t) != *ids),
+            "{label} splits as smollm does on every text"
+        );
+        let special = reference_ids(
+            &path,
+            &texts[texts.len() - HARD_CASES.len()..],
+            Some("--special"),
+        );
+        for (text, theirs) in texts[texts.len() - HARD_CASES.len()..].iter().zip(special) {
+            assert_eq!(
+                tok.encode_with_special(text),
+                theirs,
+                "{label} --special: {text:?}"
+            );
+        }
+        eprintln!(
+            "SmolLM2 as `{label}`: {} texts equal to llama.cpp",
+            texts.len()
+        );
+    }
+    // The whole model loads with the general-path tokenizer.
+    let path = rewritten(
+        &smollm2().path,
+        dir.path(),
+        "llama3-lm.gguf",
+        set_string("tokenizer.ggml.pre", "llama3"),
+    );
+    let lm = ralmspec_lm::Lm::open(&path).unwrap();
+    assert!(lm.tokenizer.uses_fallback());
+}
+
+/// A pre-tokenizer name neither we nor llama.cpp know, an architecture other than llama and
+/// qwen2, and a tokenizer model other than `gpt2` are errors naming what is unsupported.
+#[test]
+fn unsupported_pre_tokenizer_architecture_and_tokenizer_model_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = &smollm2().path;
+    let open_err = |path: &Path| match ralmspec_lm::Lm::open(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    };
+
+    let path = rewritten(
+        src,
+        dir.path(),
+        "pre.gguf",
+        set_string("tokenizer.ggml.pre", "no-such-pre"),
+    );
+    let err = open_err(&path);
+    assert!(
+        err.contains("pre-tokenizer `no-such-pre`") && err.contains("llama3"),
+        "{err}"
+    );
+    // llama.cpp refuses the name too.
+    let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference_tokenize.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "llama.cpp loaded pre-tokenizer `no-such-pre`"
+    );
+
+    let path = rewritten(src, dir.path(), "arch.gguf", |m| {
+        // The llama.* keys stay: only the architecture's name is unknown.
+        set_string("general.architecture", "mamba")(m)
+    });
+    let err = open_err(&path);
+    assert!(
+        err.contains("architecture `mamba`") && err.contains("llama, qwen2"),
+        "{err}"
+    );
+
+    let path = rewritten(
+        src,
+        dir.path(),
+        "model.gguf",
+        set_string("tokenizer.ggml.model", "llama"),
+    );
+    let err = open_err(&path);
+    assert!(err.contains("tokenizer model `llama`"), "{err}");
+}
