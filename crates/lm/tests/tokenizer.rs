@@ -504,6 +504,23 @@ fn text_stream_holds_back_split_characters() {
 
 // The general (fallback) path, for pre-tokenizers without a native implementation.
 
+/// [`texts`] and words with a byte SmolLM2 has no token for inside a run that merges
+/// (punctuation, spaces): the byte is dropped and nothing merges across it.
+fn general_path_texts() -> Vec<String> {
+    let mut all = texts().to_vec();
+    all.extend(
+        [
+            "!\u{4}!",
+            "a..\u{13}..b",
+            "((\u{14}))",
+            "   \u{16}   x",
+            "--\u{1d}--\u{6}==",
+        ]
+        .map(String::from),
+    );
+    all
+}
+
 /// A copy of `src` in `dir` with its metadata edited by `edit` (tensors copied as they are).
 fn rewritten(
     src: &Path,
@@ -551,7 +568,7 @@ fn content_of(path: &Path) -> gguf_file::Content {
 /// every text, plain and with special tokens; prints what the general path costs.
 #[test]
 fn fallback_equals_native_path() {
-    let texts = texts();
+    let texts = &general_path_texts();
     for model in [smollm2(), qwen()] {
         let content = content_of(&model.path);
         let fallback =
@@ -597,7 +614,7 @@ fn fallback_equals_native_path() {
 #[test]
 fn other_pre_tokenizers_match_llama_cpp() {
     let dir = tempfile::tempdir().unwrap();
-    let texts = texts();
+    let texts = &general_path_texts();
     for pre in [Some("llama3"), Some("gpt-2"), Some("deepseek-coder"), None] {
         let label = pre.unwrap_or("no-pre");
         let path = rewritten(
@@ -635,10 +652,10 @@ fn other_pre_tokenizers_match_llama_cpp() {
         );
         let special = reference_ids(
             &path,
-            &texts[texts.len() - HARD_CASES.len()..],
+            HARD_CASES_OWNED.get_or_init(owned_hard_cases),
             Some("--special"),
         );
-        for (text, theirs) in texts[texts.len() - HARD_CASES.len()..].iter().zip(special) {
+        for (text, theirs) in HARD_CASES.iter().zip(special) {
             assert_eq!(
                 tok.encode_with_special(text),
                 theirs,
@@ -659,6 +676,12 @@ fn other_pre_tokenizers_match_llama_cpp() {
     );
     let lm = ralmspec_lm::Lm::open(&path).unwrap();
     assert!(lm.tokenizer.uses_fallback());
+}
+
+static HARD_CASES_OWNED: OnceLock<Vec<String>> = OnceLock::new();
+
+fn owned_hard_cases() -> Vec<String> {
+    HARD_CASES.iter().map(|s| s.to_string()).collect()
 }
 
 /// A pre-tokenizer name neither we nor llama.cpp know, an architecture other than llama and
