@@ -233,7 +233,7 @@ impl Tokenizer {
         let eos = token_id("tokenizer.ggml.eos_token_id")?
             .ok_or_else(|| LmError::MissingMetadata("tokenizer.ggml.eos_token_id".into()))?;
         let add_bos = match meta.get("tokenizer.ggml.add_bos_token") {
-            None => false,
+            None => fallback::adds_bos_by_default(pre_name),
             Some(v) => v
                 .to_bool()
                 .map_err(|_| LmError::MissingMetadata("tokenizer.ggml.add_bos_token".into()))?,
@@ -360,7 +360,8 @@ impl Tokenizer {
     }
 
     /// The token to put before a prompt, if the model wants one
-    /// (`tokenizer.ggml.add_bos_token`; neither supported model does).
+    /// (`tokenizer.ggml.add_bos_token`, or when absent llama.cpp's default for the pre-tokenizer;
+    /// neither bundled model does).
     pub fn bos_id(&self) -> Option<u32> {
         self.bos
     }

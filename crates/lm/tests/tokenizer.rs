@@ -678,6 +678,48 @@ fn other_pre_tokenizers_match_llama_cpp() {
     assert!(lm.tokenizer.uses_fallback());
 }
 
+/// Without `tokenizer.ggml.add_bos_token`, a prompt starts with BOS exactly where llama.cpp
+/// adds one by default (`llama3`: yes; `gpt-2`: no).
+#[test]
+fn default_bos_follows_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    for (pre, bos) in [("llama3", true), ("gpt-2", false)] {
+        let path = rewritten(
+            &smollm2().path,
+            dir.path(),
+            &format!("{pre}-bos.gguf"),
+            |m| {
+                set_string("tokenizer.ggml.pre", pre)(m);
+                m.remove("tokenizer.ggml.add_bos_token");
+            },
+        );
+        let tok = Tokenizer::from_gguf(&content_of(&path)).unwrap();
+        assert_eq!(tok.bos_id().is_some(), bos, "{pre}");
+        let ours: Vec<u32> = tok
+            .bos_id()
+            .into_iter()
+            .chain(tok.encode("Hello world"))
+            .collect();
+        let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        let out = Command::new(python)
+            .arg("-c")
+            .arg("import sys\nfrom llama_cpp import Llama\nllm = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)\nprint(llm.tokenize(b'Hello world', add_bos=True, special=False))")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            ours, theirs,
+            "{pre}: BOS and ids as llama.cpp's tokenize(add_bos=True)"
+        );
+    }
+}
+
 static HARD_CASES_OWNED: OnceLock<Vec<String>> = OnceLock::new();
 
 fn owned_hard_cases() -> Vec<String> {

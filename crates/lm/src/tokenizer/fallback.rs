@@ -43,6 +43,9 @@ struct Rules {
     /// A word that is a whole vocabulary token is that token, merges or not (llama.cpp's
     /// `ignore_merges`, HF's `BPE.ignore_merges`).
     ignore_merges: bool,
+    /// Prompts start with BOS when the GGUF has no `tokenizer.ggml.add_bos_token` (llama.cpp's
+    /// default for these names).
+    add_bos: bool,
 }
 
 /// llama.cpp's `default` rules (for `default` and for a GGUF without a pre-tokenizer name).
@@ -50,6 +53,7 @@ const DEFAULT: Rules = Rules {
     names: &["default"],
     regexes: &[r"[\p{P}\$\+<=>\^~\|]+", GPT2, r"\p{N}+", "[0-9][0-9][0-9]"],
     ignore_merges: false,
+    add_bos: false,
 };
 
 /// The pre-tokenizer names the fallback implements, with llama.cpp's rules for each.
@@ -68,11 +72,13 @@ const RULES: &[Rules] = &[
         ],
         regexes: &[LLAMA3],
         ignore_merges: true,
+        add_bos: true,
     },
     Rules {
         names: &["dbrx", "smaug-bpe"],
         regexes: &[LLAMA3],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &[
@@ -94,6 +100,7 @@ const RULES: &[Rules] = &[
         ],
         regexes: &[GPT2],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &[
@@ -107,11 +114,13 @@ const RULES: &[Rules] = &[
         ],
         regexes: &[r"\p{N}", GPT2],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["falcon"],
         regexes: &[r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &[
@@ -124,11 +133,13 @@ const RULES: &[Rules] = &[
         ],
         regexes: &[QWEN2],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["chatglm-bpe", "glm4"],
         regexes: &[LLAMA3],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["deepseek-coder"],
@@ -140,6 +151,7 @@ const RULES: &[Rules] = &[
             r"\p{N}",
         ],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["deepseek-v3"],
@@ -149,16 +161,19 @@ const RULES: &[Rules] = &[
             r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##,
         ],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["poro-chat", "bloom", "gpt3-finnish"],
         regexes: &[r" ?[^(\s|.,!?…。，、।۔،)]+"],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["viking"],
         regexes: &[r" ?[^(\s|.,!?…。，、।۔،)]+", r"\p{N}"],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["tekken"],
@@ -166,6 +181,7 @@ const RULES: &[Rules] = &[
             r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
         ],
         ignore_merges: true,
+        add_bos: true,
     },
     Rules {
         names: &["gpt-4o", "llama4"],
@@ -173,6 +189,7 @@ const RULES: &[Rules] = &[
             r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+",
         ],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["seed-coder"],
@@ -180,13 +197,22 @@ const RULES: &[Rules] = &[
             r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+",
         ],
         ignore_merges: false,
+        add_bos: false,
     },
     Rules {
         names: &["grok-2"],
         regexes: &[QWEN2],
         ignore_merges: false,
+        add_bos: false,
     },
 ];
+
+/// Whether prompts start with BOS for a GGUF without `tokenizer.ggml.add_bos_token`, by its
+/// pre-tokenizer name (llama.cpp's defaults: yes for the Llama 3 and Tekken families).
+pub(crate) fn adds_bos_by_default(pre: Option<&str>) -> bool {
+    pre.and_then(|name| RULES.iter().find(|r| r.names.contains(&name)))
+        .is_some_and(|r| r.add_bos)
+}
 
 /// The pre-tokenizer names the fallback knows, for error messages.
 pub(crate) fn known_names() -> Vec<&'static str> {
