@@ -73,9 +73,9 @@ pub struct Tokenizer {
 /// How plain text (no special tokens) becomes ids.
 enum Words {
     /// The native pre-tokenizer and BPE (`smollm`, `qwen2`).
-    Native { pre: PreTokenizer, bpe: Bpe },
+    Native { pre: PreTokenizer, bpe: Box<Bpe> },
     /// The HF `tokenizers` pipeline, for the other pre-tokenizers.
-    Fallback(Fallback),
+    Fallback(Box<Fallback>),
 }
 
 /// Which path [`Tokenizer::from_gguf_with`] builds.
@@ -182,7 +182,7 @@ impl Tokenizer {
         let words = match native {
             Some(pre) => Words::Native {
                 pre,
-                bpe: Bpe::new(byte_ids, usable.iter().map(|(_, triple)| *triple)),
+                bpe: Box::new(Bpe::new(byte_ids, usable.iter().map(|(_, triple)| *triple))),
             },
             None => {
                 let missing: Vec<char> = bytes::byte_chars()
@@ -195,7 +195,9 @@ impl Tokenizer {
                     .iter()
                     .map(|((l, r), _)| ((*l).to_string(), (*r).to_string()))
                     .collect();
-                Words::Fallback(Fallback::new(pre_name, &spelled, pairs, &missing)?)
+                Words::Fallback(Box::new(Fallback::new(
+                    pre_name, &spelled, pairs, &missing,
+                )?))
             }
         };
 

@@ -111,6 +111,11 @@ fn texts() -> &'static [String] {
     })
 }
 
+/// The Python interpreter with llama-cpp-python (`$RALMSPEC_PYTHON`, default `python3`).
+fn python() -> String {
+    std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
 /// Runs the reference script on `texts` and returns its output lines.
 fn reference(gguf: &Path, texts: &[String], mode: Option<&str>) -> Vec<String> {
     let dir = std::env::temp_dir().join(format!("ralmspec-tok-{}", std::process::id()));
@@ -127,7 +132,7 @@ fn reference(gguf: &Path, texts: &[String], mode: Option<&str>) -> Vec<String> {
         writeln!(file, "{}", serde_json::to_string(text).unwrap()).unwrap();
     }
     drop(file);
-    let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let python = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference_tokenize.py");
     let mut command = Command::new(&python);
     command.arg(&script).arg(gguf).arg(&input);
@@ -652,7 +657,7 @@ fn other_pre_tokenizers_match_llama_cpp() {
         );
         let special = reference_ids(
             &path,
-            HARD_CASES_OWNED.get_or_init(owned_hard_cases),
+            &HARD_CASES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             Some("--special"),
         );
         for (text, theirs) in HARD_CASES.iter().zip(special) {
@@ -700,7 +705,7 @@ fn default_bos_follows_llama_cpp() {
             .into_iter()
             .chain(tok.encode("Hello world"))
             .collect();
-        let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
+        let python = python();
         let out = Command::new(python)
             .arg("-c")
             .arg("import sys\nfrom llama_cpp import Llama\nllm = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)\nprint(llm.tokenize(b'Hello world', add_bos=True, special=False))")
@@ -720,38 +725,34 @@ fn default_bos_follows_llama_cpp() {
     }
 }
 
-static HARD_CASES_OWNED: OnceLock<Vec<String>> = OnceLock::new();
-
-fn owned_hard_cases() -> Vec<String> {
-    HARD_CASES.iter().map(|s| s.to_string()).collect()
-}
-
 /// A pre-tokenizer name neither we nor llama.cpp know, an architecture other than llama and
 /// qwen2, and a tokenizer model other than `gpt2` are errors naming what is unsupported.
 #[test]
 fn unsupported_pre_tokenizer_architecture_and_tokenizer_model_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let src = &smollm2().path;
-    let open_err = |path: &Path| match ralmspec_lm::Lm::open(path) {
-        Ok(_) => panic!("{} loaded", path.display()),
-        Err(e) => e.to_string(),
+    // SmolLM2's GGUF with one metadata string changed (the llama.* keys stay), and the error
+    // loading it.
+    let refused = |key: &str, value: &str| {
+        let path = rewritten(
+            &smollm2().path,
+            dir.path(),
+            &format!("{value}.gguf"),
+            set_string(key, value),
+        );
+        match ralmspec_lm::Lm::open(&path) {
+            Ok(_) => panic!("{key} = {value} loaded"),
+            Err(e) => (path, e.to_string()),
+        }
     };
 
-    let path = rewritten(
-        src,
-        dir.path(),
-        "pre.gguf",
-        set_string("tokenizer.ggml.pre", "no-such-pre"),
-    );
-    let err = open_err(&path);
+    let (path, err) = refused("tokenizer.ggml.pre", "no-such-pre");
     assert!(
         err.contains("pre-tokenizer `no-such-pre`") && err.contains("llama3"),
         "{err}"
     );
     // llama.cpp refuses the name too.
-    let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference_tokenize.py");
-    let out = Command::new(python)
+    let out = Command::new(python())
         .arg(script)
         .arg(&path)
         .stdin(std::process::Stdio::null())
@@ -762,22 +763,12 @@ fn unsupported_pre_tokenizer_architecture_and_tokenizer_model_are_named() {
         "llama.cpp loaded pre-tokenizer `no-such-pre`"
     );
 
-    let path = rewritten(src, dir.path(), "arch.gguf", |m| {
-        // The llama.* keys stay: only the architecture's name is unknown.
-        set_string("general.architecture", "mamba")(m)
-    });
-    let err = open_err(&path);
+    let (_, err) = refused("general.architecture", "mamba");
     assert!(
         err.contains("architecture `mamba`") && err.contains("llama, qwen2"),
         "{err}"
     );
 
-    let path = rewritten(
-        src,
-        dir.path(),
-        "model.gguf",
-        set_string("tokenizer.ggml.model", "llama"),
-    );
-    let err = open_err(&path);
+    let (_, err) = refused("tokenizer.ggml.model", "llama");
     assert!(err.contains("tokenizer model `llama`"), "{err}");
 }
