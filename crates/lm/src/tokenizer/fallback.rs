@@ -75,7 +75,7 @@ const RULES: &[Rules] = &[
         add_bos: true,
     },
     Rules {
-        names: &["dbrx", "smaug-bpe"],
+        names: &["dbrx", "smaug-bpe", "chatglm-bpe", "glm4"],
         regexes: &[LLAMA3],
         ignore_merges: false,
         add_bos: false,
@@ -130,14 +130,9 @@ const RULES: &[Rules] = &[
             "megrez",
             "hunyuan",
             "solar-open",
+            "grok-2",
         ],
         regexes: &[QWEN2],
-        ignore_merges: false,
-        add_bos: false,
-    },
-    Rules {
-        names: &["chatglm-bpe", "glm4"],
-        regexes: &[LLAMA3],
         ignore_merges: false,
         add_bos: false,
     },
@@ -196,12 +191,6 @@ const RULES: &[Rules] = &[
         regexes: &[
             r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+",
         ],
-        ignore_merges: false,
-        add_bos: false,
-    },
-    Rules {
-        names: &["grok-2"],
-        regexes: &[QWEN2],
         ignore_merges: false,
         add_bos: false,
     },
