@@ -34,4 +34,4 @@ pub use error::{LmError, Result};
 pub use kv_cache::{CacheDevice, KvCache};
 pub use lm::{Lm, Stop, argmax};
 pub use model::{Model, Output, Outputs, Step};
-pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};
+pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer, TokenizerPath};

@@ -7,6 +7,10 @@
 //! 2. `pretokenizer`: the rest is cut into words by the model's regex (`tokenizer.ggml.pre`).
 //! 3. `bpe`: each word's bytes are merged by the ranked merge list into token ids.
 //!
+//! Stages 2 and 3 are native for the `smollm` and `qwen2` pre-tokenizers; any other name
+//! llama.cpp knows goes through `fallback`, an HF `tokenizers` pipeline built from the same
+//! vocabulary and merges with llama.cpp's split regexes for that name (slower, same ids).
+//!
 //! Decoding maps ids back to bytes (`bytes` undoes GPT-2's byte spelling of the vocabulary);
 //! [`TextStream`] does it incrementally for printing while generating, and [`ChatTemplate`]
 //! renders the model's chat prompt (its Jinja template). Everything is built once in [`Tokenizer::from_gguf`]; the
@@ -15,6 +19,7 @@
 mod bpe;
 mod bytes;
 mod chat;
+mod fallback;
 mod pretokenizer;
 mod special;
 mod stream;
@@ -28,6 +33,7 @@ use crate::error::{LmError, Result};
 use bpe::Bpe;
 use bytes::ByteDecoder;
 pub use chat::{ChatMessage, ChatTemplate};
+use fallback::Fallback;
 use pretokenizer::PreTokenizer;
 use special::{Piece, Specials};
 pub use stream::TextStream;
@@ -51,8 +57,8 @@ const END_OF_TURN: &[&str] = &[
 pub struct Tokenizer {
     /// The bytes each token stands for, by id.
     tokens: Vec<Vec<u8>>,
-    pre: PreTokenizer,
-    bpe: Bpe,
+    /// Plain text to ids (stages 2 and 3).
+    words: Words,
     /// Control and user-defined tokens, matched by [`Tokenizer::encode_with_special`].
     specials: Specials,
     /// User-defined tokens only, which llama.cpp matches in plain text too.
@@ -64,10 +70,29 @@ pub struct Tokenizer {
     chat: ChatTemplate,
 }
 
+/// How plain text (no special tokens) becomes ids.
+enum Words {
+    /// The native pre-tokenizer and BPE (`smollm`, `qwen2`).
+    Native { pre: PreTokenizer, bpe: Box<Bpe> },
+    /// The HF `tokenizers` pipeline, for the other pre-tokenizers.
+    Fallback(Box<Fallback>),
+}
+
+/// Which path [`Tokenizer::from_gguf_with`] builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TokenizerPath {
+    /// The native path where the pre-tokenizer has one, else the general (fallback) path.
+    #[default]
+    Auto,
+    /// The general path whatever the pre-tokenizer (to check it against the native one).
+    Fallback,
+}
+
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
             .field("vocab_size", &self.tokens.len())
+            .field("fallback", &self.uses_fallback())
             .field("bos", &self.bos)
             .field("eos", &self.eos)
             .field("eog", &self.eog)
@@ -79,11 +104,17 @@ impl std::fmt::Debug for Tokenizer {
 impl Tokenizer {
     /// Rebuilds the tokenizer from a GGUF's `tokenizer.*` metadata.
     ///
-    /// Requires `tokenizer.ggml.model = "gpt2"` (byte-level BPE) and a supported
-    /// `tokenizer.ggml.pre` (`smollm` or `qwen2`), else [`LmError::Unsupported`]; and a
-    /// `tokenizer.chat_template` that compiles and renders a one-question conversation, else
+    /// Requires `tokenizer.ggml.model = "gpt2"` (byte-level BPE) and a `tokenizer.ggml.pre`
+    /// that is native (`smollm`, `qwen2`) or one of the llama.cpp names the general path
+    /// implements (absent: llama.cpp's `default`), else [`LmError::Unsupported`] naming it; and
+    /// a `tokenizer.chat_template` that compiles and renders a one-question conversation, else
     /// [`LmError::ChatTemplate`].
     pub fn from_gguf(content: &Content) -> Result<Tokenizer> {
+        Tokenizer::from_gguf_with(content, TokenizerPath::Auto)
+    }
+
+    /// [`Tokenizer::from_gguf`], choosing the path for plain text.
+    pub fn from_gguf_with(content: &Content, path: TokenizerPath) -> Result<Tokenizer> {
         let meta = Metadata(&content.metadata);
         let model = meta.string("tokenizer.ggml.model")?;
         if model != "gpt2" {
@@ -91,7 +122,14 @@ impl Tokenizer {
                 "tokenizer model `{model}` (only byte-level BPE, `gpt2`, is supported)"
             )));
         }
-        let pre = PreTokenizer::from_name(meta.string("tokenizer.ggml.pre")?)?;
+        let pre_name = match meta.get("tokenizer.ggml.pre") {
+            None => None,
+            Some(_) => Some(meta.string("tokenizer.ggml.pre")?),
+        };
+        let native = match (path, pre_name) {
+            (TokenizerPath::Auto, Some(name)) => PreTokenizer::native(name),
+            _ => None,
+        };
         let spelled = meta.strings("tokenizer.ggml.tokens")?;
         let types = match meta.get("tokenizer.ggml.token_type") {
             None => vec![1; spelled.len()],
@@ -127,20 +165,41 @@ impl Tokenizer {
         }
 
         let merges = meta.strings("tokenizer.ggml.merges")?;
-        let mut triples = Vec::with_capacity(merges.len());
+        // The merges whose three tokens exist, in rank order (one naming a token the
+        // vocabulary lacks can never apply; HF skips it too).
+        let mut usable = Vec::with_capacity(merges.len());
         for merge in &merges {
             let (left, right) = merge
                 .split_once(' ')
                 .ok_or_else(|| LmError::Tokenizer(format!("merge `{merge}` is not two tokens")))?;
             let merged = format!("{left}{right}");
-            // A merge naming a token the vocabulary lacks can never apply (HF skips it too).
             if let (Some(&l), Some(&r), Some(&m)) =
                 (ids.get(left), ids.get(right), ids.get(merged.as_str()))
             {
-                triples.push((l, r, m));
+                usable.push(((left, right), (l, r, m)));
             }
         }
-        let bpe = Bpe::new(byte_ids, triples);
+        let words = match native {
+            Some(pre) => Words::Native {
+                pre,
+                bpe: Box::new(Bpe::new(byte_ids, usable.iter().map(|(_, triple)| *triple))),
+            },
+            None => {
+                let missing: Vec<char> = bytes::byte_chars()
+                    .into_iter()
+                    .zip(byte_ids)
+                    .filter(|(_, id)| *id == bpe::NONE)
+                    .map(|(c, _)| c)
+                    .collect();
+                let pairs = usable
+                    .iter()
+                    .map(|((l, r), _)| ((*l).to_string(), (*r).to_string()))
+                    .collect();
+                Words::Fallback(Box::new(Fallback::new(
+                    pre_name, &spelled, pairs, &missing,
+                )?))
+            }
+        };
 
         let special_of = |wanted: &[i32]| {
             Specials::new(
@@ -176,7 +235,7 @@ impl Tokenizer {
         let eos = token_id("tokenizer.ggml.eos_token_id")?
             .ok_or_else(|| LmError::MissingMetadata("tokenizer.ggml.eos_token_id".into()))?;
         let add_bos = match meta.get("tokenizer.ggml.add_bos_token") {
-            None => false,
+            None => fallback::adds_bos_by_default(pre_name),
             Some(v) => v
                 .to_bool()
                 .map_err(|_| LmError::MissingMetadata("tokenizer.ggml.add_bos_token".into()))?,
@@ -214,8 +273,7 @@ impl Tokenizer {
         )?;
         Ok(Tokenizer {
             tokens,
-            pre,
-            bpe,
+            words,
             specials,
             user_defined,
             bos,
@@ -259,8 +317,18 @@ impl Tokenizer {
     }
 
     fn encode_text(&self, text: &str, out: &mut Vec<u32>) {
-        self.pre
-            .split(text, |word| self.bpe.encode_word(word.as_bytes(), out));
+        match &self.words {
+            Words::Native { pre, bpe } => {
+                pre.split(text, |word| bpe.encode_word(word.as_bytes(), out))
+            }
+            Words::Fallback(fallback) => fallback.encode(text, out),
+        }
+    }
+
+    /// True if plain text goes through the general (HF `tokenizers`) path rather than the
+    /// native one.
+    pub fn uses_fallback(&self) -> bool {
+        matches!(self.words, Words::Fallback(_))
     }
 
     /// Decodes ids to text; bytes that are not valid UTF-8 become U+FFFD. Special tokens
@@ -294,7 +362,8 @@ impl Tokenizer {
     }
 
     /// The token to put before a prompt, if the model wants one
-    /// (`tokenizer.ggml.add_bos_token`; neither supported model does).
+    /// (`tokenizer.ggml.add_bos_token`, or when absent llama.cpp's default for the pre-tokenizer;
+    /// neither bundled model does).
     pub fn bos_id(&self) -> Option<u32> {
         self.bos
     }

@@ -111,6 +111,11 @@ fn texts() -> &'static [String] {
     })
 }
 
+/// The Python interpreter with llama-cpp-python (`$RALMSPEC_PYTHON`, default `python3`).
+fn python() -> String {
+    std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
 /// Runs the reference script on `texts` and returns its output lines.
 fn reference(gguf: &Path, texts: &[String], mode: Option<&str>) -> Vec<String> {
     let dir = std::env::temp_dir().join(format!("ralmspec-tok-{}", std::process::id()));
@@ -127,7 +132,7 @@ fn reference(gguf: &Path, texts: &[String], mode: Option<&str>) -> Vec<String> {
         writeln!(file, "{}", serde_json::to_string(text).unwrap()).unwrap();
     }
     drop(file);
-    let python = std::env::var("RALMSPEC_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let python = python();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference_tokenize.py");
     let mut command = Command::new(&python);
     command.arg(&script).arg(gguf).arg(&input);
@@ -500,4 +505,290 @@ fn text_stream_holds_back_split_characters() {
         assert_eq!(out, tok.decode(&broken), "{}", model.name);
         assert!(out.contains('\u{FFFD}'));
     }
+}
+
+// The general (fallback) path, for pre-tokenizers without a native implementation.
+
+/// [`texts`] and words with a byte SmolLM2 has no token for inside a run that merges
+/// (punctuation, spaces): the byte is dropped and nothing merges across it.
+fn general_path_texts() -> Vec<String> {
+    let mut all = texts().to_vec();
+    all.extend(
+        [
+            "!\u{4}!",
+            "a..\u{13}..b",
+            "((\u{14}))",
+            "   \u{16}   x",
+            "--\u{1d}--\u{6}==",
+        ]
+        .map(String::from),
+    );
+    all
+}
+
+/// A copy of `src` in `dir` with its metadata edited by `edit` (tensors copied as they are).
+fn rewritten(
+    src: &Path,
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut std::collections::HashMap<String, gguf_file::Value>),
+) -> PathBuf {
+    let mut file = std::fs::File::open(src).unwrap();
+    let content = gguf_file::Content::read(&mut file).unwrap();
+    let mut metadata = content.metadata.clone();
+    edit(&mut metadata);
+    let mut tensors = Vec::new();
+    for name in content.tensor_infos.keys() {
+        let tensor = content
+            .tensor(&mut file, name, &candle_core::Device::Cpu)
+            .unwrap();
+        tensors.push((name.clone(), tensor));
+    }
+    let path = dir.join(name);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let metadata: Vec<(&str, &gguf_file::Value)> =
+        metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &candle_core::quantized::QTensor)> =
+        tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    gguf_file::write(&mut out, &metadata, &tensors).unwrap();
+    out.flush().unwrap();
+    path
+}
+
+fn set_string(
+    key: &str,
+    value: &str,
+) -> impl FnOnce(&mut std::collections::HashMap<String, gguf_file::Value>) {
+    let (key, value) = (key.to_string(), value.to_string());
+    move |metadata| {
+        metadata.insert(key, gguf_file::Value::String(value));
+    }
+}
+
+fn content_of(path: &Path) -> gguf_file::Content {
+    gguf_file::Content::read(&mut std::fs::File::open(path).unwrap()).unwrap()
+}
+
+/// Forced through the general path, each model's tokenizer gives the native path's ids on
+/// every text, plain and with special tokens; prints what the general path costs.
+#[test]
+fn fallback_equals_native_path() {
+    let texts = &general_path_texts();
+    for model in [smollm2(), qwen()] {
+        let content = content_of(&model.path);
+        let fallback =
+            Tokenizer::from_gguf_with(&content, ralmspec_lm::TokenizerPath::Fallback).unwrap();
+        assert!(fallback.uses_fallback() && !model.tokenizer.uses_fallback());
+        let time = |tok: &Tokenizer| {
+            let start = Instant::now();
+            let ids: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+            (ids, start.elapsed().as_secs_f64())
+        };
+        let (native_ids, native_s) = time(&model.tokenizer);
+        let (fallback_ids, fallback_s) = time(&fallback);
+        for (i, text) in texts.iter().enumerate() {
+            if native_ids[i] != fallback_ids[i] {
+                panic!(
+                    "{}: the general path differs from the native one:\n{}",
+                    model.name,
+                    divergence(&fallback, text, &fallback_ids[i], &native_ids[i])
+                );
+            }
+            assert_eq!(
+                fallback.encode_with_special(text),
+                model.tokenizer.encode_with_special(text),
+                "{}: {text:?}",
+                model.name
+            );
+        }
+        let tokens: usize = native_ids.iter().map(Vec::len).sum();
+        eprintln!(
+            "{}: {} texts ({tokens} tokens) on one thread: native {:.1} ms, general path {:.1} ms ({:.1}x)",
+            model.name,
+            texts.len(),
+            native_s * 1e3,
+            fallback_s * 1e3,
+            fallback_s / native_s
+        );
+    }
+}
+
+/// SmolLM2's GGUF relabelled with a name of each family of split rules the general path
+/// implements (and with none, which llama.cpp reads as `default`) loads through the general
+/// path and tokenizes as llama.cpp does with the same relabelled file. The second field says
+/// whether the rules split the texts differently from SmolLM2's own `smollm` (the `starcoder`
+/// family has the same rules).
+#[test]
+fn other_pre_tokenizers_match_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let texts = &general_path_texts();
+    for (pre, differs) in [
+        (None, true),
+        (Some("default"), true),
+        (Some("llama3"), true),
+        (Some("dbrx"), true),
+        (Some("gpt-2"), true),
+        (Some("starcoder"), false),
+        (Some("falcon"), true),
+        (Some("deepseek-r1-qwen"), true),
+        (Some("chatglm-bpe"), true),
+        (Some("deepseek-coder"), true),
+        (Some("deepseek-v3"), true),
+        (Some("poro-chat"), true),
+        (Some("viking"), true),
+        (Some("tekken"), true),
+        (Some("gpt-4o"), true),
+        (Some("seed-coder"), true),
+        (Some("grok-2"), true),
+    ] {
+        let label = pre.unwrap_or("no-pre");
+        let path = rewritten(
+            &smollm2().path,
+            dir.path(),
+            &format!("{label}.gguf"),
+            |m| match pre {
+                Some(pre) => set_string("tokenizer.ggml.pre", pre)(m),
+                None => {
+                    m.remove("tokenizer.ggml.pre");
+                }
+            },
+        );
+        let tok = Tokenizer::from_gguf(&content_of(&path)).unwrap();
+        assert!(tok.uses_fallback(), "{label}");
+        let theirs = reference_ids(&path, texts, None);
+        let ours: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect();
+        let differing: Vec<usize> = (0..texts.len()).filter(|&i| ours[i] != theirs[i]).collect();
+        if let Some(&first) = differing.first() {
+            panic!(
+                "SmolLM2 as `{label}`: {} of {} texts tokenize differently from llama.cpp; the first:\n{}",
+                differing.len(),
+                texts.len(),
+                divergence(&tok, &texts[first], &ours[first], &theirs[first])
+            );
+        }
+        let native = &smollm2().tokenizer;
+        assert_eq!(
+            texts
+                .iter()
+                .zip(&ours)
+                .any(|(t, ids)| native.encode(t) != *ids),
+            differs,
+            "{label}: whether some text tokenizes differently from `smollm`"
+        );
+        let special = reference_ids(
+            &path,
+            &HARD_CASES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            Some("--special"),
+        );
+        for (text, theirs) in HARD_CASES.iter().zip(special) {
+            assert_eq!(
+                tok.encode_with_special(text),
+                theirs,
+                "{label} --special: {text:?}"
+            );
+        }
+        eprintln!(
+            "SmolLM2 as `{label}`: {} texts equal to llama.cpp",
+            texts.len()
+        );
+    }
+    // The whole model loads with the general-path tokenizer.
+    let path = rewritten(
+        &smollm2().path,
+        dir.path(),
+        "llama3-lm.gguf",
+        set_string("tokenizer.ggml.pre", "llama3"),
+    );
+    let lm = ralmspec_lm::Lm::open(&path).unwrap();
+    assert!(lm.tokenizer.uses_fallback());
+}
+
+/// Without `tokenizer.ggml.add_bos_token`, a prompt starts with BOS exactly where llama.cpp
+/// adds one by default (`llama3`: yes; `gpt-2`: no).
+#[test]
+fn default_bos_follows_llama_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    for (pre, bos) in [("llama3", true), ("gpt-2", false)] {
+        let path = rewritten(
+            &smollm2().path,
+            dir.path(),
+            &format!("{pre}-bos.gguf"),
+            |m| {
+                set_string("tokenizer.ggml.pre", pre)(m);
+                m.remove("tokenizer.ggml.add_bos_token");
+            },
+        );
+        let tok = Tokenizer::from_gguf(&content_of(&path)).unwrap();
+        assert_eq!(tok.bos_id().is_some(), bos, "{pre}");
+        let ours: Vec<u32> = tok
+            .bos_id()
+            .into_iter()
+            .chain(tok.encode("Hello world"))
+            .collect();
+        let python = python();
+        let out = Command::new(python)
+            .arg("-c")
+            .arg("import sys\nfrom llama_cpp import Llama\nllm = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)\nprint(llm.tokenize(b'Hello world', add_bos=True, special=False))")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let theirs: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            ours, theirs,
+            "{pre}: BOS and ids as llama.cpp's tokenize(add_bos=True)"
+        );
+    }
+}
+
+/// A pre-tokenizer name neither we nor llama.cpp know, an architecture other than llama and
+/// qwen2, and a tokenizer model other than `gpt2` are errors naming what is unsupported.
+#[test]
+fn unsupported_pre_tokenizer_architecture_and_tokenizer_model_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // SmolLM2's GGUF with one metadata string changed (the llama.* keys stay), and the error
+    // loading it.
+    let refused = |key: &str, value: &str| {
+        let path = rewritten(
+            &smollm2().path,
+            dir.path(),
+            &format!("{value}.gguf"),
+            set_string(key, value),
+        );
+        match ralmspec_lm::Lm::open(&path) {
+            Ok(_) => panic!("{key} = {value} loaded"),
+            Err(e) => (path, e.to_string()),
+        }
+    };
+
+    let (path, err) = refused("tokenizer.ggml.pre", "no-such-pre");
+    assert!(
+        err.contains("pre-tokenizer `no-such-pre`") && err.contains("llama3"),
+        "{err}"
+    );
+    // llama.cpp refuses the name too.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/reference_tokenize.py");
+    let out = Command::new(python())
+        .arg(script)
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "llama.cpp loaded pre-tokenizer `no-such-pre`"
+    );
+
+    let (_, err) = refused("general.architecture", "mamba");
+    assert!(
+        err.contains("architecture `mamba`") && err.contains("llama, qwen2"),
+        "{err}"
+    );
+
+    let (_, err) = refused("tokenizer.ggml.model", "llama");
+    assert!(err.contains("tokenizer model `llama`"), "{err}");
 }

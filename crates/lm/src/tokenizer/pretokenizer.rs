@@ -1,7 +1,8 @@
 //! Pre-tokenization: cutting text into the words that BPE merges within.
 //!
 //! A GGUF names its pre-tokenizer in `tokenizer.ggml.pre`; each name stands for the regex the
-//! model's `tokenizer.json` used. Two are supported:
+//! model's `tokenizer.json` used. Two are implemented natively (others go through the general
+//! path, `fallback`):
 //!
 //! - `smollm`: every digit is a word of its own (HF `Digits(individual_digits)`), then GPT-2's
 //!   regex runs over the text between digits.
@@ -15,8 +16,6 @@
 //! check this against the original regexes run by `fancy-regex`.
 
 use regex::Regex;
-
-use crate::error::{LmError, Result};
 
 /// GPT-2's word regex (as in HF `ByteLevel`), without its `\s+(?!\S)` alternative.
 const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+";
@@ -41,19 +40,16 @@ pub(crate) struct PreTokenizer {
 }
 
 impl PreTokenizer {
-    /// The pre-tokenizer a GGUF names in `tokenizer.ggml.pre`.
-    pub(crate) fn from_name(name: &str) -> Result<PreTokenizer> {
+    /// The native pre-tokenizer for the name a GGUF gives in `tokenizer.ggml.pre`, if there
+    /// is one.
+    pub(crate) fn native(name: &str) -> Option<PreTokenizer> {
         let (family, pattern) = match name {
             "smollm" => (Family::SmolLm, GPT2),
             "qwen2" => (Family::Qwen2, QWEN2),
-            other => {
-                return Err(LmError::Unsupported(format!(
-                    "tokenizer pre-tokenizer `{other}` (supported: smollm, qwen2)"
-                )));
-            }
+            _ => return None,
         };
         let words = Regex::new(pattern).expect("the built-in pre-tokenizer regexes are valid");
-        Ok(PreTokenizer { family, words })
+        Some(PreTokenizer { family, words })
     }
 
     /// Calls `word` with each word of `text`, in order; the words concatenate to `text`.
@@ -184,7 +180,7 @@ mod tests {
     }
 
     fn ours(name: &str, text: &str) -> Vec<String> {
-        split(&PreTokenizer::from_name(name).unwrap(), text)
+        split(&PreTokenizer::native(name).unwrap(), text)
     }
 
     #[test]
@@ -206,9 +202,10 @@ mod tests {
     }
 
     #[test]
-    fn unknown_name_is_an_error() {
-        let err = PreTokenizer::from_name("llama3").unwrap_err();
-        assert!(err.to_string().contains("llama3"), "{err}");
+    fn only_two_names_are_native() {
+        assert!(PreTokenizer::native("llama3").is_none());
+        assert!(PreTokenizer::native("smollm").is_some());
+        assert!(PreTokenizer::native("qwen2").is_some());
     }
 
     /// The lookahead-free fast path equals the original regexes on random text made of the
@@ -229,7 +226,7 @@ mod tests {
         };
         let models: Vec<(PreTokenizer, Oracle)> = ["smollm", "qwen2"]
             .into_iter()
-            .map(|name| (PreTokenizer::from_name(name).unwrap(), Oracle::new(name)))
+            .map(|name| (PreTokenizer::native(name).unwrap(), Oracle::new(name)))
             .collect();
         for _ in 0..5000 {
             let len = (next() % 12) as usize;
