@@ -43,9 +43,9 @@ use std::time::{Duration, Instant};
 use ralmspec_lm::{KvCache, Lm, Outputs};
 use ralmspec_retrieval::{Hit, Metric, Query, Retriever};
 
-use crate::config::Stride;
 use crate::error::{EngineError, Result};
-use crate::generation::{Halt, Stop};
+use crate::halt::{Halt, Stop};
+use crate::stride::Stride;
 
 /// A kNN-LM commit callback: called with tokens that just became final, in order (one at a
 /// time); `Break` ends the generation ([`Halt`]).

@@ -10,177 +10,28 @@
 //! - [`Engine::Spec`]: RaLMSpec: speculate retrievals from a per-request cache, verify several
 //!   at once, roll back on a mismatch ([`SpecConfig`]: prefetching, OS³, async verification).
 //!
-//! Both produce the same tokens for the same request, always. Modules:
-//! [`config`] (the engines' rules), [`ask`] (what a request asks), [`sampling`] (how a token
-//! is chosen), [`knowledge`] (the retriever seen from here), [`generation`] (what comes
-//! back), and privately: `prompt` (LM input and queries),
-//! `session` (the shared LM execution policy and KV reuse), `doc_kv` (documents' KV shared
-//! across requests), `request` (one request in flight), `baseline`, `speculative`, `replay`
-//! (the oracle floor), `doc_cache` (the speculation cache), `os3` (the stride scheduler) and
-//! `verifier` (asynchronous verification on its own thread pool).
+//! Both produce the same tokens for the same request, always. Modules: [`ralm`] (RaLM and its
+//! engines) and its sibling [`knn`] (below), and what both share: [`sampling`] (how a token is
+//! chosen), `halt` (how a generation ends), `stride` (the speculation stride), `os3` (the stride
+//! scheduler), `verifier` (asynchronous verification on its own thread pool) and `error`.
 //!
 //! [`knn`] serves the other retrieval-augmented LM of the paper, kNN-LM (a datastore search at
 //! every token), plain and speculative, with the same guarantee.
 
-pub mod ask;
-mod baseline;
-pub mod config;
-mod doc_cache;
-mod doc_kv;
 mod error;
-pub mod generation;
+mod halt;
 pub mod knn;
-pub mod knowledge;
 mod os3;
-mod prompt;
-mod replay;
-mod request;
+pub mod ralm;
 pub mod sampling;
-mod session;
-mod speculative;
-pub mod trace;
+mod stride;
 mod verifier;
 
-pub use ask::{Ask, ChatMessage, Input};
-pub use config::{Engine, RalmConfig, SpecConfig, Stride};
 pub use error::{EngineError, Result};
-pub use generation::{Committed, Generation, Halt, Span, Stats, Stop};
-pub use knowledge::{Knowledge, Source};
-pub use prompt::conversation_tokens;
+pub use halt::{Halt, Stop};
+pub use ralm::{
+    Ask, ChatMessage, Committed, Engine, Generation, Input, Knowledge, Ralm, RalmConfig, Source,
+    Span, SpecConfig, Stats, Trace, conversation_tokens,
+};
 pub use sampling::{Sampling, TokenLogprob};
-pub use trace::Trace;
-
-use std::ops::ControlFlow;
-
-use doc_kv::DocKv;
-use ralmspec_lm::Lm;
-
-/// A language model and a knowledge base, serving retrieval-augmented requests.
-pub struct Ralm<'a> {
-    lm: &'a Lm,
-    knowledge: &'a Knowledge,
-    config: RalmConfig,
-    doc_kv: DocKv,
-}
-
-/// Default byte budget of the documents' KV shared across requests.
-pub const DEFAULT_DOC_KV_BYTES: usize = 512 << 20;
-
-impl<'a> Ralm<'a> {
-    pub fn new(lm: &'a Lm, knowledge: &'a Knowledge, config: RalmConfig) -> Ralm<'a> {
-        Ralm {
-            lm,
-            knowledge,
-            config,
-            doc_kv: DocKv::new(DEFAULT_DOC_KV_BYTES),
-        }
-    }
-
-    /// Sets the byte budget of the documents' KV shared across requests (0 turns it off).
-    pub fn with_doc_kv_budget(mut self, bytes: usize) -> Ralm<'a> {
-        self.doc_kv = DocKv::new(bytes);
-        self
-    }
-
-    /// Forgets the shared documents' KV, so that the next request starts cold.
-    pub fn clear_doc_kv(&self) {
-        self.doc_kv.clear();
-    }
-
-    /// The rules every request follows.
-    pub fn config(&self) -> &RalmConfig {
-        &self.config
-    }
-
-    /// A greedy answer to `question` within the configured budget.
-    pub fn ask<'q>(&self, question: &'q str) -> Ask<'q> {
-        Ask::question(question, self.config.max_new_tokens)
-    }
-
-    /// Answers `question` greedily with `engine`, within the configured budget.
-    pub fn generate(&self, question: &str, engine: Engine) -> Result<Generation> {
-        self.generate_streaming(question, engine, &mut |_| {})
-    }
-
-    /// Answers `question` with `engine`, handing each run of tokens to `on_commit` as soon as
-    /// it is final: speculated tokens are passed on only once verified, so nothing passed on
-    /// is ever taken back.
-    pub fn generate_streaming(
-        &self,
-        question: &str,
-        engine: Engine,
-        on_commit: &mut dyn FnMut(Committed<'_>),
-    ) -> Result<Generation> {
-        self.generate_cancellable(&self.ask(question), engine, &mut |c| {
-            on_commit(c);
-            ControlFlow::Continue(())
-        })
-    }
-
-    /// Answers `ask` with `engine`, handing each run of final tokens to `on_commit` (as
-    /// [`Ralm::generate_streaming`]). When `on_commit` returns `Break(Halt::Cancel)` (say, the
-    /// client disconnected), no further step is generated and the result is
-    /// [`EngineError::Cancelled`]; with `Break(Halt::Finish)` (a stop sequence appeared) the
-    /// answer ends there with [`Stop::Halted`]. Tokens passed on before that are final as ever.
-    pub fn generate_cancellable(
-        &self,
-        ask: &Ask<'_>,
-        engine: Engine,
-        on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<Halt>,
-    ) -> Result<Generation> {
-        self.generate_traced(ask, engine, on_commit, &mut |_| {})
-    }
-
-    /// [`Ralm::generate_cancellable`], also handing `on_trace` each thing the engine does as
-    /// it does it (strides, retriever calls, verdicts: see [`Trace`]). Tracing changes nothing
-    /// in the answer.
-    pub fn generate_traced(
-        &self,
-        ask: &Ask<'_>,
-        engine: Engine,
-        on_commit: &mut dyn FnMut(Committed<'_>) -> ControlFlow<Halt>,
-        on_trace: &mut dyn FnMut(Trace),
-    ) -> Result<Generation> {
-        let knowledge = self.knowledge.pinned()?;
-        let mut request = self.request(&knowledge, ask, on_commit, on_trace)?;
-        let stop = match engine {
-            Engine::Baseline => baseline::run(&mut request)?,
-            Engine::Spec(spec) => speculative::run(&mut request, spec)?,
-        };
-        Ok(request.finish(stop))
-    }
-
-    /// The oracle floor for `question`: the generation that `sources` (a baseline answer's
-    /// spans) describe, with each step's document given instead of retrieved.
-    pub fn replay(&self, question: &str, sources: &[Span]) -> Result<Generation> {
-        self.replay_ask(&self.ask(question), sources)
-    }
-
-    /// [`Ralm::replay`] of any request (a sampled one's documents replayed, say).
-    pub fn replay_ask(&self, ask: &Ask<'_>, sources: &[Span]) -> Result<Generation> {
-        let mut ignore = |_: Committed<'_>| ControlFlow::Continue(());
-        let mut untraced = |_: Trace| {};
-        let knowledge = self.knowledge.pinned()?;
-        let mut request = self.request(&knowledge, ask, &mut ignore, &mut untraced)?;
-        let stop = replay::run(&mut request, sources)?;
-        Ok(request.finish(stop))
-    }
-
-    fn request<'r>(
-        &'r self,
-        knowledge: &'r Knowledge,
-        ask: &Ask<'_>,
-        on_commit: &'r mut request::OnCommit<'r>,
-        on_trace: &'r mut trace::OnTrace<'r>,
-    ) -> Result<request::Request<'r>> {
-        request::Request::new(
-            self.lm,
-            knowledge,
-            &self.doc_kv,
-            self.config,
-            ask,
-            on_commit,
-            on_trace,
-        )
-    }
-}
+pub use stride::Stride;

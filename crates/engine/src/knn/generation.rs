@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::generation::Stop;
+use crate::halt::Stop;
 
 /// One kNN-LM generation.
 #[derive(Clone, Debug)]

@@ -14,9 +14,9 @@ use ralmspec_retrieval::Hit;
 
 use super::successors::Successors;
 use super::{Run, Spec, State};
-use crate::config::Stride;
 use crate::error::Result;
 use crate::os3::{Observation, Os3, Plan, StepTime, Verification};
+use crate::stride::Stride;
 use crate::verifier;
 
 /// The longest round OS³ may choose.

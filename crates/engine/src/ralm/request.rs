@@ -8,15 +8,15 @@ use std::time::{Duration, Instant};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Hit, Query};
 
-use crate::ask::Ask;
-use crate::config::RalmConfig;
-use crate::doc_kv::DocKv;
 use crate::error::{EngineError, Result};
-use crate::generation::{Committed, Generation, Halt, Spans, Stats, Stop};
-use crate::knowledge::Knowledge;
-use crate::prompt::Prompt;
-use crate::session::{Answer, Session};
-use crate::trace::{OnTrace, Trace};
+use crate::ralm::ask::Ask;
+use crate::ralm::config::RalmConfig;
+use crate::ralm::doc_kv::DocKv;
+use crate::ralm::generation::{Committed, Generation, Halt, Spans, Stats, Stop};
+use crate::ralm::knowledge::Knowledge;
+use crate::ralm::prompt::Prompt;
+use crate::ralm::session::{Answer, Session};
+use crate::ralm::trace::{OnTrace, Trace};
 
 /// A commit callback: `Break` ends the request ([`Halt`]).
 pub(crate) type OnCommit<'a> = dyn FnMut(Committed<'_>) -> ControlFlow<Halt> + 'a;

@@ -7,19 +7,7 @@ use serde::Serialize;
 
 use crate::sampling::TokenLogprob;
 
-/// Why generation stopped (the LM crate's one stop enum).
-pub use ralmspec_lm::Stop;
-
-/// What a commit callback may ask for instead of more tokens (`ControlFlow::Break`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Halt {
-    /// The caller went away: generation stops with [`crate::EngineError::Cancelled`].
-    Cancel,
-    /// The answer is complete (a stop sequence appeared): generation stops after this commit
-    /// and returns with [`Stop::Halted`]. It depends only on committed tokens, so every engine
-    /// halts after the same commit.
-    Finish,
-}
+pub use crate::halt::{Halt, Stop};
 
 /// Answer tokens `start..end` were generated with `doc` in front of the prompt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -13,7 +13,7 @@ use ralmspec_retrieval::{
 };
 
 use crate::error::{EngineError, Result};
-use crate::generation::Span;
+use crate::ralm::generation::Span;
 
 /// A retriever with everything needed to query it and read what it returns.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use ralmspec_retrieval::{Hit, Query};
 
 use crate::error::Result;
-use crate::knowledge::Knowledge;
+use crate::ralm::knowledge::Knowledge;
 
 /// Documents a request has retrieved (and prefetched), in insertion order.
 #[derive(Debug, Default)]

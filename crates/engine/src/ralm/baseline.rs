@@ -2,8 +2,8 @@
 //! query, put it in front of the prompt, and generate the next stride with it.
 
 use crate::error::Result;
-use crate::generation::Stop;
-use crate::request::Request;
+use crate::ralm::generation::Stop;
+use crate::ralm::request::Request;
 
 /// Runs `request` to its end.
 pub(crate) fn run(request: &mut Request<'_>) -> Result<Stop> {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use ralmspec_lm::{KvCache, Lm, Outputs};
 
-use crate::doc_kv::DocKv;
 use crate::error::Result;
+use crate::ralm::doc_kv::DocKv;
 use crate::sampling::{self, Sampling, TokenLogprob};
 
 /// An answer being generated: its tokens and, when asked for, their log-probabilities.

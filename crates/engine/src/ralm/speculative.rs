@@ -20,12 +20,12 @@ use std::time::Instant;
 
 use ralmspec_retrieval::{Hit, Query};
 
-use crate::config::{SpecConfig, Stride};
-use crate::doc_cache::DocCache;
 use crate::error::Result;
-use crate::generation::Stop;
 use crate::os3::{Observation, Os3, Plan, StepTime, Verification};
-use crate::request::Request;
+use crate::ralm::config::{SpecConfig, Stride};
+use crate::ralm::doc_cache::DocCache;
+use crate::ralm::generation::Stop;
+use crate::ralm::request::Request;
 use crate::verifier;
 
 /// The longest stride OS³ may choose.

@@ -17,10 +17,10 @@ use std::collections::HashMap;
 
 use ralmspec_lm::{ChatMessage, Lm};
 
-use crate::ask::Input;
-use crate::config::RalmConfig;
 use crate::error::{EngineError, Result};
-use crate::knowledge::Knowledge;
+use crate::ralm::ask::Input;
+use crate::ralm::config::RalmConfig;
+use crate::ralm::knowledge::Knowledge;
 
 /// Marks where the document goes in a rendered conversation (a private-use character no
 /// template writes).

@@ -3,8 +3,8 @@
 //! exactly the baseline's work and the retriever none. No engine can be faster than this.
 
 use crate::error::{EngineError, Result};
-use crate::generation::{Span, Stop};
-use crate::request::Request;
+use crate::ralm::generation::{Span, Stop};
+use crate::ralm::request::Request;
 
 /// Runs `request`, taking each step's document from `sources` (a previous generation's spans).
 pub(crate) fn run(request: &mut Request<'_>, sources: &[Span]) -> Result<Stop> {
