@@ -117,11 +117,11 @@ impl BarScale {
         min_max: 2.0,
         reference: Some(1.0),
     };
-    /// Percentages: 0 to 100 with a grid line every 20.
+    /// Percentages: a grid line every 10, up to the one above the largest value.
     pub const PERCENT: BarScale = BarScale {
         unit: "%",
-        step: 20.0,
-        min_max: 100.0,
+        step: 10.0,
+        min_max: 10.0,
         reference: None,
     };
 }

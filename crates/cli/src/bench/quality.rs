@@ -19,7 +19,7 @@ use ralmspec_engine::{Engine, Knowledge, Ralm, RalmConfig};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
 use ralmspec_retrieval::{Corpus, Kind, Precision};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::bench::report::ReportArgs;
@@ -48,6 +48,9 @@ pub struct Args {
     device: Device,
     #[command(flatten)]
     report: ReportArgs,
+    /// Run nothing: write the Markdown and SVG of this saved `--json` report again.
+    #[arg(long)]
+    from_json: Option<std::path::PathBuf>,
 }
 
 /// `none`, or an in-process retriever of the built-in knowledge base.
@@ -79,7 +82,7 @@ struct Answer {
 }
 
 /// Mean scores over a set of questions.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Scores {
     questions: usize,
     exact_match: f64,
@@ -90,7 +93,7 @@ struct Scores {
 }
 
 /// One line of the report: a model with a retriever (or none).
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Row {
     model: String,
     retriever: String,
@@ -103,6 +106,9 @@ struct Row {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(path) = &args.from_json {
+        return rewrite(path, &args.report);
+    }
     if args.questions == 0 || args.retrievers.is_empty() || args.models.is_empty() {
         bail!("--questions, --retrievers and --models must be non-empty");
     }
@@ -292,37 +298,49 @@ fn percent(v: f64) -> String {
 fn markdown(report: &serde_json::Value, rows: &[Row]) -> String {
     let in_kb = rows.first().map_or(0, |r| r.evidence_in_kb.questions);
     let mut out = format!(
-        "\nAnswer quality on {} FanOutQA dev single-hop questions ({} whose gold article is in \
-         the knowledge base), {} new tokens; {}.\n\n\
-         | model | retriever | EM | F1 | contains | recall@1 | recall@10 | F1, gold in KB | contains, gold in KB | recall@10, gold in KB | seconds |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "\nAnswer quality on {} FanOutQA dev single-hop questions, {} new tokens; {}. \
+         Scores in %; EM, F1 (SQuAD normalisation) and contains are of the whole generated \
+         answer; recall is of the question text's top passages, whatever the model.\n\n",
         report["questions"],
-        in_kb,
         report["config"]["max_new_tokens"],
         report["machine"].as_str().unwrap_or("")
     );
-    let opt = |v: Option<f64>| v.map_or("–".into(), percent);
-    for r in rows {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0} |\n",
-            r.model,
-            r.retriever,
-            percent(r.all.exact_match),
-            percent(r.all.f1),
-            percent(r.all.contains),
-            opt(r.all.recall_at_1),
-            opt(r.all.recall_at_10),
-            percent(r.evidence_in_kb.f1),
-            percent(r.evidence_in_kb.contains),
-            opt(r.evidence_in_kb.recall_at_10),
-            r.seconds,
-        ));
-    }
-    out.push_str("\nScores in %; EM, F1 (SQuAD normalisation) and contains are of the whole generated answer.\n");
+    out.push_str(&table(rows, |r| &r.all, true));
+    out.push_str(&format!(
+        "\nOn the {in_kb} of them whose gold article is a passage of the knowledge base:\n\n"
+    ));
+    out.push_str(&table(rows, |r| &r.evidence_in_kb, false));
     out
 }
 
-/// F1 and contains per model and retriever, as bars.
+fn table(rows: &[Row], scores: impl Fn(&Row) -> &Scores, seconds: bool) -> String {
+    let mut out = String::from("| model | retriever | EM | F1 | contains | recall@1 | recall@10 |");
+    out.push_str(match seconds {
+        true => " seconds |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
+        false => "\n|---|---|---:|---:|---:|---:|---:|\n",
+    });
+    let opt = |v: Option<f64>| v.map_or("–".into(), percent);
+    for r in rows {
+        let s = scores(r);
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.model,
+            r.retriever,
+            percent(s.exact_match),
+            percent(s.f1),
+            percent(s.contains),
+            opt(s.recall_at_1),
+            opt(s.recall_at_10),
+        ));
+        if seconds {
+            out.push_str(&format!(" {:.0} |", r.seconds));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// F1, contains and recall@10 per model and retriever, as bars.
 fn svg(rows: &[Row]) -> String {
     let mut groups: Vec<(String, Vec<(String, f64)>)> = Vec::new();
     for r in rows {
@@ -332,10 +350,32 @@ fn svg(rows: &[Row]) -> String {
         let bars = &mut groups.last_mut().expect("just pushed").1;
         bars.push((format!("{} F1", r.retriever), 100.0 * r.all.f1));
         bars.push((format!("{} contains", r.retriever), 100.0 * r.all.contains));
+        if let Some(recall) = r.all.recall_at_10 {
+            bars.push((format!("{} recall@10", r.retriever), 100.0 * recall));
+        }
     }
     crate::bench::plot::scaled_bars_svg(
-        "Answer quality on FanOutQA single-hop questions (%)",
+        "Answer quality and evidence recall on FanOutQA single-hop questions (%)",
         &groups,
         &crate::bench::plot::BarScale::PERCENT,
     )
+}
+
+/// Writes the Markdown and SVG of a saved report (`--from-json`) again.
+fn rewrite(path: &std::path::Path, report: &ReportArgs) -> Result<()> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    let rows: Vec<Row> = serde_json::from_value(saved["rows"].clone())
+        .with_context(|| format!("{} is not a `bench quality` report", path.display()))?;
+    let markdown = markdown(&saved, &rows);
+    print!("{markdown}");
+    let report = ReportArgs {
+        json: None,
+        markdown: report.markdown.clone(),
+        svg: report.svg.clone(),
+    };
+    report.write(&saved, &markdown, || svg(&rows))
 }
