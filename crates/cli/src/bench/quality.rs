@@ -35,7 +35,12 @@ pub struct Args {
     #[arg(long, default_value = "smollm2", value_delimiter = ',')]
     models: Vec<String>,
     /// Retrievers (comma-separated); `none` answers with the LM alone.
-    #[arg(long, value_parser = retriever_parser(), default_value = "none,bm25,flat", value_delimiter = ',')]
+    #[arg(
+        long,
+        value_parser = retriever_parser(),
+        default_value = "none,bm25,flat",
+        value_delimiter = ','
+    )]
     retrievers: Vec<Option<Kind>>,
     /// Number of questions: the first N single-hop questions with a gold answer.
     #[arg(long, default_value_t = 100)]
@@ -69,6 +74,13 @@ fn retriever_parser() -> impl clap::builder::TypedValueParser<Value = Option<Kin
 
 fn retriever_name(kind: Option<Kind>) -> &'static str {
     kind.map_or("none", Kind::name)
+}
+
+/// No retrieval (`kind` none) or a retriever with its top titles for every question.
+struct Source {
+    kind: Option<Kind>,
+    knowledge: Option<Knowledge>,
+    titles: Vec<Vec<String>>,
 }
 
 /// One model's answer to one question, scored.
@@ -126,10 +138,14 @@ pub fn run(args: Args) -> Result<()> {
         .collect();
 
     // The knowledge bases, and each retriever's top titles for every question (no LM).
-    let mut retrievers: Vec<(Option<Kind>, Option<Knowledge>, Vec<Vec<String>>)> = Vec::new();
+    let mut retrievers: Vec<Source> = Vec::new();
     for &kind in &args.retrievers {
         let Some(kind) = kind else {
-            retrievers.push((None, None, Vec::new()));
+            retrievers.push(Source {
+                kind: None,
+                knowledge: None,
+                titles: Vec::new(),
+            });
             continue;
         };
         let knowledge = knowledge::open(kind, None, Precision::F32)?;
@@ -137,7 +153,11 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|q| top_titles(&knowledge, &q.text))
             .collect::<Result<Vec<_>>>()?;
-        retrievers.push((Some(kind), Some(knowledge), titles));
+        retrievers.push(Source {
+            kind: Some(kind),
+            knowledge: Some(knowledge),
+            titles,
+        });
     }
 
     let config = RalmConfig {
@@ -148,7 +168,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut answers = Vec::new();
     for name in &args.models {
         let lm = model::load(name, args.device)?;
-        for (kind, knowledge, titles) in &retrievers {
+        for Source {
+            kind,
+            knowledge,
+            titles,
+        } in &retrievers
+        {
             let bar = progress(
                 questions.len(),
                 &format!("{name} {}", retriever_name(*kind)),
@@ -213,12 +238,28 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
 
+    let question_list: Vec<_> = questions
+        .iter()
+        .zip(&in_kb)
+        .map(|(q, &kb)| {
+            json!({
+                "id": q.id, "text": q.text, "answer": q.answer, "evidence": q.evidence,
+                "evidence_in_kb": kb,
+            })
+        })
+        .collect();
+    let retrieved_titles: Vec<_> = retrievers
+        .iter()
+        .filter(|r| r.kind.is_some())
+        .map(|r| json!({"retriever": retriever_name(r.kind), "titles": r.titles}))
+        .collect();
+    let without_answer = all.iter().filter(|q| q.answer.trim().is_empty()).count();
     let report = json!({
         "machine": crate::bench::machine::describe(),
         "device": format!("{:?}", args.device).to_lowercase(),
         "config": config,
         "questions": questions.len(),
-        "dev_questions_without_answer": all.iter().filter(|q| q.answer.trim().is_empty()).count(),
+        "dev_questions_without_answer": without_answer,
         "evidence_in_kb": in_kb.iter().filter(|&&b| b).count(),
         "method": "FanOutQA dev single-hop questions with a gold answer (lists joined with \", \"), \
                    in file order; no retrieval = the LM alone on the question in its chat \
@@ -228,13 +269,8 @@ pub fn run(args: Args) -> Result<()> {
                    evidence title equals (exactly) one of the top-k passage titles retrieved \
                    for the question text",
         "rows": rows,
-        "question_list": questions.iter().zip(&in_kb).map(|(q, &kb)| json!({
-            "id": q.id, "text": q.text, "answer": q.answer, "evidence": q.evidence,
-            "evidence_in_kb": kb,
-        })).collect::<Vec<_>>(),
-        "retrieved_titles": retrievers.iter().filter(|r| r.0.is_some()).map(|(kind, _, titles)| json!({
-            "retriever": retriever_name(*kind), "titles": titles,
-        })).collect::<Vec<_>>(),
+        "question_list": question_list,
+        "retrieved_titles": retrieved_titles,
         "answers": answers,
     });
     let markdown = markdown(&report, &rows);
