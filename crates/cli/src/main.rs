@@ -68,6 +68,8 @@ enum Bench {
     /// Speculative kNN-LM against plain kNN-LM: latency per token, speed-up, b/a, acceptance,
     /// perplexity, for several k, exact and approximate search, several datastore sizes.
     Knn(bench::knn::Args),
+    /// Answer quality with no retrieval and with each retriever: EM, F1, evidence recall.
+    Quality(bench::quality::Args),
     /// Draws the plot of a saved `bench ralm --json` report again (SVG).
     Plot(bench::ralm::PlotArgs),
 }
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Bench(Bench::Lm(args)) => bench::lm::run(args),
         Command::Bench(Bench::Ralm(args)) => bench::ralm::run(args),
         Command::Bench(Bench::Knn(args)) => bench::knn::run(args),
+        Command::Bench(Bench::Quality(args)) => bench::quality::run(args),
         Command::Bench(Bench::Plot(args)) => bench::ralm::plot(args),
     };
     match result {

@@ -619,3 +619,53 @@ fn sigterm_with_a_stalled_connection_exits_at_once() {
         "{log}"
     );
 }
+
+#[test]
+fn bench_quality_scores_answers_with_and_without_retrieval() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("quality.json");
+    let out = ralmspec(&[
+        "bench",
+        "quality",
+        "--questions",
+        "3",
+        "--retrievers",
+        "none,bm25",
+        "--max-tokens",
+        "8",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["questions"], 3);
+    let rows = report["rows"].as_array().unwrap();
+    let retrievers: Vec<&str> = rows
+        .iter()
+        .map(|r| r["retriever"].as_str().unwrap())
+        .collect();
+    assert_eq!(retrievers, ["none", "bm25"]);
+    assert!(rows[0]["all"]["recall_at_10"].is_null());
+    let recall = rows[1]["all"]["recall_at_10"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&recall), "{recall}");
+    let titles = &report["retrieved_titles"][0]["titles"];
+    assert_eq!(titles.as_array().unwrap().len(), 3);
+    assert_eq!(titles[0].as_array().unwrap().len(), 10);
+    // Each row's F1 is the mean of its answers' F1, and every answer was generated.
+    for (row, set) in rows.iter().zip(report["answers"].as_array().unwrap()) {
+        let answers = set["answers"].as_array().unwrap();
+        assert_eq!(answers.len(), 3);
+        assert!(
+            answers
+                .iter()
+                .all(|a| !a["text"].as_str().unwrap().trim().is_empty())
+        );
+        let mean = answers
+            .iter()
+            .map(|a| a["f1"].as_f64().unwrap())
+            .sum::<f64>()
+            / 3.0;
+        assert!((row["all"]["f1"].as_f64().unwrap() - mean).abs() < 1e-9);
+    }
+}

@@ -100,18 +100,56 @@ pub fn speedup_svg(
     svg
 }
 
+/// How a bar chart's values read: their unit, the grid step, the least axis maximum and where
+/// a dashed reference line goes (1× for speed-ups).
+pub struct BarScale {
+    pub unit: &'static str,
+    pub step: f64,
+    pub min_max: f64,
+    pub reference: Option<f64>,
+}
+
+impl BarScale {
+    /// Speed-ups: a grid line every 1×, at least up to 2×, dashed at 1×.
+    pub const SPEEDUP: BarScale = BarScale {
+        unit: "×",
+        step: 1.0,
+        min_max: 2.0,
+        reference: Some(1.0),
+    };
+    /// Percentages: a grid line every 10, up to the one above the largest value.
+    pub const PERCENT: BarScale = BarScale {
+        unit: "%",
+        step: 10.0,
+        min_max: 10.0,
+        reference: None,
+    };
+}
+
 /// Horizontal bars of speed-ups: one block per group (its title above it), one bar per
 /// (label, speed-up) with its value written at its end; a dashed line marks 1×.
 pub fn bars_svg(title: &str, groups: &[(String, Vec<(String, f64)>)]) -> String {
+    scaled_bars_svg(title, groups, &BarScale::SPEEDUP)
+}
+
+/// Horizontal bars of values read by `scale`, laid out as [`bars_svg`].
+pub fn scaled_bars_svg(
+    title: &str,
+    groups: &[(String, Vec<(String, f64)>)],
+    scale: &BarScale,
+) -> String {
     const BAR: f64 = 22.0;
     const LABEL: f64 = 230.0;
+    let unit = scale.unit;
     let bars: usize = groups.iter().map(|(_, b)| b.len()).sum();
     let h = MARGIN + (bars as f64 + 1.5 * groups.len() as f64) * BAR + MARGIN;
-    let max = groups
+    let max = (groups
         .iter()
         .flat_map(|(_, b)| b.iter().map(|p| p.1))
-        .fold(2.0f64, f64::max)
-        .ceil();
+        .fold(scale.min_max, f64::max)
+        / scale.step)
+        .ceil()
+        * scale.step;
     let px = |v: f64| LABEL + v / max * (W - LABEL - MARGIN);
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
@@ -120,13 +158,15 @@ pub fn bars_svg(title: &str, groups: &[(String, Vec<(String, f64)>)]) -> String 
         W / 2.0
     );
     let bottom = h - MARGIN + 4.0;
-    for s in 0..=max as usize {
-        let x = px(s as f64);
+    for i in 0..=(max / scale.step).round() as usize {
+        let s = i as f64 * scale.step;
+        let x = px(s);
+        let reference = scale.reference == Some(s);
         let _ = writeln!(
             svg,
-            "<line x1=\"{x:.1}\" y1=\"{MARGIN}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{}\" {}/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{s}×</text>",
-            if s == 1 { "gray" } else { "#e0e0e0" },
-            if s == 1 {
+            "<line x1=\"{x:.1}\" y1=\"{MARGIN}\" x2=\"{x:.1}\" y2=\"{bottom}\" stroke=\"{}\" {}/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{s}{unit}</text>",
+            if reference { "gray" } else { "#e0e0e0" },
+            if reference {
                 "stroke-dasharray=\"4 4\""
             } else {
                 ""
@@ -147,8 +187,8 @@ pub fn bars_svg(title: &str, groups: &[(String, Vec<(String, f64)>)]) -> String 
             let _ = writeln!(
                 svg,
                 "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{label}</text>\
-                 <rect x=\"{LABEL}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{label}: {value:.2}×</title></rect>\
-                 <text x=\"{:.1}\" y=\"{:.1}\">{value:.2}×</text>",
+                 <rect x=\"{LABEL}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>{label}: {value:.2}{unit}</title></rect>\
+                 <text x=\"{:.1}\" y=\"{:.1}\">{value:.2}{unit}</text>",
                 LABEL - 8.0,
                 y + BAR * 0.65,
                 y + 3.0,
