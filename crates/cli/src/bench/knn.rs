@@ -19,16 +19,12 @@ use serde_json::json;
 
 use crate::bench::report::ReportArgs;
 use crate::cmd::knn::{self as knn_cmd, KnnArgs, SourceArgs, parse_search};
-use crate::flags::model::{self, Device};
+use crate::flags::model::ModelFlags;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
-    #[arg(long, default_value = "smollm2")]
-    model: String,
-    /// Where the LM computes (the searches always run on the CPU cores).
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    #[command(flatten)]
+    model: ModelFlags,
     /// Real entries of the datastore (tokens of knowledge-base text); 0 for all.
     #[arg(long, default_value_t = knn_cmd::DEFAULT_MAX_TOKENS)]
     max_tokens: usize,
@@ -119,8 +115,8 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .map(|s| parse_search(s))
         .collect::<Result<_>>()?;
-    let lm = model::load(&args.model, args.device)?;
-    let model_path = model::resolve(&args.model)?;
+    let lm = args.model.load()?;
+    let model_path = args.model.path()?;
     let corpus = Corpus::wiki_kb().context("loading the knowledge base")?;
     let mut rows = Vec::new();
     let mut perplexity = Vec::new();
@@ -128,7 +124,6 @@ pub fn run(args: Args) -> Result<()> {
     for &size in &args.sizes {
         let source = SourceArgs {
             model: args.model.clone(),
-            device: args.device,
             datastore: None,
             max_tokens: args.max_tokens,
             pad_to: (size > 0).then_some(size),
@@ -192,8 +187,8 @@ fn report(
     let mismatches: usize = rows.iter().map(|r| r.mismatches).sum();
     let report = json!({
         "machine": crate::bench::machine::describe(),
-        "model": args.model,
-        "device": format!("{:?}", args.device).to_lowercase(),
+        "model": args.model.name,
+        "device": format!("{:?}", args.model.device).to_lowercase(),
         "datastores": manifests,
         "prompts": args.prompts,
         "tokens": args.tokens,

@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::bench::report::ReportArgs;
 use crate::flags::database::DatabaseFlags;
 use crate::flags::knowledge::{self, kind_parser};
-use crate::flags::model::{self, Device};
+use crate::flags::model::ModelFlags;
 use summary::Runs;
 
 #[derive(clap::Args)]
@@ -45,12 +45,8 @@ pub struct Args {
     /// a 23 GB machine).
     #[arg(long, value_parser = knowledge::precision_parser(), default_value = "f32")]
     precision: ralmspec_retrieval::Precision,
-    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
-    #[arg(long, default_value = "smollm2")]
-    model: String,
-    /// Where the LM computes.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    #[command(flatten)]
+    model: ModelFlags,
     /// New tokens per answer.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
@@ -88,7 +84,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.questions == 0 || args.retrievers.is_empty() || args.sizes.is_empty() {
         bail!("--questions, --retrievers and --sizes must be non-empty");
     }
-    let lm = model::load(&args.model, args.device)?;
+    let lm = args.model.load()?;
     let questions: Vec<String> = fanoutqa_dev()?
         .into_iter()
         .take(args.questions)
@@ -159,8 +155,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     let report = json!({
         "machine": crate::bench::machine::describe(),
-        "model": args.model,
-        "device": format!("{:?}", args.device).to_lowercase(),
+        "model": args.model.name,
+        "device": format!("{:?}", args.model.device).to_lowercase(),
         "questions": questions.len(),
         "config": config,
         "method": "each question answered by the baseline, the oracle floor (baseline documents \

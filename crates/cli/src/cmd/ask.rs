@@ -11,18 +11,14 @@ use ralmspec_retrieval::Kind;
 use crate::flags::database::DatabaseFlags;
 use crate::flags::engine::EngineFlags;
 use crate::flags::knowledge::{self, kind_parser};
-use crate::flags::model::{self, Device};
+use crate::flags::model::ModelFlags;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The question.
     question: String,
-    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
-    #[arg(long, default_value = "smollm2")]
-    model: String,
-    /// Where the LM computes.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    #[command(flatten)]
+    model: ModelFlags,
     /// The retriever over the knowledge base.
     #[arg(long, value_parser = kind_parser(), default_value = "bm25")]
     retriever: Kind,
@@ -48,7 +44,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.question.trim().is_empty() {
         bail!("the question is empty");
     }
-    let lm = model::load(&args.model, args.device)?;
+    let lm = args.model.load()?;
     let knowledge = match &args.index {
         _ if args.retriever.is_database() => {
             args.db

@@ -1,6 +1,6 @@
 //! `ralmspec generate`: plain greedy generation, streamed to stdout.
 
-use crate::flags::model::{self, Device};
+use crate::flags::model::ModelFlags;
 use anyhow::{Result, bail};
 use std::io::Write;
 use std::time::Instant;
@@ -9,15 +9,11 @@ use std::time::Instant;
 pub struct Args {
     /// The prompt (wrapped in the model's chat template unless --raw).
     prompt: String,
-    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
-    #[arg(long, default_value = "smollm2")]
-    model: String,
+    #[command(flatten)]
+    model: ModelFlags,
     /// Stop after this many new tokens.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
-    /// Where to compute.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
     /// Feed the prompt as plain text, without the chat template.
     #[arg(long)]
     raw: bool,
@@ -27,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let lm = model::load(&args.model, args.device)?;
+    let lm = args.model.load()?;
     let prompt = if args.raw {
         lm.tokenizer.encode(&args.prompt)
     } else {

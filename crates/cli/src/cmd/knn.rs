@@ -14,21 +14,18 @@ use ralmspec_lm::Lm;
 use ralmspec_retrieval::{Corpus, HnswParams, Precision};
 
 use crate::cmd::index::load_corpus;
-use crate::flags::model::{self, Device};
+use crate::flags::model::{Device, ModelFlags};
 
 /// Real entries of the default datastore: about 5 minutes of LM time on 2 cores.
 pub const DEFAULT_MAX_TOKENS: usize = 100_000;
 
-/// Which corpus, model and size a datastore is built from.
+/// Which corpus, model and size a datastore is built from. The GPU's hidden states differ from
+/// the CPU's (within 1e-4), so a datastore belongs to the device that built it: GPU ones get
+/// their own folder.
 #[derive(clap::Args, Clone)]
 pub struct SourceArgs {
-    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
-    #[arg(long, default_value = "smollm2")]
-    pub model: String,
-    /// Where the LM computes. The GPU's hidden states differ from the CPU's (within 1e-4), so
-    /// a datastore belongs to the device that built it: GPU ones get their own folder.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    pub device: Device,
+    #[command(flatten)]
+    pub model: ModelFlags,
     /// The datastore folder (default: one per model and size under $RALMSPEC_HOME/datastores).
     #[arg(long)]
     pub datastore: Option<PathBuf>,
@@ -178,7 +175,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
     };
     let m = build_with_progress(
         &lm,
-        &model_id(&model_path, args.source.device),
+        &model_id(&model_path, args.source.model.device),
         &corpus,
         &dir,
         &options,
@@ -203,6 +200,7 @@ pub fn datastore_dir(source: &SourceArgs) -> Result<PathBuf> {
     }
     let name: String = source
         .model
+        .name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '.' {
@@ -220,7 +218,7 @@ pub fn datastore_dir(source: &SourceArgs) -> Result<PathBuf> {
         .pad_to
         .map(|n| format!("-pad{n}"))
         .unwrap_or_default();
-    let device = match source.device {
+    let device = match source.model.device {
         Device::Cpu => "",
         Device::Cuda => "-cuda",
     };
@@ -264,8 +262,8 @@ pub fn model_id(path: &Path, device: Device) -> String {
 
 /// Loads `source`'s model on its device; returns it with the GGUF path.
 pub fn load_model(source: &SourceArgs) -> Result<(Lm, PathBuf)> {
-    let lm = model::load(&source.model, source.device)?;
-    Ok((lm, model::resolve(&source.model)?))
+    let lm = source.model.load()?;
+    Ok((lm, source.model.path()?))
 }
 
 /// Builds a datastore with progress bars (tokens/s while the LM runs).
@@ -319,9 +317,9 @@ pub fn open_or_build(
     hnsw: bool,
 ) -> Result<Datastore> {
     let dir = datastore_dir(source)?;
-    let model = model_id(model_path, source.device);
+    let model = model_id(model_path, source.model.device);
     if source.datastore.is_some() {
-        return open_existing(&dir, model_path, source.device);
+        return open_existing(&dir, model_path, source.model.device);
     }
     if !dir.join("datastore.json").exists() {
         eprintln!(

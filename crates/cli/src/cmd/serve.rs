@@ -16,19 +16,15 @@ use ralmspec_server::{Server, ServerConfig};
 use crate::flags::database::DatabaseFlags;
 use crate::flags::engine::EngineFlags;
 use crate::flags::knowledge::{self, kind_parser};
-use crate::flags::model::{self, Device};
+use crate::flags::model::ModelFlags;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: String,
-    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file (served under its file name).
-    #[arg(long, default_value = "smollm2")]
-    model: String,
-    /// Where the LM computes.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    device: Device,
+    #[command(flatten)]
+    model: ModelFlags,
     /// The retriever over the knowledge base (requests name it in `retrieval.retriever`).
     #[arg(long, value_parser = kind_parser(), default_value = "bm25")]
     retriever: Kind,
@@ -92,7 +88,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let config = ServerConfig {
-        model: served_name(&args.model),
+        model: served_name(&args.model.name),
         ralm: RalmConfig {
             max_new_tokens: args.max_tokens,
             ..RalmConfig::default()
@@ -111,11 +107,9 @@ pub fn run(args: Args) -> Result<()> {
     // The flags are checked before minutes go into loading the model and the index.
     config.check_flags()?;
     init_access_log();
-    let lm = Arc::new(model::load(&args.model, args.device)?);
+    let lm = Arc::new(args.model.load()?);
     // The datastore is checked before minutes go into the knowledge base.
-    let knn = args
-        .knn
-        .open(&lm, &model::resolve(&args.model)?, args.device)?;
+    let knn = args.knn.open(&lm, &args.model.path()?, args.model.device)?;
     let knowledge = Arc::new(open_knowledge(&args)?);
     let model = config.model.clone();
     let passages = knowledge.len();

@@ -18,6 +18,29 @@ pub enum Device {
     Cuda,
 }
 
+/// `--model` and `--device`, as every command that runs the LM takes them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelFlags {
+    /// smollm2, qwen2.5-0.5b, or a path to a GGUF file.
+    #[arg(long = "model", value_name = "MODEL", default_value = "smollm2")]
+    pub name: String,
+    /// Where the LM computes: cpu, or cuda (GPU 0; a build with `--features cuda`).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+}
+
+impl ModelFlags {
+    /// Loads the model on its device.
+    pub fn load(&self) -> Result<Lm> {
+        load(&self.name, self.device)
+    }
+
+    /// The model's GGUF path (a built-in model is fetched on first use).
+    pub fn path(&self) -> Result<PathBuf> {
+        resolve(&self.name)
+    }
+}
+
 /// Resolves `--model` to a GGUF path, fetching a built-in model on first use.
 pub fn resolve(model: &str) -> Result<PathBuf> {
     if let Some((_, asset)) = MODELS.iter().find(|(name, _)| *name == model) {
