@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -84,20 +83,8 @@ print("openai ok:", repr(text), [s["title"] for s in sources], repr(answers[0][0
 
 #[test]
 fn real_server_with_curl_and_openai_client() {
-    let server = common::server(common::config());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(server.serve(listener, async {
-        let _ = stopped.await;
-    }));
+    let live = common::live(common::config());
+    let addr = live.addr;
     let base = format!("http://{addr}");
 
     // curl, whole answer.
@@ -179,14 +166,10 @@ fn real_server_with_curl_and_openai_client() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    stop.send(()).unwrap();
+    live.shut_down();
     let out = in_flight.wait_with_output().unwrap();
     let sse = String::from_utf8(out.stdout).unwrap();
     assert_eq!(data_lines(&sse).last(), Some(&"[DONE]"), "{sse}");
-    runtime
-        .block_on(serving)
-        .unwrap()
-        .expect("the server stops cleanly");
     // And it no longer listens.
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
