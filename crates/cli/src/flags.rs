@@ -5,3 +5,4 @@ pub mod database;
 pub mod engine;
 pub mod knowledge;
 pub mod model;
+pub mod sampling;

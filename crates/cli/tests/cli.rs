@@ -111,6 +111,49 @@ fn ask_answers_with_sources_and_matches_the_baseline() {
     );
 }
 
+/// Sampled answers: the same seed gives the same text from `generate` twice and the same
+/// tokens from both engines of `ask`; a run without a seed prints the one it drew; values out
+/// of range name their flag.
+#[test]
+fn sampling_flags_reproduce_with_a_seed_and_keep_the_identity() {
+    let sampled = ["--temperature", "0.9", "--top-p", "0.95", "--seed", "11"];
+    let generate = |extra: &[&str]| {
+        let mut args = vec!["generate", "--max-tokens", "16"];
+        args.extend_from_slice(extra);
+        args.push("Tell me a story about a fox.");
+        let out = ralmspec(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr(&out),
+        )
+    };
+    let (first, _) = generate(&sampled);
+    let (again, _) = generate(&sampled);
+    let (greedy, _) = generate(&[]);
+    assert_eq!(first, again, "one seed, one answer");
+    assert_ne!(first, greedy, "sampling changed nothing");
+    let (_, log) = generate(&["--temperature", "0.9"]);
+    assert!(log.contains("[seed "), "{log}");
+
+    let mut args = vec!["ask", "--compare", "--stride", "2", "--max-tokens", "16"];
+    args.extend_from_slice(&sampled);
+    args.push("Who wrote Hamlet?");
+    let out = ralmspec(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("identical tokens and sources: yes"),
+        "{stdout}"
+    );
+
+    assert_clean_failure(
+        &ralmspec(&["generate", "--temperature", "3", "hi"]),
+        "--temperature",
+    );
+    assert_clean_failure(&ralmspec(&["ask", "--top-p", "0", "hi"]), "--top-p");
+}
+
 #[test]
 fn ask_rejects_bad_input() {
     assert_clean_failure(&ralmspec(&["ask", "  "]), "the question is empty");

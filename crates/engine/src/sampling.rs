@@ -38,6 +38,28 @@ impl Default for Sampling {
     }
 }
 
+/// A sampling setting out of range: the field at fault and why.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadSampling {
+    /// `temperature`, `top_p` or `top_k`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// A seed for a request that gave none: the clock and a counter, mixed, below 2^53 so that
+/// every JSON client reads it back exactly.
+pub fn fresh_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let bits = (uniform(nanos, n) * (1u64 << 53) as f64) as u64;
+    bits & ((1 << 53) - 1)
+}
+
 /// The log-probability of a chosen token and of the most likely alternatives at its
 /// position, under the model's distribution (softmax of the raw logits, before temperature,
 /// `top_k` and `top_p`).
@@ -59,6 +81,40 @@ impl Sampling {
         top_k: 0,
         seed: 0,
     };
+
+    /// A sampling setting from a request's numbers, each checked: `temperature` from 0 (greedy)
+    /// to 2, `top_p` in (0, 1], `top_k` at most the vocabulary (0: all); the seed given, or a
+    /// fresh one ([`fresh_seed`]) so that the answer can be reproduced with the seed returned.
+    pub fn checked(
+        temperature: f64,
+        top_p: f64,
+        top_k: u64,
+        seed: Option<u64>,
+        vocab: usize,
+    ) -> Result<Sampling, BadSampling> {
+        let bad = |field: &'static str, message: String| Err(BadSampling { field, message });
+        if !(0.0..=2.0).contains(&temperature) {
+            return bad(
+                "temperature",
+                format!("`temperature` is {temperature}; it must be between 0 and 2"),
+            );
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return bad("top_p", format!("`top_p` is {top_p}; it must be in (0, 1]"));
+        }
+        if top_k > vocab as u64 {
+            return bad(
+                "top_k",
+                format!("`top_k` is {top_k}; the vocabulary has {vocab} tokens"),
+            );
+        }
+        Ok(Sampling {
+            temperature: temperature as f32,
+            top_p: top_p as f32,
+            top_k: top_k as usize,
+            seed: seed.unwrap_or_else(fresh_seed),
+        })
+    }
 
     /// True when the choice is the arg-max whatever the draw.
     pub fn is_greedy(&self) -> bool {
@@ -179,6 +235,32 @@ fn mix(mut z: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn checked_names_the_field_out_of_range_and_draws_a_seed_when_none_is_given() {
+        for (t, p, k, field) in [
+            (2.5, 1.0, 0, "temperature"),
+            (-0.1, 1.0, 0, "temperature"),
+            (0.7, 0.0, 0, "top_p"),
+            (0.7, 1.5, 0, "top_p"),
+            (0.7, 1.0, 101, "top_k"),
+        ] {
+            assert_eq!(
+                Sampling::checked(t, p, k, None, 100).unwrap_err().field,
+                field
+            );
+        }
+        let given = Sampling::checked(0.7, 0.9, 5, Some(42), 100).unwrap();
+        assert_eq!(
+            (given.temperature, given.top_p, given.top_k, given.seed),
+            (0.7, 0.9, 5, 42)
+        );
+        let a = Sampling::checked(0.7, 1.0, 0, None, 100).unwrap().seed;
+        let b = Sampling::checked(0.7, 1.0, 0, None, 100).unwrap().seed;
+        assert_ne!(a, b, "fresh seeds differ");
+        assert!(a < 1 << 53 && b < 1 << 53, "JSON-exact seeds");
+    }
+
     use super::*;
 
     fn sampling(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> Sampling {

@@ -52,6 +52,25 @@ impl Lm {
         prompt: &[u32],
         max_tokens: usize,
         cache: &mut KvCache,
+        on_token: impl FnMut(u32),
+    ) -> Result<(Vec<u32>, Stop)> {
+        self.generate_with(
+            prompt,
+            max_tokens,
+            cache,
+            |logits, _| argmax(logits),
+            on_token,
+        )
+    }
+
+    /// [`Lm::generate`] with each new token chosen by `choose(logits, position)` (position: the
+    /// token's index among the new tokens), a sampler say.
+    pub fn generate_with(
+        &self,
+        prompt: &[u32],
+        max_tokens: usize,
+        cache: &mut KvCache,
+        mut choose: impl FnMut(&[f32], usize) -> u32,
         mut on_token: impl FnMut(u32),
     ) -> Result<(Vec<u32>, Stop)> {
         let mut out = Vec::with_capacity(max_tokens);
@@ -60,7 +79,7 @@ impl Lm {
         }
         let mut logits = self.model.forward(prompt, cache, Outputs::Last)?;
         loop {
-            let next = argmax(logits.last_logits().unwrap_or(&[]));
+            let next = choose(logits.last_logits().unwrap_or(&[]), out.len());
             if self.tokenizer.is_eog(next) {
                 return Ok((out, Stop::EndOfText));
             }

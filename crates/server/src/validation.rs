@@ -4,7 +4,6 @@
 //! that passes fits the model's context (see [`crate::ServerConfig::check`]).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ralmspec_engine::knn;
 use ralmspec_engine::{ChatMessage, Engine, Input, Sampling, SpecConfig, Stride};
@@ -267,44 +266,14 @@ pub(crate) fn check_other_fields(other: &BTreeMap<String, Value>) -> Result<(), 
 
 /// The request's sampling: greedy unless `temperature` > 0; the seed given, or a fresh one.
 fn sampling(fields: &SamplingFields, vocab: usize) -> Result<Sampling, ApiError> {
-    let temperature = fields.temperature.unwrap_or(0.0);
-    if !(0.0..=2.0).contains(&temperature) {
-        return Err(ApiError::invalid(format!(
-            "`temperature` is {temperature}; it must be between 0 and 2"
-        ))
-        .param("temperature"));
-    }
-    let top_p = fields.top_p.unwrap_or(1.0);
-    if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(
-            ApiError::invalid(format!("`top_p` is {top_p}; it must be in (0, 1]")).param("top_p"),
-        );
-    }
-    let top_k = fields.top_k.unwrap_or(0);
-    if top_k > vocab as u64 {
-        return Err(ApiError::invalid(format!(
-            "`top_k` is {top_k}; the vocabulary has {vocab} tokens"
-        ))
-        .param("top_k"));
-    }
-    Ok(Sampling {
-        temperature: temperature as f32,
-        top_p: top_p as f32,
-        top_k: top_k as usize,
-        seed: fields.seed.unwrap_or_else(fresh_seed),
-    })
-}
-
-/// A seed for a request that gave none: the clock and a counter, mixed, below 2^53 so that
-/// every JSON client reads it back exactly.
-fn fresh_seed() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let bits = (ralmspec_engine::sampling::uniform(nanos, n) * (1u64 << 53) as f64) as u64;
-    bits & ((1 << 53) - 1)
+    Sampling::checked(
+        fields.temperature.unwrap_or(0.0),
+        fields.top_p.unwrap_or(1.0),
+        fields.top_k.unwrap_or(0),
+        fields.seed,
+        vocab,
+    )
+    .map_err(|e| ApiError::invalid(e.message).param(e.field))
 }
 
 /// `stop`: a string or up to four non-empty strings.

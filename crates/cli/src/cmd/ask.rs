@@ -3,15 +3,17 @@
 //! the baseline engine and whether the tokens are identical.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
-use ralmspec_engine::{Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
+use ralmspec_engine::{Ask, Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
 use ralmspec_retrieval::Kind;
 
 use crate::flags::database::DatabaseFlags;
 use crate::flags::engine::EngineFlags;
 use crate::flags::knowledge::{self, kind_parser};
 use crate::flags::model::ModelFlags;
+use crate::flags::sampling::SamplingFlags;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,6 +40,8 @@ pub struct Args {
     /// Stop after this many new tokens.
     #[arg(long, default_value_t = 128)]
     max_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingFlags,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,20 +63,19 @@ pub fn run(args: Args) -> Result<()> {
     };
     let ralm = Ralm::new(&lm, &knowledge, config);
     let engine = args.engine.engine();
+    let ask = Ask {
+        sampling: args.sampling.sampling(lm.tokenizer.vocab_size())?,
+        ..Ask::question(&args.question, args.max_tokens)
+    };
+    let generate =
+        |engine| ralm.generate_cancellable(&ask, engine, &mut |_| ControlFlow::Continue(()));
     if args.compare {
         // Neither timed run should pay the process's one-time costs (page faults on the
         // weights and the index, the thread pool's start): warm up on a short answer first.
-        let warm = Ralm::new(
-            &lm,
-            &knowledge,
-            RalmConfig {
-                max_new_tokens: 4,
-                ..config
-            },
-        );
-        warm.generate(&args.question, Engine::Baseline)?;
+        let warm = Ask::question(&args.question, 4);
+        ralm.generate_cancellable(&warm, Engine::Baseline, &mut |_| ControlFlow::Continue(()))?;
     }
-    let answer = ralm.generate(&args.question, engine)?;
+    let answer = generate(engine)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}\n", answer.text.trim())?;
     print_sources(&mut out, &lm, &knowledge, &answer)?;
@@ -85,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
         };
         // Each engine starts cold: no document KV left over from the first run.
         ralm.clear_doc_kv();
-        let second = ralm.generate(&args.question, other)?;
+        let second = generate(other)?;
         writeln!(out, "{}", summary(&other, &knowledge, &second))?;
         let (base, spec) = if engine == Engine::Baseline {
             (&answer, &second)

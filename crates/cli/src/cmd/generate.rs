@@ -1,6 +1,7 @@
-//! `ralmspec generate`: plain greedy generation, streamed to stdout.
+//! `ralmspec generate`: the LM alone, greedy or sampled, streamed to stdout.
 
 use crate::flags::model::ModelFlags;
+use crate::flags::sampling::SamplingFlags;
 use anyhow::{Result, bail};
 use std::io::Write;
 use std::time::Instant;
@@ -20,10 +21,13 @@ pub struct Args {
     /// Print timing to stderr when done.
     #[arg(long)]
     stats: bool,
+    #[command(flatten)]
+    sampling: SamplingFlags,
 }
 
 pub fn run(args: Args) -> Result<()> {
     let lm = args.model.load()?;
+    let sampling = args.sampling.sampling(lm.tokenizer.vocab_size())?;
     let prompt = if args.raw {
         lm.tokenizer.encode(&args.prompt)
     } else {
@@ -46,7 +50,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let start = Instant::now();
     let mut first_token = None;
-    let (tokens, stop) = lm.generate(&prompt, max_tokens, &mut cache, |id| {
+    let choose = |logits: &[f32], position: usize| sampling.choose(logits, position);
+    let (tokens, stop) = lm.generate_with(&prompt, max_tokens, &mut cache, choose, |id| {
         first_token.get_or_insert_with(Instant::now);
         if let Some(text) = stream.push(id) {
             let _ = stdout.write_all(text.as_bytes());
