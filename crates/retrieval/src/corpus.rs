@@ -173,12 +173,21 @@ impl Corpus {
         self.len() == 0
     }
 
-    /// Passage `doc`.
-    pub fn get(&self, doc: u32) -> Option<Passage> {
+    /// Passage `doc` (`None` past the end), or an error naming a damaged record of a store
+    /// on disk.
+    pub fn read(&self, doc: u32) -> Result<Option<Passage>> {
         match &self.inner {
-            Inner::Memory(p) => p.get(doc as usize).cloned(),
+            Inner::Memory(p) => Ok(p.get(doc as usize).cloned()),
             Inner::Mapped(s) => s.get(doc),
         }
+    }
+
+    /// Passage `doc` (`None` past the end). Panics, naming it, on a damaged record of a store
+    /// on disk, which can only come from a change on disk since it was written and
+    /// checksummed: never a silently empty passage. Serving reads through [`Corpus::read`]
+    /// (the `PassageSource`), which reports it as an error instead.
+    pub fn get(&self, doc: u32) -> Option<Passage> {
+        self.read(doc).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Every passage, in order.
@@ -431,8 +440,24 @@ mod tests {
         );
         assert_eq!(Corpus::open(&store).unwrap().get(0).unwrap().text, "héllo");
         assert_eq!(mapped.get(3), None);
-        // A truncated records file is refused when opened.
+        // A record damaged on disk since (its title length now runs past it) is an error
+        // naming it where passages are served, never an empty passage.
         let records = store.join("records.bin");
+        let mut bytes = std::fs::read(&records).unwrap();
+        let first = bytes.clone();
+        bytes[4] = 0xff;
+        std::fs::write(&records, &bytes).unwrap();
+        let damaged = Corpus::open(&store).unwrap();
+        let err = crate::PassageSource::passage(&damaged, 0).unwrap_err();
+        assert!(err.to_string().contains("passage 0"), "{err}");
+        assert!(err.to_string().contains("damaged"), "{err}");
+        assert_eq!(
+            damaged.read(1).unwrap(),
+            memory.read(1).unwrap(),
+            "the others read"
+        );
+        std::fs::write(&records, &first).unwrap();
+        // A truncated records file is refused when opened.
         let bytes = std::fs::read(&records).unwrap();
         std::fs::write(&records, &bytes[..bytes.len() - 1]).unwrap();
         let err = Corpus::open(&store).unwrap_err();

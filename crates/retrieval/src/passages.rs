@@ -16,7 +16,7 @@ pub trait PassageSource: Send + Sync {
 
 impl PassageSource for Corpus {
     fn passage(&self, doc: u32) -> Result<Option<Passage>> {
-        Ok(self.get(doc))
+        self.read(doc)
     }
 }
 
@@ -35,7 +35,7 @@ impl Padded {
 
 impl PassageSource for Padded {
     fn passage(&self, doc: u32) -> Result<Option<Passage>> {
-        if let Some(p) = self.corpus.get(doc) {
+        if let Some(p) = self.corpus.read(doc)? {
             return Ok(Some(p));
         }
         Ok(match &self.padding {

@@ -55,6 +55,8 @@ pub(crate) struct Store {
     records: Arc<Mmap>,
     offsets: Arc<Mmap>,
     manifest: Manifest,
+    /// The store's folder (errors name its files).
+    dir: Arc<Path>,
 }
 
 impl Store {
@@ -83,6 +85,7 @@ impl Store {
             records: Arc::new(records),
             offsets: Arc::new(offsets),
             manifest,
+            dir: Arc::from(dir),
         };
         if store.offset(store.manifest.count) != store.records.len() as u64 {
             return Err(RetrievalError::bad_index(
@@ -110,21 +113,27 @@ impl Store {
         u64::from_le_bytes(b.try_into().expect("8 bytes"))
     }
 
-    /// Passage `doc`; `None` past the end. A damaged record reads as an empty passage rather
-    /// than out of bounds (the files were checksummed when written).
-    pub(crate) fn get(&self, doc: u32) -> Option<Passage> {
+    /// Passage `doc`; `None` past the end; an error naming the record when it is damaged (the
+    /// files were checksummed when written, so only a change on disk since does that).
+    pub(crate) fn get(&self, doc: u32) -> Result<Option<Passage>> {
         let i = doc as usize;
         if i >= self.len() {
-            return None;
+            return Ok(None);
         }
         let (start, end) = (self.offset(i) as usize, self.offset(i + 1) as usize);
-        let record = self.records.get(start..end).unwrap_or_default();
-        Some(decode(doc, record).unwrap_or(Passage {
-            doc,
-            id: String::new(),
-            title: String::new(),
-            text: String::new(),
-        }))
+        self.records
+            .get(start..end)
+            .and_then(|record| decode(doc, record))
+            .map(Some)
+            .ok_or_else(|| {
+                RetrievalError::bad_index(
+                    &self.dir.join(RECORDS),
+                    format!(
+                        "the record of passage {doc} (bytes {start}..{end}) is damaged; \
+                         rebuild the index set"
+                    ),
+                )
+            })
     }
 }
 
