@@ -122,7 +122,13 @@ pub async fn log(State(in_flight): State<InFlight>, request: Request, next: Next
     };
     let response = LOG.scope(line.log.clone(), next.run(request)).await;
     line.status = response.status();
-    response.map(|body| Body::new(Logged { body, line }))
+    response.map(|body| {
+        Body::new(Guarded {
+            body,
+            guard: line,
+            on_end: |line| line.complete = true,
+        })
+    })
 }
 
 /// The access-log line of a request, written when dropped (with its body).
@@ -152,13 +158,24 @@ impl Drop for Line {
     }
 }
 
-/// A response body that writes its access-log line when it ends or is dropped.
-struct Logged {
-    body: Body,
-    line: Line,
+/// `body` holding `guard` until the body is dropped (a queued job's admission, for one).
+pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Body::new(Guarded {
+        body,
+        guard,
+        on_end: |_| {},
+    })
 }
 
-impl HttpBody for Logged {
+/// A response body that keeps `guard` until it is dropped and tells it (`on_end`) when the
+/// body ended: the access-log line (which writes itself when dropped) or an admission.
+struct Guarded<G> {
+    body: Body,
+    guard: G,
+    on_end: fn(&mut G),
+}
+
+impl<G: Send + Unpin + 'static> HttpBody for Guarded<G> {
     type Data = Bytes;
     type Error = axum::Error;
 
@@ -168,42 +185,10 @@ impl HttpBody for Logged {
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
         if let Poll::Ready(None) = polled {
-            self.line.complete = true;
+            let this = &mut *self;
+            (this.on_end)(&mut this.guard);
         }
         polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// `body` holding `guard` until the body is dropped (a queued job's admission, for one).
-pub fn hold<G: Send + Unpin + 'static>(body: Body, guard: G) -> Body {
-    Body::new(Held {
-        body,
-        _guard: guard,
-    })
-}
-
-struct Held<G> {
-    body: Body,
-    _guard: G,
-}
-
-impl<G: Send + Unpin + 'static> HttpBody for Held<G> {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
