@@ -26,9 +26,10 @@ pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The JSON manifest at `path` (missing or unreadable: [`RetrievalError::BadIndex`] naming it),
-/// whose format version (`version` reads it) must be one of `readable`. Every folder this
-/// crate writes (dense and BM25 indexes, passage stores, index sets) is read through this.
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
+/// whose format version (`version` reads it) must be one of `readable`. Every folder the
+/// project writes (dense and BM25 indexes, passage stores, index sets, kNN-LM datastores) is
+/// read through this.
+pub fn read_json<T: serde::de::DeserializeOwned>(
     path: &Path,
     readable: &[u32],
     version: impl Fn(&T) -> u32,

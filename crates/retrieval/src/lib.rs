@@ -51,6 +51,7 @@ pub use bm25::Bm25Index;
 pub use corpus::{Corpus, Format, Passage};
 pub use encoder::{ENCODER_NAME, Encoder, EncoderOptions};
 pub use error::{Result, RetrievalError};
+pub use files::read_json;
 pub use flat::FlatIndex;
 pub use flat_writer::FlatWriter;
 pub use hnsw::{HnswIndex, HnswParams};

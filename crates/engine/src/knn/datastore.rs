@@ -23,7 +23,7 @@ use ralmspec_retrieval::index::{Expect, Verify, build_dir_atomically, sha256};
 use ralmspec_retrieval::padding::splitmix64;
 use ralmspec_retrieval::{
     Corpus, FlatIndex, FlatWriter, HnswIndex, HnswParams, Metric, Precision, RetrievalError,
-    Retriever,
+    Retriever, read_json,
 };
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -315,18 +315,17 @@ impl Datastore {
             path: path.to_owned(),
             reason,
         };
-        let text = fs::read(&path).map_err(|e| bad(&path, io_reason(&e)))?;
         let manifest: DatastoreManifest =
-            serde_json::from_slice(&text).map_err(|e| bad(&path, format!("unreadable: {e}")))?;
-        if manifest.format_version != DATASTORE_FORMAT {
-            return Err(bad(
-                &path,
-                format!(
-                    "format_version is {}, this build reads {DATASTORE_FORMAT} (rebuild it)",
-                    manifest.format_version
-                ),
-            ));
-        }
+            read_json(&path, &[DATASTORE_FORMAT], |m: &DatastoreManifest| {
+                m.format_version
+            })
+            .map_err(|e| match e {
+                RetrievalError::BadIndex { path, reason } if reason == "missing" => {
+                    bad(&path, "missing (build it with `ralmspec knn build`)".into())
+                }
+                RetrievalError::BadIndex { path, reason } => bad(&path, reason),
+                other => other.into(),
+            })?;
         if manifest.model != model {
             return Err(bad(
                 &path,
