@@ -153,6 +153,7 @@ pub(crate) fn run(request: &mut Request<'_>, spec: SpecConfig) -> Result<Stop> {
         }
     }
 }
+
 /// One step without speculation, as the baseline takes it: a real retrieval (its top-1, and
 /// with prefetching its top-`prefetch`, go into the cache), then one stride with its top-1.
 /// Returns why generation stops, if it does.
