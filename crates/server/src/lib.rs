@@ -133,10 +133,7 @@ impl Server {
             lm.clone(),
             knowledge.clone(),
             knn.clone(),
-            config.ralm,
-            config.workers,
-            config.queue_capacity,
-            config.retry_after_secs,
+            &config,
             metrics.clone(),
         )?;
         let state = Arc::new(AppState::new(config, lm, knowledge, knn, queue, metrics));

@@ -40,6 +40,7 @@ use ralmspec_engine::{Engine, EngineError, Halt, Knowledge, Ralm, RalmConfig, Sp
 use ralmspec_lm::tokenizer::TextStream;
 use ralmspec_lm::{Lm, Tokenizer};
 
+use crate::config::ServerConfig;
 use crate::error::{ApiError, ServerError};
 pub use crate::job::{Event, Finished, Job, Piece};
 use crate::knn::KnnDatastore;
@@ -66,25 +67,26 @@ struct Context {
 }
 
 impl Workers {
-    /// Starts `count` workers behind a queue of `capacity` jobs.
+    /// Starts `config.workers` workers behind a queue of `config.queue_capacity` jobs.
     pub fn start(
         lm: Arc<Lm>,
         knowledge: Vec<Arc<Knowledge>>,
         knn: Option<KnnDatastore>,
-        ralm: RalmConfig,
-        count: usize,
-        capacity: usize,
-        retry_after: u32,
+        config: &ServerConfig,
         metrics: Arc<Metrics>,
     ) -> Result<(Workers, Queue), ServerError> {
-        let (queue, jobs) = queue::bounded(capacity, retry_after, metrics.clone());
-        let mut threads = Vec::with_capacity(count);
-        for i in 0..count {
+        let (queue, jobs) = queue::bounded(
+            config.queue_capacity,
+            config.retry_after_secs,
+            metrics.clone(),
+        );
+        let mut threads = Vec::with_capacity(config.workers);
+        for i in 0..config.workers {
             let context = Context {
                 lm: lm.clone(),
                 knowledge: knowledge.clone(),
                 knn: knn.clone(),
-                ralm,
+                ralm: config.ralm,
                 jobs: jobs.clone(),
                 metrics: metrics.clone(),
             };
