@@ -111,6 +111,50 @@ fn ask_answers_with_sources_and_matches_the_baseline() {
     );
 }
 
+/// `ask` names its knowledge base with `serve`'s flags: `--index NEW_DIR --passages N` builds
+/// a slice of the built-in one there, a second run answers from that set, and a folder holding
+/// something else is refused before anything is written to it.
+#[test]
+fn ask_builds_and_reuses_a_knowledge_base_slice_like_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("kb");
+    let set = set.to_str().unwrap();
+    let args = [
+        "ask",
+        "--index",
+        set,
+        "--passages",
+        "40",
+        "--max-tokens",
+        "4",
+        "Where is Cairo?",
+    ];
+    let first = ralmspec(&args);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(dir.path().join("kb/set.json").exists());
+    assert!(String::from_utf8_lossy(&first.stdout).contains("Sources:"));
+    let second = ralmspec(&args);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(first.stdout, second.stdout);
+
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let refused = ralmspec(&[
+        "ask",
+        "--index",
+        other.to_str().unwrap(),
+        "--passages",
+        "40",
+        "hi",
+    ]);
+    assert_clean_failure(&refused, "holds no index set");
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
 /// Sampled answers: the same seed gives the same text from `generate` twice and the same
 /// tokens from both engines of `ask`; a run without a seed prints the one it drew; values out
 /// of range name their flag.

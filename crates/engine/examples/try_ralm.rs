@@ -19,13 +19,14 @@ fn main() -> anyhow::Result<()> {
     let ralm = Ralm::new(&lm, &knowledge, RalmConfig::default());
     let questions = ralmspec_retrieval::questions::fanoutqa_dev()?;
     for q in questions.iter().take(3) {
-        let base = ralm.generate(&q.text, Engine::Baseline)?;
+        let ask = Ask::question(&q.text, 128);
+        let base = ralm.generate(&ask, Engine::Baseline)?;
         println!(
             "Q: {}\nA: {}\n  {:?} {:?}",
             q.text, base.text, base.stop, base.stats
         );
         for spec in [SpecConfig::CACHE_ONLY, SpecConfig::FULL] {
-            let g = ralm.generate(&q.text, Engine::Spec(spec))?;
+            let g = ralm.generate(&ask, Engine::Spec(spec))?;
             println!(
                 "  {} same={} wall {:.2}s vs {:.2}s {:?}",
                 spec.label(),

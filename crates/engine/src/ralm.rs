@@ -74,26 +74,21 @@ impl<'a> Ralm<'a> {
         &self.config
     }
 
-    /// A greedy answer to `question` within the configured budget.
-    pub fn ask<'q>(&self, question: &'q str) -> Ask<'q> {
-        Ask::question(question, self.config.max_new_tokens)
+    /// Answers `ask` with `engine` (`Ask::question(text, budget)` for a greedy answer).
+    pub fn generate(&self, ask: &Ask<'_>, engine: Engine) -> Result<Generation> {
+        self.generate_streaming(ask, engine, &mut |_| {})
     }
 
-    /// Answers `question` greedily with `engine`, within the configured budget.
-    pub fn generate(&self, question: &str, engine: Engine) -> Result<Generation> {
-        self.generate_streaming(question, engine, &mut |_| {})
-    }
-
-    /// Answers `question` with `engine`, handing each run of tokens to `on_commit` as soon as
-    /// it is final: speculated tokens are passed on only once verified, so nothing passed on
-    /// is ever taken back.
+    /// Answers `ask` with `engine`, handing each run of tokens to `on_commit` as soon as it
+    /// is final: speculated tokens are passed on only once verified, so nothing passed on is
+    /// ever taken back.
     pub fn generate_streaming(
         &self,
-        question: &str,
+        ask: &Ask<'_>,
         engine: Engine,
         on_commit: &mut dyn FnMut(Committed<'_>),
     ) -> Result<Generation> {
-        self.generate_cancellable(&self.ask(question), engine, &mut |c| {
+        self.generate_cancellable(ask, engine, &mut |c| {
             on_commit(c);
             ControlFlow::Continue(())
         })
@@ -132,14 +127,9 @@ impl<'a> Ralm<'a> {
         Ok(request.finish(stop))
     }
 
-    /// The oracle floor for `question`: the generation that `sources` (a baseline answer's
-    /// spans) describe, with each step's document given instead of retrieved.
-    pub fn replay(&self, question: &str, sources: &[Span]) -> Result<Generation> {
-        self.replay_ask(&self.ask(question), sources)
-    }
-
-    /// [`Ralm::replay`] of any request (a sampled one's documents replayed, say).
-    pub fn replay_ask(&self, ask: &Ask<'_>, sources: &[Span]) -> Result<Generation> {
+    /// The oracle floor for `ask`: the generation that `sources` (a baseline answer's spans,
+    /// or a sampled one's) describe, with each step's document given instead of retrieved.
+    pub fn replay(&self, ask: &Ask<'_>, sources: &[Span]) -> Result<Generation> {
         let mut ignore = |_: Committed<'_>| ControlFlow::Continue(());
         let mut untraced = |_: Trace| {};
         let knowledge = self.knowledge.pinned()?;

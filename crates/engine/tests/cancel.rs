@@ -11,14 +11,14 @@ use ralmspec_engine::{Ask, Engine, EngineError, Halt, Ralm, RalmConfig, SpecConf
 fn break_stops_the_request_and_continue_changes_nothing() {
     let (lm, knowledge) = common::smollm2_flat();
     let config = RalmConfig {
-        max_new_tokens: 24,
         doc_tokens: 64,
         ..RalmConfig::default()
     };
     let ralm = Ralm::new(&lm, &knowledge, config);
     let question = "Who wrote the novel Nineteen Eighty-Four?";
+    let ask = Ask::question(question, 24);
     for engine in [Engine::Baseline, Engine::Spec(SpecConfig::FULL)] {
-        let plain = ralm.generate(question, engine).unwrap();
+        let plain = ralm.generate(&ask, engine).unwrap();
         assert!(
             plain.tokens.len() > 8,
             "{engine:?}: answer too short to cancel"
@@ -26,7 +26,7 @@ fn break_stops_the_request_and_continue_changes_nothing() {
 
         let mut commits = 0;
         let err = ralm
-            .generate_cancellable(&ralm.ask(question), engine, &mut |_| {
+            .generate_cancellable(&ask, engine, &mut |_| {
                 commits += 1;
                 ControlFlow::Break(Halt::Cancel)
             })
@@ -35,9 +35,7 @@ fn break_stops_the_request_and_continue_changes_nothing() {
         assert_eq!(commits, 1, "{engine:?}: nothing is passed on after Break");
 
         let same = ralm
-            .generate_cancellable(&ralm.ask(question), engine, &mut |_| {
-                ControlFlow::Continue(())
-            })
+            .generate_cancellable(&ask, engine, &mut |_| ControlFlow::Continue(()))
             .unwrap();
         assert_eq!(same.tokens, plain.tokens, "{engine:?}");
         assert_eq!(same.spans, plain.spans, "{engine:?}");
@@ -46,7 +44,7 @@ fn break_stops_the_request_and_continue_changes_nothing() {
         let mut commits = 0;
         let mut seen = 0;
         let halted = ralm
-            .generate_cancellable(&ralm.ask(question), engine, &mut |c| {
+            .generate_cancellable(&ask, engine, &mut |c| {
                 commits += 1;
                 seen = c.start + c.tokens.len();
                 if commits == 2 {
@@ -62,7 +60,7 @@ fn break_stops_the_request_and_continue_changes_nothing() {
     }
 
     // A smaller budget is a prefix of the same answer.
-    let full = ralm.generate(question, Engine::Baseline).unwrap();
+    let full = ralm.generate(&ask, Engine::Baseline).unwrap();
     let short = ralm
         .generate_cancellable(&Ask::question(question, 6), Engine::Baseline, &mut |_| {
             ControlFlow::Continue(())

@@ -44,9 +44,13 @@ fn questions() -> Vec<Question> {
     all.into_iter().take(n).collect()
 }
 
+/// A greedy request for `question` within the test's token budget.
+fn greedy(question: &str) -> Ask<'_> {
+    Ask::question(question, env_usize("RALMSPEC_IDENTITY_TOKENS", 16))
+}
+
 fn config() -> RalmConfig {
     RalmConfig {
-        max_new_tokens: env_usize("RALMSPEC_IDENTITY_TOKENS", 16),
         doc_tokens: 64,
         ..RalmConfig::default()
     }
@@ -95,15 +99,15 @@ fn assert_identical(ralm: &Ralm<'_>, questions: &[Question]) {
     let mut rng = Rng(0x1de7_1717);
     let (mut speculated, mut matched, mut rollbacks) = (0, 0, 0);
     for q in questions {
-        let base = ralm.generate(&q.text, Engine::Baseline).unwrap();
+        let base = ralm.generate(&greedy(&q.text), Engine::Baseline).unwrap();
         assert!(!base.tokens.is_empty(), "{:?}: empty answer", q.text);
-        let oracle = ralm.replay(&q.text, &base.spans).unwrap();
+        let oracle = ralm.replay(&greedy(&q.text), &base.spans).unwrap();
         assert_eq!(oracle.tokens, base.tokens, "{:?}: oracle replay", q.text);
         for spec in settings(&mut rng) {
             // What is streamed is final: the commits, in order, are exactly the answer.
             let mut streamed = Vec::new();
             let got: Generation = ralm
-                .generate_streaming(&q.text, Engine::Spec(spec), &mut |c| {
+                .generate_streaming(&greedy(&q.text), Engine::Spec(spec), &mut |c| {
                     assert_eq!(c.start, streamed.len(), "commits must be contiguous");
                     streamed.extend_from_slice(c.tokens);
                 })
@@ -142,7 +146,7 @@ fn assert_sampled_identical(ralm: &Ralm<'_>, questions: &[Question], salt: u64) 
         let ask = Ask {
             sampling,
             top_logprobs: (rng.below(2) == 1).then_some(3),
-            ..ralm.ask(&q.text)
+            ..greedy(&q.text)
         };
         let base = ralm
             .generate_cancellable(&ask, Engine::Baseline, &mut |_| ControlFlow::Continue(()))
@@ -155,9 +159,9 @@ fn assert_sampled_identical(ralm: &Ralm<'_>, questions: &[Question], salt: u64) 
                 0
             }
         );
-        let greedy = ralm.generate(&q.text, Engine::Baseline).unwrap();
+        let greedy = ralm.generate(&greedy(&q.text), Engine::Baseline).unwrap();
         differs_from_greedy += usize::from(greedy.tokens != base.tokens);
-        let oracle = ralm.replay_ask(&ask, &base.spans).unwrap();
+        let oracle = ralm.replay(&ask, &base.spans).unwrap();
         assert_eq!(oracle.tokens, base.tokens, "{:?}: oracle replay", q.text);
         for spec in settings(&mut rng) {
             let got = ralm

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ralmspec_engine::{Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_engine::{Ask, Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use ralmspec_retrieval::{Kind, Retriever};
@@ -75,7 +75,6 @@ fn requests_read_one_version_while_loads_swap_versions() {
         .map(|q| q.text)
         .collect();
     let config = RalmConfig {
-        max_new_tokens: 16,
         doc_tokens: 64,
         ..RalmConfig::default()
     };
@@ -98,7 +97,10 @@ fn requests_read_one_version_while_loads_swap_versions() {
         }
         assert_eq!(holds[&current()], i);
         for q in &questions {
-            baseline[i].push(ralm.generate(q, Engine::Baseline).unwrap());
+            baseline[i].push(
+                ralm.generate(&Ask::question(q, 16), Engine::Baseline)
+                    .unwrap(),
+            );
         }
     }
     let differ = (0..QUESTIONS)
@@ -141,7 +143,7 @@ fn requests_read_one_version_while_loads_swap_versions() {
                 for (i, q) in questions.iter().enumerate() {
                     let first = current();
                     let start = Instant::now();
-                    let got = ralm.generate(q, Engine::Spec(spec));
+                    let got = ralm.generate(&Ask::question(q, 16), Engine::Spec(spec));
                     slowest = slowest.max(start.elapsed());
                     let last = current();
                     finished.fetch_add(1, Ordering::Release);

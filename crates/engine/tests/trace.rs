@@ -11,7 +11,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use ralmspec_engine::{Engine, Ralm, RalmConfig, Span, SpecConfig, Stride, Trace};
+use ralmspec_engine::{Ask, Engine, Ralm, RalmConfig, Span, SpecConfig, Stride, Trace};
 use ralmspec_retrieval::questions::fanoutqa_dev;
 
 /// Spans rebuilt from a trace: each stride kept unless a later verdict cut the answer back
@@ -44,7 +44,6 @@ fn replay(trace: &[Trace]) -> Vec<Span> {
 fn a_trace_replays_to_the_answer_and_adds_up_to_its_counters() {
     let (lm, knowledge) = common::smollm2_flat();
     let config = RalmConfig {
-        max_new_tokens: 24,
         doc_tokens: 64,
         ..RalmConfig::default()
     };
@@ -68,8 +67,8 @@ fn a_trace_replays_to_the_answer_and_adds_up_to_its_counters() {
     let mut rollbacks = 0;
     let mut overlapped = 0;
     for question in questions.iter().take(12) {
-        let ask = ralm.ask(&question.text);
-        let baseline = ralm.generate(&question.text, Engine::Baseline).unwrap();
+        let ask = Ask::question(&question.text, 24);
+        let baseline = ralm.generate(&ask, Engine::Baseline).unwrap();
         for engine in engines {
             let mut trace = Vec::new();
             let traced = ralm

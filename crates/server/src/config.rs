@@ -22,11 +22,12 @@ pub const MAX_STRIDE: u64 = 64;
 pub struct ServerConfig {
     /// The name clients put in `model` (e.g. `smollm2`); any other name is a 404.
     pub model: String,
-    /// Retrieval stride, query and document lengths shared by every request. Its
-    /// `max_new_tokens` is the default of a request that sets no `max_tokens`.
+    /// Retrieval stride, query and document lengths shared by every request.
     pub ralm: RalmConfig,
     /// The engine of a request that does not choose one.
     pub engine: Engine,
+    /// `max_tokens` of a request that sets none.
+    pub default_max_tokens: usize,
     /// Largest `max_tokens` a request may ask for.
     pub max_tokens_limit: usize,
     /// Longest question, in tokens of the model's tokenizer.
@@ -59,6 +60,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("model", &self.model)
             .field("ralm", &self.ralm)
             .field("engine", &self.engine)
+            .field("default_max_tokens", &self.default_max_tokens)
             .field("max_tokens_limit", &self.max_tokens_limit)
             .field("max_prompt_tokens", &self.max_prompt_tokens)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -92,6 +94,7 @@ impl Default for ServerConfig {
                 prefetch: 20,
                 async_verify: false,
             }),
+            default_max_tokens: 128,
             max_tokens_limit: 512,
             max_prompt_tokens: 1024,
             max_body_bytes: 1 << 20,
@@ -173,10 +176,10 @@ impl ServerConfig {
         if self.ralm.stride == 0 || self.max_tokens_limit == 0 || self.max_prompt_tokens == 0 {
             return bad("the stride and the token limits must be at least 1".into());
         }
-        if self.ralm.max_new_tokens > self.max_tokens_limit {
+        if self.default_max_tokens > self.max_tokens_limit {
             return bad(format!(
                 "the default max_tokens {} exceeds the limit {}",
-                self.ralm.max_new_tokens, self.max_tokens_limit
+                self.default_max_tokens, self.max_tokens_limit
             ));
         }
         Ok(())

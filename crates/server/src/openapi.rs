@@ -40,7 +40,7 @@ pub async fn serve(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(document(&Served {
         model: &state.config.model,
         max_tokens: state.config.max_tokens_limit,
-        default_max_tokens: state.config.ralm.max_new_tokens,
+        default_max_tokens: state.config.default_max_tokens,
         vocab: state.lm.tokenizer.vocab_size(),
         retrievers: &retrievers,
         api_key: state.config.api_key.is_some(),

@@ -319,7 +319,7 @@ fn finish(
     let (max_tokens, param) = match (max_completion_tokens, common.max_tokens) {
         (Some(n), _) => (n, "max_completion_tokens"),
         (None, Some(n)) => (n, "max_tokens"),
-        (None, None) => (config.ralm.max_new_tokens as u64, "max_tokens"),
+        (None, None) => (config.default_max_tokens as u64, "max_tokens"),
     };
     if max_tokens == 0 || max_tokens > config.max_tokens_limit as u64 {
         return Err(ApiError::invalid(format!(

@@ -32,11 +32,11 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 
 #[test]
 fn the_server_keeps_to_its_openapi_document() {
-    let mut config = ServerConfig {
+    let config = ServerConfig {
+        default_max_tokens: MAX_TOKENS,
         max_tokens_limit: MAX_TOKENS,
         ..common::config()
     };
-    config.ralm.max_new_tokens = MAX_TOKENS;
     let server = common::live(config);
     let base = format!("http://{}", server.addr);
 

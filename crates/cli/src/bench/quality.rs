@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::builder::TypedValueParser as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use ralmspec_engine::{Engine, Knowledge, Ralm, RalmConfig};
+use ralmspec_engine::{Ask, Engine, Knowledge, Ralm, RalmConfig};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
 use ralmspec_retrieval::{Corpus, Kind, Precision};
@@ -160,10 +160,7 @@ pub fn run(args: Args) -> Result<()> {
         });
     }
 
-    let config = RalmConfig {
-        max_new_tokens: args.max_tokens,
-        ..RalmConfig::default()
-    };
+    let config = RalmConfig::default();
     let mut rows = Vec::new();
     let mut answers = Vec::new();
     for name in &args.models {
@@ -185,7 +182,10 @@ pub fn run(args: Args) -> Result<()> {
             for q in &questions {
                 let t = Instant::now();
                 let text = match &ralm {
-                    Some(ralm) => ralm.generate(&q.text, Engine::Baseline)?.text,
+                    Some(ralm) => {
+                        ralm.generate(&Ask::question(&q.text, args.max_tokens), Engine::Baseline)?
+                            .text
+                    }
                     None => answer_alone(&lm, &q.text, args.max_tokens)?,
                 };
                 scored.push(Answer {
@@ -257,7 +257,7 @@ pub fn run(args: Args) -> Result<()> {
     let report = json!({
         "machine": crate::bench::machine::describe(),
         "device": format!("{:?}", args.device).to_lowercase(),
-        "config": config,
+        "config": crate::bench::report::ralm_config(config, args.max_tokens),
         "questions": questions.len(),
         "dev_questions_without_answer": without_answer,
         "evidence_in_kb": in_kb.iter().filter(|&&b| b).count(),

@@ -10,7 +10,7 @@ mod chart;
 mod summary;
 
 use anyhow::{Result, bail};
-use ralmspec_engine::{Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_engine::{Ask, Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
 use ralmspec_retrieval::Kind;
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use serde_json::json;
@@ -90,16 +90,13 @@ pub fn run(args: Args) -> Result<()> {
         .take(args.questions)
         .map(|q| q.text)
         .collect();
-    let config = RalmConfig {
-        max_new_tokens: args.max_tokens,
-        ..RalmConfig::default()
-    };
+    let config = RalmConfig::default();
     let mut rows = Vec::new();
     let mut mismatches = 0;
     let sets = args
         .index
         .iter()
-        .map(|dir| crate::cmd::index::open(dir))
+        .map(|dir| knowledge::open_set(dir))
         .collect::<Result<Vec<_>>>()?;
     for &kind in &args.retrievers {
         let sources: Vec<Option<usize>> = match sets.is_empty() {
@@ -120,14 +117,15 @@ pub fn run(args: Args) -> Result<()> {
             let ralm = Ralm::new(&lm, &knowledge, config);
             let mut runs = Runs::new(variants().len());
             for (i, question) in questions.iter().enumerate() {
+                let ask = Ask::question(question, args.max_tokens);
                 ralm.clear_doc_kv();
-                let base = ralm.generate(question, Engine::Baseline)?;
+                let base = ralm.generate(&ask, Engine::Baseline)?;
                 ralm.clear_doc_kv();
-                let oracle = ralm.replay(question, &base.spans)?;
+                let oracle = ralm.replay(&ask, &base.spans)?;
                 let mut spec = Vec::new();
                 for variant in variants() {
                     ralm.clear_doc_kv();
-                    let g = ralm.generate(question, Engine::Spec(variant))?;
+                    let g = ralm.generate(&ask, Engine::Spec(variant))?;
                     if !same(&g, &base) {
                         mismatches += 1;
                         eprintln!("MISMATCH: {question:?} with {}", variant.label());
@@ -158,7 +156,7 @@ pub fn run(args: Args) -> Result<()> {
         "model": args.model.name,
         "device": format!("{:?}", args.model.device).to_lowercase(),
         "questions": questions.len(),
-        "config": config,
+        "config": crate::bench::report::ralm_config(config, args.max_tokens),
         "method": "each question answered by the baseline, the oracle floor (baseline documents \
                    replayed, retrieval free) and each variant, one after the other, each run \
                    starting with no cached document KV; latency is wall clock per request",

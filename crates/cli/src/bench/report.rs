@@ -42,3 +42,14 @@ impl ReportArgs {
 fn write(path: &PathBuf, text: &str) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
+
+/// A report's `config`: the engine's rules and the requests' new-token budget, side by side
+/// (the budget is each request's, not the engine's, but a reader wants both in one place).
+pub fn ralm_config(
+    config: ralmspec_engine::RalmConfig,
+    max_new_tokens: usize,
+) -> serde_json::Value {
+    let mut value = serde_json::to_value(config).expect("RalmConfig serialises");
+    value["max_new_tokens"] = max_new_tokens.into();
+    value
+}

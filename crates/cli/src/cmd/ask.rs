@@ -3,15 +3,12 @@
 //! the baseline engine and whether the tokens are identical.
 
 use std::io::Write;
-use std::ops::ControlFlow;
 
 use anyhow::{Result, bail};
 use ralmspec_engine::{Ask, Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
-use ralmspec_retrieval::Kind;
 
-use crate::flags::database::DatabaseFlags;
 use crate::flags::engine::EngineFlags;
-use crate::flags::knowledge::{self, kind_parser};
+use crate::flags::knowledge::KnowledgeFlags;
 use crate::flags::model::ModelFlags;
 use crate::flags::sampling::SamplingFlags;
 
@@ -21,17 +18,8 @@ pub struct Args {
     question: String,
     #[command(flatten)]
     model: ModelFlags,
-    /// The retriever over the knowledge base.
-    #[arg(long, value_parser = kind_parser(), default_value = "bm25")]
-    retriever: Kind,
-    /// Serve this index set (made by `ralmspec index build`) instead of the built-in one.
-    #[arg(long)]
-    index: Option<std::path::PathBuf>,
-    /// The encoder folder of a dense index's queries (default: the one the index records).
-    #[arg(long)]
-    encoder: Option<std::path::PathBuf>,
     #[command(flatten)]
-    db: DatabaseFlags,
+    knowledge: KnowledgeFlags,
     #[command(flatten)]
     engine: EngineFlags,
     /// Also run the baseline, then print the speed-up and check that the answers are identical.
@@ -49,31 +37,19 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the question is empty");
     }
     let lm = args.model.load()?;
-    let knowledge = match &args.index {
-        _ if args.retriever.is_database() => {
-            args.db
-                .knowledge(args.retriever, None, args.encoder.as_deref())?
-        }
-        Some(dir) => crate::cmd::index::open_set(dir, args.retriever, args.encoder.as_deref())?,
-        None => knowledge::open(args.retriever, None, ralmspec_retrieval::Precision::F32)?,
-    };
-    let config = RalmConfig {
-        max_new_tokens: args.max_tokens,
-        ..RalmConfig::default()
-    };
-    let ralm = Ralm::new(&lm, &knowledge, config);
+    let knowledge = args.knowledge.open()?;
+    let ralm = Ralm::new(&lm, &knowledge, RalmConfig::default());
     let engine = args.engine.engine();
     let ask = Ask {
         sampling: args.sampling.sampling(lm.tokenizer.vocab_size())?,
         ..Ask::question(&args.question, args.max_tokens)
     };
-    let generate =
-        |engine| ralm.generate_cancellable(&ask, engine, &mut |_| ControlFlow::Continue(()));
+    let generate = |engine| ralm.generate(&ask, engine);
     if args.compare {
         // Neither timed run should pay the process's one-time costs (page faults on the
         // weights and the index, the thread pool's start): warm up on a short answer first.
         let warm = Ask::question(&args.question, 4);
-        ralm.generate_cancellable(&warm, Engine::Baseline, &mut |_| ControlFlow::Continue(()))?;
+        ralm.generate(&warm, Engine::Baseline)?;
     }
     let answer = generate(engine)?;
     let mut out = std::io::stdout().lock();

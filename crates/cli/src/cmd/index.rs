@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use ralmspec_engine::Knowledge;
 use ralmspec_retrieval::set::{Build, Source, Vectors, encoding};
 use ralmspec_retrieval::{
     Corpus, Encoder, EncoderOptions, Format, IndexSet, Kind, NpyVectors, Precision,
@@ -226,7 +225,7 @@ pub fn search(args: SearchArgs) -> Result<()> {
             args.db.knowledge(kind, None, args.encoder.as_deref())?
         }
         (Some(dir), kind) => {
-            let set = open(dir)?;
+            let set = crate::flags::knowledge::open_set(dir)?;
             let kind = match kind {
                 Some(kind) => kind,
                 None => Kind::LOCAL
@@ -280,16 +279,6 @@ fn load_encoder(name: &str, device: Device) -> Result<Encoder> {
         bail!("--encoder {name}: not `minilm` nor a sentence-transformers folder");
     }
     Encoder::open_with(dir, &options).with_context(|| format!("loading the encoder in {name}"))
-}
-
-/// The index set in `dir`.
-pub fn open(dir: &Path) -> Result<IndexSet> {
-    IndexSet::open(dir).with_context(|| format!("opening the index set {}", dir.display()))
-}
-
-/// The `kind` retriever of the index set in `dir`, which must have been built.
-pub fn open_set(dir: &Path, kind: Kind, encoder: Option<&Path>) -> Result<Knowledge> {
-    knowledge(&open(dir)?, kind, encoder)
 }
 
 /// The corpus a command reads into memory: `path` in `format` (detected when `None`), or the

@@ -4,18 +4,15 @@
 //! SIGTERM (requests in flight finish; after `--grace` seconds the process exits anyway, with
 //! an error naming how many were still in flight).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ralmspec_engine::{Knowledge, RalmConfig};
-use ralmspec_retrieval::{Corpus, Kind};
+use ralmspec_engine::RalmConfig;
 use ralmspec_server::{Server, ServerConfig};
 
-use crate::flags::database::DatabaseFlags;
 use crate::flags::engine::EngineFlags;
-use crate::flags::knowledge::{self, kind_parser};
+use crate::flags::knowledge::KnowledgeFlags;
 use crate::flags::model::ModelFlags;
 
 #[derive(clap::Args)]
@@ -25,27 +22,10 @@ pub struct Args {
     addr: String,
     #[command(flatten)]
     model: ModelFlags,
-    /// The retriever over the knowledge base (requests name it in `retrieval.retriever`).
-    #[arg(long, value_parser = kind_parser(), default_value = "bm25")]
-    retriever: Kind,
-    /// An index set made by `ralmspec index build`, or a folder where the knowledge base's index
-    /// is built on first use; default: the asset store.
-    #[arg(long)]
-    index: Option<PathBuf>,
-    /// Serve only the first N passages of the knowledge base (a quick start: the full flat
-    /// index takes minutes to build once).
-    #[arg(long)]
-    passages: Option<usize>,
-    /// Grow the built-in knowledge base to N passages with synthetic ones (a scale experiment,
-    /// as `ralmspec index build --pad-to`; the padded index is built once in the asset store).
-    #[arg(long, conflicts_with_all = ["index", "passages"])]
-    pad_to: Option<usize>,
-    /// How a padded knowledge base's flat vectors are stored (f16: half the memory).
-    #[arg(long, value_parser = knowledge::precision_parser(), default_value = "f32", requires = "pad_to")]
-    precision: ralmspec_retrieval::Precision,
-    /// Default engine of requests that do not choose one.
+    /// The knowledge base (requests name its retriever in `retrieval.retriever`).
     #[command(flatten)]
-    db: DatabaseFlags,
+    knowledge: KnowledgeFlags,
+    /// Default engine of requests that do not choose one.
     #[command(flatten)]
     engine: EngineFlags,
     #[command(flatten)]
@@ -89,10 +69,8 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let config = ServerConfig {
         model: served_name(&args.model.name),
-        ralm: RalmConfig {
-            max_new_tokens: args.max_tokens,
-            ..RalmConfig::default()
-        },
+        ralm: RalmConfig::default(),
+        default_max_tokens: args.max_tokens,
         engine: args.engine.engine(),
         max_tokens_limit: args.max_tokens_limit,
         queue_capacity: args.queue,
@@ -110,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
     let lm = Arc::new(args.model.load()?);
     // The datastore is checked before minutes go into the knowledge base.
     let knn = args.knn.open(&lm, &args.model.path()?, args.model.device)?;
-    let knowledge = Arc::new(open_knowledge(&args)?);
+    let knowledge = Arc::new(args.knowledge.open()?);
     let model = config.model.clone();
     let passages = knowledge.len();
     let knn_line = knn.as_ref().map(|k| {
@@ -133,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("listening on {}", args.addr))?;
         eprintln!(
             "serving `{model}` with the {} retriever over {passages} passages{} on http://{} (Ctrl-C to stop)",
-            args.retriever.name(),
+            args.knowledge.retriever.name(),
             knn_line.unwrap_or_default(),
             listener.local_addr()?
         );
@@ -179,59 +157,6 @@ fn served_name(model: &str) -> String {
         return stem.to_string_lossy().into_owned();
     }
     model.to_string()
-}
-
-/// The knowledge base: the built-in default, an index set, or a slice of the built-in one
-/// built into a set on first use (in `--index DIR`, or the asset store).
-fn open_knowledge(args: &Args) -> Result<Knowledge> {
-    if args.retriever.is_database() {
-        return args.db.knowledge(args.retriever, None, None);
-    }
-    if let Some(dir) = &args.index
-        && dir.join("set.json").exists()
-    {
-        let set = crate::cmd::index::open(dir)?;
-        // A set this command built from the knowledge base gets a missing kind built into it;
-        // any other set is served as it is.
-        if set.has(args.retriever) || !set.manifest().source.starts_with("wiki-kb") {
-            return knowledge::knowledge(&set, args.retriever, None);
-        }
-    }
-    if args.index.is_none() && args.passages.is_none() {
-        return knowledge::open(args.retriever, args.pad_to, args.precision);
-    }
-    let name = match args.passages {
-        Some(0) => bail!("--passages must be at least 1"),
-        Some(n) => format!("wiki-kb-head-{n}"),
-        None => "wiki-kb".to_string(),
-    };
-    let corpus = || {
-        let kb = Corpus::wiki_kb()?;
-        Ok(match args.passages {
-            Some(n) => kb.head(n),
-            None => kb,
-        })
-    };
-    let root = match &args.index {
-        // `--index DIR` names the set itself: a new (or empty) folder, never one holding
-        // something else, which building the set would replace.
-        Some(dir) => {
-            let has_set = dir.join("set.json").exists();
-            if !has_set && std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-                bail!(
-                    "{} holds no index set (no set.json) and is not empty; pass an index set \
-                     made by `ralmspec index build`, or a new folder to build the knowledge \
-                     base's set in",
-                    dir.display()
-                );
-            }
-            let set = knowledge::lazy_set_at(dir, &name, &corpus, args.retriever)?;
-            return knowledge::knowledge(&set, args.retriever, None);
-        }
-        None => knowledge::indexes_root(None)?,
-    };
-    let set = knowledge::lazy_set(&root, &name, &corpus, args.retriever, None, args.precision)?;
-    knowledge::knowledge(&set, args.retriever, None)
 }
 
 /// Ctrl-C, or SIGTERM on Unix.

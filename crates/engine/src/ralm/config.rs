@@ -6,7 +6,8 @@ use serde::Serialize;
 pub use crate::stride::Stride;
 
 /// The rules of iterative retrieval-augmented generation (the paper's §1). Baseline and
-/// speculative engines share them: they define the output.
+/// speculative engines share them: they define the output. A request's new-token budget is
+/// its own ([`crate::Ask::max_new_tokens`]), not the engine's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct RalmConfig {
     /// Retrieve every this many generated tokens.
@@ -15,8 +16,6 @@ pub struct RalmConfig {
     pub query_tokens: usize,
     /// The retrieved document is cut to this many tokens.
     pub doc_tokens: usize,
-    /// Stop after this many new tokens (or at end of text).
-    pub max_new_tokens: usize,
 }
 
 impl Default for RalmConfig {
@@ -25,7 +24,6 @@ impl Default for RalmConfig {
             stride: 4,
             query_tokens: 32,
             doc_tokens: 256,
-            max_new_tokens: 128,
         }
     }
 }

@@ -39,9 +39,9 @@ pub fn config() -> ServerConfig {
     ServerConfig {
         ralm: RalmConfig {
             doc_tokens: 64,
-            max_new_tokens: 12,
             ..RalmConfig::default()
         },
+        default_max_tokens: 12,
         ..ServerConfig::default()
     }
 }
