@@ -1,4 +1,9 @@
-//! The transformer on a CUDA GPU (`cuda` feature), on candle tensor ops and cuBLAS.
+//! The transformer for a CUDA GPU, on candle tensor ops and cuBLAS.
+//!
+//! Compiled with the `gpu-forward` feature, which needs no CUDA toolkit: the code then runs on
+//! candle's CPU device only ([`load_on_candle_cpu`], for its tests). The `cuda` feature adds the
+//! device (candle's CUDA backend); without it, [`CudaModel::load`] is
+//! [`crate::LmError::CudaNotBuilt`].
 //!
 //! - [`weights`]: one linear layer's weights on the device, in the chosen [`crate::GpuWeights`]
 //!   format, and its matmul.
@@ -15,7 +20,9 @@
 //!
 //! Building: `cargo build --release -p ralmspec-cli --features cuda` with a CUDA toolkit (nvcc,
 //! cuBLAS) on the path and `CUDA_COMPUTE_CAP` set for the target GPU (90 for H100/H200);
-//! candle-kernels' nvcc step takes minutes. The tests are `crates/lm/tests/cuda.rs`.
+//! candle-kernels' nvcc step takes minutes. The tests are `crates/lm/tests/cuda.rs`: on GPU 0
+//! in a `cuda` build, on candle's CPU device in a `gpu-forward` one
+//! (`cargo test --release -p ralmspec-lm --features gpu-forward --test cuda`).
 
 pub mod attention;
 pub mod kv;

@@ -54,7 +54,7 @@ pub struct Output {
 }
 
 impl Output {
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu-forward")]
     pub(crate) fn new(
         positions: Vec<usize>,
         logits: Vec<f32>,
@@ -114,7 +114,7 @@ pub struct Model {
 /// Where the weights live and the forward pass runs.
 enum Backend {
     Cpu(CpuWeights),
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu-forward")]
     Cuda(crate::cuda::CudaModel),
 }
 
@@ -135,16 +135,17 @@ impl Model {
     }
 
     /// Loads the weights of an open GGUF file onto `device`. [`Device::Cuda`] needs a build with
-    /// the `cuda` feature ([`LmError::CudaNotBuilt`] otherwise) and a GPU ([`LmError::NoGpu`]).
+    /// the `cuda` feature ([`LmError::CudaNotBuilt`] otherwise, `gpu-forward` alone included)
+    /// and a GPU ([`LmError::NoGpu`]).
     pub fn load_on(file: &mut GgufFile, device: Device) -> Result<Self> {
         let config = Config::from_gguf(file.content())?;
         let backend = match device {
             Device::Cpu => Backend::Cpu(CpuWeights::load(file, &config)?),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Device::Cuda(options) => {
                 Backend::Cuda(crate::cuda::CudaModel::load(file, &config, options)?)
             }
-            #[cfg(not(feature = "cuda"))]
+            #[cfg(not(feature = "gpu-forward"))]
             Device::Cuda(_) => return Err(LmError::CudaNotBuilt),
         };
         Ok(Self { config, backend })
@@ -154,8 +155,8 @@ impl Model {
         &self.config
     }
 
-    /// Wraps a GPU model (built on any candle device: see `crate::cuda::open_on_candle_cpu`).
-    #[cfg(feature = "cuda")]
+    /// Wraps a GPU model (built on any candle device: see `crate::cuda::load_on_candle_cpu`).
+    #[cfg(feature = "gpu-forward")]
     pub(crate) fn from_cuda_model(config: Config, model: crate::cuda::CudaModel) -> Self {
         Self {
             config,
@@ -167,7 +168,7 @@ impl Model {
     pub fn device(&self) -> Device {
         match &self.backend {
             Backend::Cpu(_) => Device::Cpu,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Backend::Cuda(m) => Device::Cuda(m.options()),
         }
     }
@@ -176,7 +177,7 @@ impl Model {
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         match &self.backend {
             Backend::Cpu(_) => KvCache::new(&self.config, capacity),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Backend::Cuda(m) => m.new_cache(&self.config, capacity),
         }
     }
@@ -220,7 +221,7 @@ impl Model {
             // then starts by pushing work to the local queue (microseconds), not by waking the
             // pool from outside and blocking on a lock (tens of microseconds each, measured).
             Backend::Cpu(w) => rayon::scope(|_| w.forward_on_pool(c, steps)),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Backend::Cuda(m) => m.forward_batch(c, steps),
         }
     }

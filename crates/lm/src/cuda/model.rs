@@ -43,8 +43,12 @@ pub struct CudaModel {
 }
 
 impl CudaModel {
-    /// Opens GPU `options.ordinal` and uploads the weights of `file`.
+    /// Opens GPU `options.ordinal` and uploads the weights of `file`. A build without the `cuda`
+    /// feature (`gpu-forward` alone) has the code but no device: [`LmError::CudaNotBuilt`].
     pub fn load(file: &mut GgufFile, config: &Config, options: CudaOptions) -> Result<Self> {
+        if !cfg!(feature = "cuda") {
+            return Err(LmError::CudaNotBuilt);
+        }
         let device = Device::new_cuda(options.ordinal).map_err(|e| LmError::NoGpu {
             ordinal: options.ordinal,
             // candle may append a backtrace to the message; the first line says it all.
