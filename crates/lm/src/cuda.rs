@@ -5,12 +5,13 @@
 //! device (candle's CUDA backend); without it, [`CudaModel::load`] is
 //! [`crate::LmError::CudaNotBuilt`].
 //!
-//! - [`weights`]: one linear layer's weights on the device, in the chosen [`crate::GpuWeights`]
-//!   format, and its matmul.
+//! - [`weights`]: how each tensor of the shared weight plan (`crate::model::weights`) goes onto
+//!   the device; one linear layer's weights there, in the chosen [`crate::GpuWeights`] format,
+//!   and its matmul.
 //! - [`kv`]: the device half of a [`crate::KvCache`]: preallocated key/value buffers per layer
 //!   (the length lives in the cache's token list, so truncation stays O(1)).
 //! - [`attention`]: causal attention of a chunk of new tokens over one sequence's cache.
-//! - [`model`]: loading from the same GGUF as the CPU model, and the forward pass.
+//! - [`model`]: loading (the same weight plan as the CPU model), and the forward pass.
 //!
 //! Same semantics as the CPU [`crate::Model::forward_batch`]: a chunk of tokens per sequence in,
 //! logits and final hidden states of the requested positions out. Every op used is deterministic
