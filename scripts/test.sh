@@ -14,6 +14,10 @@
 #    skips this step and the database tests skip too (CI never sets it).
 # 4. Installs Debian's Chromium and the page test's npm package (RALMSPEC_NO_BROWSER=1 skips).
 # 5. cargo test --release --workspace "$@" (without --workspace when "$@" names a -p package).
+# 6. Without arguments (the whole suite, as CI runs it): the GPU forward's tests on candle's CPU
+#    device, `RALMSPEC_CUDA_TEST_ON_CPU=1 cargo test --release -p ralmspec-lm --features
+#    gpu-forward --test cuda` (no CUDA toolkit needed; ~10 s on 2 cores, plus compiling
+#    ralmspec-lm once more with the feature).
 #
 # The store is $RALMSPEC_HOME, else $XDG_CACHE_HOME/ralmspec, else ~/.cache/ralmspec (the same
 # rule as ralmspec_assets::Store::from_env); it is exported as RALMSPEC_HOME so that every
@@ -125,4 +129,12 @@ for arg in "$@"; do
 done
 step "cargo test --release ${scope[*]} $*"
 cargo test --release "${scope[@]}" "$@"
+
+# --- 6. The GPU forward on candle's CPU device ----------------------------------------------
+# Default builds compile nothing of the GPU forward; the `gpu-forward` feature compiles it
+# without CUDA, and its tests then run the very code that runs on a GPU on candle's CPU device.
+if [[ $# == 0 ]]; then
+  step "GPU forward on candle's CPU: cargo test --release -p ralmspec-lm --features gpu-forward --test cuda"
+  RALMSPEC_CUDA_TEST_ON_CPU=1 cargo test --release -p ralmspec-lm --features gpu-forward --test cuda
+fi
 step "done"

@@ -1,5 +1,6 @@
 //! Where a model computes: the CPU kernels, or a CUDA GPU (only in builds with the `cuda`
-//! feature; other builds refuse it with [`crate::LmError::CudaNotBuilt`]).
+//! feature; other builds, `gpu-forward` ones included, refuse it with
+//! [`crate::LmError::CudaNotBuilt`]).
 
 use std::fmt;
 

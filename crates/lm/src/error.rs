@@ -27,6 +27,7 @@ pub enum LmError {
     ContextOverflow { needed: usize, capacity: usize },
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
     BadToken { id: u32, vocab: usize },
+    /// `Device::Cuda` in a build without the `cuda` feature (with or without `gpu-forward`).
     #[error("this build has no CUDA support (build it with the `cuda` feature and a CUDA toolkit)")]
     CudaNotBuilt,
     #[error("no usable CUDA GPU {ordinal}: {reason}")]

@@ -41,7 +41,7 @@ impl std::fmt::Display for CacheDevice {
 #[derive(Debug, Clone)]
 enum Store {
     Cpu(CpuKv),
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu-forward")]
     Cuda(crate::cuda::CudaKv),
 }
 
@@ -73,7 +73,7 @@ impl KvCache {
     }
 
     /// An empty cache in GPU memory (allocated on first use).
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu-forward")]
     pub(crate) fn new_cuda(capacity: usize, store: crate::cuda::CudaKv) -> Self {
         Self {
             tokens: Vec::with_capacity(capacity),
@@ -99,7 +99,7 @@ impl KvCache {
     pub fn bytes(&self) -> usize {
         let per_position = match &self.store {
             Store::Cpu(kv) => kv.keys.len() * kv.kv_dim,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Store::Cuda(kv) => kv.values_per_position(),
         };
         2 * self.len() * per_position * std::mem::size_of::<f32>()
@@ -114,7 +114,7 @@ impl KvCache {
     pub fn device(&self) -> CacheDevice {
         match self.store {
             Store::Cpu(_) => CacheDevice::Cpu,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Store::Cuda(_) => CacheDevice::Cuda,
         }
     }
@@ -132,7 +132,7 @@ impl KvCache {
                 }
             }
             // Device buffers stay; positions from `len` on are overwritten by the next append.
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Store::Cuda(_) => {}
         }
     }
@@ -167,16 +167,16 @@ impl KvCache {
                     dst.extend_from_slice(&src[..n]);
                 }
             }
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             (Store::Cuda(dst), Store::Cuda(src)) => dst.copy_prefix_from(src, len)?,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             _ => unreachable!("the devices were compared above"),
         }
         self.tokens.extend_from_slice(&other.tokens[..len]);
         Ok(())
     }
 
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu-forward")]
     pub(crate) fn cuda_mut(&mut self) -> Option<&mut crate::cuda::CudaKv> {
         match &mut self.store {
             Store::Cuda(kv) => Some(kv),
@@ -187,7 +187,7 @@ impl KvCache {
     fn cpu(&self) -> &CpuKv {
         match &self.store {
             Store::Cpu(kv) => kv,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Store::Cuda(_) => unreachable!("the CPU forward checks every cache's device first"),
         }
     }
@@ -195,7 +195,7 @@ impl KvCache {
     fn cpu_mut(&mut self) -> &mut CpuKv {
         match &mut self.store {
             Store::Cpu(kv) => kv,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Store::Cuda(_) => unreachable!("the CPU forward checks every cache's device first"),
         }
     }

@@ -8,7 +8,8 @@
 //! - [`model`]: the transformer (llama and qwen2 architectures) and its forward pass.
 //! - [`kv_cache`]: the caller-owned, truncatable key/value cache (rollback for speculation).
 //! - [`device`]: where a model computes (CPU, or a CUDA GPU).
-//! - `cuda` (`cuda` feature): the transformer and its KV cache on a GPU, on candle tensor ops.
+//! - `cuda` (`gpu-forward` feature; on a GPU with the `cuda` feature): the transformer and its KV
+//!   cache as candle tensor ops, for a GPU.
 //! - [`lm`]: a model and its tokenizer together, loaded by name or path.
 //!
 //! The model is immutable (`&self`) and shared; each sequence owns its [`KvCache`]. One forward
@@ -16,7 +17,7 @@
 //! requested positions together with their final hidden states (the kNN-LM keys).
 
 pub mod config;
-#[cfg(feature = "cuda")]
+#[cfg(feature = "gpu-forward")]
 pub mod cuda;
 pub mod device;
 pub mod error;

@@ -7,6 +7,9 @@
 //! was decoded alone, in a prefill chunk, after a rollback, or beside other sequences. The engines
 //! build on that guarantee.
 //!
+//! Which GGUF tensors make the weights, and their shapes, is `weights` (the weight plan), shared
+//! with the GPU model; this file says only how the CPU holds them.
+//!
 //! A model loaded onto a GPU (`crate::cuda`, `cuda` feature) answers the same calls with the same
 //! semantics; there the results are deterministic run after run, but cuBLAS picks its kernels by
 //! shape, so a chunked or cached computation agrees with a recompute to ~1e-5, not bit for bit.
@@ -14,12 +17,15 @@
 mod attention;
 mod norm;
 pub(crate) mod rope;
+pub(crate) mod weights;
 
 use crate::gguf::GgufFile;
 use crate::quant::{QuantMatrix, matmul_concat};
-use crate::{Architecture, CacheDevice, Config, Device, KvCache, LmError, Result};
+use crate::{CacheDevice, Config, Device, KvCache, LmError, Result};
 use attention::{Query, Shape};
+use candle_core::quantized::QTensor;
 use rope::Rope;
+use weights::{Convert, Layer, Weights};
 
 /// Which positions of a forward chunk produce logits and hidden states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +60,7 @@ pub struct Output {
 }
 
 impl Output {
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu-forward")]
     pub(crate) fn new(
         positions: Vec<usize>,
         logits: Vec<f32>,
@@ -93,18 +99,6 @@ impl Output {
     }
 }
 
-struct Layer {
-    attn_norm: Vec<f32>,
-    /// q, k and v projections, outputs side by side.
-    qkv: Vec<QuantMatrix>,
-    qkv_bias: Option<Vec<f32>>,
-    out: QuantMatrix,
-    ffn_norm: Vec<f32>,
-    /// gate and up projections, outputs side by side.
-    gate_up: Vec<QuantMatrix>,
-    down: QuantMatrix,
-}
-
 /// A loaded model. Immutable: share it; each sequence owns its [`KvCache`].
 pub struct Model {
     config: Config,
@@ -114,7 +108,7 @@ pub struct Model {
 /// Where the weights live and the forward pass runs.
 enum Backend {
     Cpu(CpuWeights),
-    #[cfg(feature = "cuda")]
+    #[cfg(feature = "gpu-forward")]
     Cuda(crate::cuda::CudaModel),
 }
 
@@ -122,10 +116,38 @@ enum Backend {
 struct CpuWeights {
     embed: QuantMatrix,
     /// `None` when the output head is tied to the embedding.
-    head: Option<QuantMatrix>,
+    head: Option<Vec<QuantMatrix>>,
     norm: Vec<f32>,
-    layers: Vec<Layer>,
+    layers: Vec<Layer<Cpu>>,
     rope: Rope,
+}
+
+/// How the CPU model holds the weights of the plan (`weights`): every matrix a [`QuantMatrix`]
+/// for the integer kernel, a linear layer its matrices side by side (for [`matmul_concat`]),
+/// vectors on the host.
+struct Cpu;
+
+impl Convert for Cpu {
+    type Vector = Vec<f32>;
+    type Embedding = QuantMatrix;
+    type Part = QuantMatrix;
+    type Linear = Vec<QuantMatrix>;
+
+    fn vector(&self, values: Vec<f32>) -> Result<Vec<f32>> {
+        Ok(values)
+    }
+
+    fn embedding(&self, tensor: QTensor) -> Result<QuantMatrix> {
+        QuantMatrix::from_qtensor(&tensor)
+    }
+
+    fn part(&self, tensor: QTensor) -> Result<QuantMatrix> {
+        QuantMatrix::from_qtensor(&tensor)
+    }
+
+    fn linear(&self, parts: Vec<QuantMatrix>) -> Result<Vec<QuantMatrix>> {
+        Ok(parts)
+    }
 }
 
 impl Model {
@@ -135,16 +157,17 @@ impl Model {
     }
 
     /// Loads the weights of an open GGUF file onto `device`. [`Device::Cuda`] needs a build with
-    /// the `cuda` feature ([`LmError::CudaNotBuilt`] otherwise) and a GPU ([`LmError::NoGpu`]).
+    /// the `cuda` feature ([`LmError::CudaNotBuilt`] otherwise, `gpu-forward` alone included)
+    /// and a GPU ([`LmError::NoGpu`]).
     pub fn load_on(file: &mut GgufFile, device: Device) -> Result<Self> {
         let config = Config::from_gguf(file.content())?;
         let backend = match device {
             Device::Cpu => Backend::Cpu(CpuWeights::load(file, &config)?),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Device::Cuda(options) => {
                 Backend::Cuda(crate::cuda::CudaModel::load(file, &config, options)?)
             }
-            #[cfg(not(feature = "cuda"))]
+            #[cfg(not(feature = "gpu-forward"))]
             Device::Cuda(_) => return Err(LmError::CudaNotBuilt),
         };
         Ok(Self { config, backend })
@@ -154,8 +177,8 @@ impl Model {
         &self.config
     }
 
-    /// Wraps a GPU model (built on any candle device: see `crate::cuda::open_on_candle_cpu`).
-    #[cfg(feature = "cuda")]
+    /// Wraps a GPU model (built on any candle device: see `crate::cuda::load_on_candle_cpu`).
+    #[cfg(feature = "gpu-forward")]
     pub(crate) fn from_cuda_model(config: Config, model: crate::cuda::CudaModel) -> Self {
         Self {
             config,
@@ -167,7 +190,7 @@ impl Model {
     pub fn device(&self) -> Device {
         match &self.backend {
             Backend::Cpu(_) => Device::Cpu,
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Backend::Cuda(m) => Device::Cuda(m.options()),
         }
     }
@@ -176,7 +199,7 @@ impl Model {
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         match &self.backend {
             Backend::Cpu(_) => KvCache::new(&self.config, capacity),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Backend::Cuda(m) => m.new_cache(&self.config, capacity),
         }
     }
@@ -220,7 +243,7 @@ impl Model {
             // then starts by pushing work to the local queue (microseconds), not by waking the
             // pool from outside and blocking on a lock (tens of microseconds each, measured).
             Backend::Cpu(w) => rayon::scope(|_| w.forward_on_pool(c, steps)),
-            #[cfg(feature = "cuda")]
+            #[cfg(feature = "gpu-forward")]
             Backend::Cuda(m) => m.forward_batch(c, steps),
         }
     }
@@ -236,54 +259,12 @@ fn cache_device(device: Device) -> CacheDevice {
 
 impl CpuWeights {
     fn load(file: &mut GgufFile, config: &Config) -> Result<Self> {
-        let c = config;
-        let matrix = |file: &mut GgufFile, name: &str, rows: usize, cols: usize| {
-            let m = QuantMatrix::from_qtensor(&file.tensor(name)?)?;
-            if (m.rows(), m.cols()) != (rows, cols) {
-                return Err(file.invalid(format!(
-                    "tensor `{name}` is {}×{}, expected {rows}×{cols}",
-                    m.rows(),
-                    m.cols()
-                )));
-            }
-            Ok(m)
-        };
-        let embed = matrix(file, "token_embd.weight", c.vocab, c.dim)?;
-        let head = if file.has_tensor("output.weight") {
-            Some(matrix(file, "output.weight", c.vocab, c.dim)?)
-        } else {
-            None
-        };
-        let norm = file.vector("output_norm.weight", c.dim)?;
-        let mut layers = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            let name = |part: &str| format!("blk.{i}.{part}");
-            let qkv_bias = match c.architecture {
-                Architecture::Llama => None,
-                Architecture::Qwen2 => {
-                    let mut bias = file.vector(&name("attn_q.bias"), c.dim)?;
-                    bias.extend(file.vector(&name("attn_k.bias"), c.kv_dim())?);
-                    bias.extend(file.vector(&name("attn_v.bias"), c.kv_dim())?);
-                    Some(bias)
-                }
-            };
-            layers.push(Layer {
-                attn_norm: file.vector(&name("attn_norm.weight"), c.dim)?,
-                qkv: vec![
-                    matrix(file, &name("attn_q.weight"), c.dim, c.dim)?,
-                    matrix(file, &name("attn_k.weight"), c.kv_dim(), c.dim)?,
-                    matrix(file, &name("attn_v.weight"), c.kv_dim(), c.dim)?,
-                ],
-                qkv_bias,
-                out: matrix(file, &name("attn_output.weight"), c.dim, c.dim)?,
-                ffn_norm: file.vector(&name("ffn_norm.weight"), c.dim)?,
-                gate_up: vec![
-                    matrix(file, &name("ffn_gate.weight"), c.ffn_dim, c.dim)?,
-                    matrix(file, &name("ffn_up.weight"), c.ffn_dim, c.dim)?,
-                ],
-                down: matrix(file, &name("ffn_down.weight"), c.dim, c.ffn_dim)?,
-            });
-        }
+        let Weights {
+            embed,
+            head,
+            norm,
+            layers,
+        } = Weights::load(file, config, &Cpu)?;
         Ok(Self {
             rope: Rope::new(config)?,
             embed,
@@ -356,13 +337,13 @@ impl CpuWeights {
                 }));
             }
             attention::attend(&shape, &q, &queries, &mut att);
-            layer.out.matmul(&att, n, &mut h);
+            matmul_concat(&layer.out, &att, n, &mut h);
             x.iter_mut().zip(&h).for_each(|(x, h)| *x += h);
 
             norm::rms_norm(&x, &layer.ffn_norm, c.rms_eps, &mut h);
             matmul_concat(&layer.gate_up, &h, n, &mut gate_up);
             norm::swiglu(&gate_up, ffn, &mut act);
-            layer.down.matmul(&act, n, &mut h);
+            matmul_concat(&layer.down, &act, n, &mut h);
             x.iter_mut().zip(&h).for_each(|(x, h)| *x += h);
         }
 
@@ -389,10 +370,9 @@ impl CpuWeights {
         norm::rms_norm(x, &self.norm, c.rms_eps, &mut hidden);
         let mut logits = vec![0f32; rows * c.vocab];
         if rows > 0 {
-            self.head
-                .as_ref()
-                .unwrap_or(&self.embed)
-                .matmul(&hidden, rows, &mut logits);
+            let tied = std::slice::from_ref(&self.embed);
+            let head = self.head.as_deref().unwrap_or(tied);
+            matmul_concat(head, &hidden, rows, &mut logits);
         }
         Output {
             positions: positions.to_vec(),

@@ -1,15 +1,16 @@
-//! The GPU forward pass (`cuda` feature): determinism, KV-cached decoding against a full
+//! The GPU forward pass (`gpu-forward` feature): determinism, KV-cached decoding against a full
 //! recompute, rollback and prefix copies, batching, agreement with the CPU model, and both
 //! architectures (a small synthetic qwen2 model is written on the fly, since the real Qwen2.5
 //! file may be absent).
 //!
-//! These run on GPU 0. With `RALMSPEC_CUDA_TEST_ON_CPU=1` the same GPU code runs on candle's CPU
+//! In a `cuda` build these run on GPU 0. With `RALMSPEC_CUDA_TEST_ON_CPU=1`, or in a build with
+//! `gpu-forward` but not `cuda` (no CUDA toolkit needed), the same GPU code runs on candle's CPU
 //! device instead (slow; fewer prompts), which checks it on machines without a GPU.
 //!
 //! On the GPU, cuBLAS chooses its kernels by matrix shape, so the cached and recomputed paths
 //! are held to the bounds (greedy tokens equal, logits within 1e-4) rather than to bit
 //! equality; the same input run twice must still give the same bits.
-#![cfg(feature = "cuda")]
+#![cfg(feature = "gpu-forward")]
 
 mod common;
 
@@ -26,8 +27,10 @@ use std::time::Instant;
 
 const TOLERANCE: f32 = 1e-4;
 
+/// Whether the GPU code runs on candle's CPU device: asked for, or the build has no CUDA.
 fn on_cpu() -> bool {
-    std::env::var_os("RALMSPEC_CUDA_TEST_ON_CPU").is_some_and(|v| v != "0")
+    !cfg!(feature = "cuda")
+        || std::env::var_os("RALMSPEC_CUDA_TEST_ON_CPU").is_some_and(|v| v != "0")
 }
 
 /// The GPU model of the GGUF file at `path` (or, on candle's CPU device, its stand-in).
@@ -264,6 +267,16 @@ fn greedy_tokens_agree_with_the_cpu_model() {
         );
     }
     eprintln!("greedy agreement, GPU vs CPU model:\n{}", report.join("\n"));
+}
+
+/// `gpu-forward` without `cuda` has the GPU code but no GPU: a CUDA device is refused as in a
+/// default build, not as a missing GPU.
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn without_the_cuda_feature_a_cuda_device_is_refused() {
+    let mut file = GgufFile::open(model_path(Asset::SmolLm2)).unwrap();
+    let err = Model::load_on(&mut file, Device::cuda(0));
+    assert!(matches!(err, Err(LmError::CudaNotBuilt)), "{:?}", err.err());
 }
 
 #[test]

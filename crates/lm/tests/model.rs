@@ -196,6 +196,19 @@ fn overflow_and_bad_tokens_are_errors_that_change_nothing() {
     assert_eq!(cache.tokens(), &[1, 2, 3]);
 }
 
+/// Builds without the `cuda` feature (`gpu-forward` ones too) refuse a CUDA device, naming it.
+#[test]
+#[cfg(not(feature = "cuda"))]
+fn a_cuda_device_needs_the_cuda_feature() {
+    let mut file =
+        ralmspec_lm::gguf::GgufFile::open(common::model_path(ralmspec_assets::Asset::SmolLm2))
+            .unwrap();
+    let err = ralmspec_lm::Model::load_on(&mut file, ralmspec_lm::Device::cuda(0));
+    assert!(matches!(err, Err(LmError::CudaNotBuilt)), "{:?}", err.err());
+    let message = LmError::CudaNotBuilt.to_string();
+    assert!(message.contains("`cuda` feature"), "{message}");
+}
+
 #[test]
 fn generation_answers_a_real_question() {
     let lm = smollm2();

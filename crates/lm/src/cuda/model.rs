@@ -1,4 +1,5 @@
-//! The transformer on the GPU: loading from a GGUF file, and the forward pass.
+//! The transformer on the GPU: loading from a GGUF file (the weight plan shared with the CPU
+//! model, `crate::model::weights`), and the forward pass.
 //!
 //! The same computation as the CPU model (`crate::model`), as candle tensor ops: RMS norm, the
 //! fused q/k/v projection (plus bias for qwen2), rotary embedding from the CPU model's own
@@ -8,25 +9,12 @@
 
 use super::attention::{self, Heads};
 use super::kv::CudaKv;
-use super::weights::{Linear, dequantized};
+use super::weights::{Gpu, Linear};
 use crate::gguf::GgufFile;
 use crate::model::rope::Rope;
-use crate::{
-    Architecture, Config, CudaOptions, KvCache, LmError, Output, Outputs, Result, RopeStyle, Step,
-};
+use crate::model::weights::{Layer, Weights};
+use crate::{Config, CudaOptions, KvCache, LmError, Output, Outputs, Result, RopeStyle, Step};
 use candle_core::{Device, Tensor};
-
-struct Layer {
-    attn_norm: Tensor,
-    /// q, k and v projections, outputs side by side.
-    qkv: Linear,
-    qkv_bias: Option<Tensor>,
-    out: Linear,
-    ffn_norm: Tensor,
-    /// gate and up projections, outputs side by side.
-    gate_up: Linear,
-    down: Linear,
-}
 
 /// A model whose weights live on one CUDA device.
 pub struct CudaModel {
@@ -36,15 +24,19 @@ pub struct CudaModel {
     embed: Tensor,
     head: Linear,
     norm: Tensor,
-    layers: Vec<Layer>,
+    layers: Vec<Layer<Gpu>>,
     /// `[context, head_dim/2]`.
     cos: Tensor,
     sin: Tensor,
 }
 
 impl CudaModel {
-    /// Opens GPU `options.ordinal` and uploads the weights of `file`.
+    /// Opens GPU `options.ordinal` and uploads the weights of `file`. A build without the `cuda`
+    /// feature (`gpu-forward` alone) has the code but no device: [`LmError::CudaNotBuilt`].
     pub fn load(file: &mut GgufFile, config: &Config, options: CudaOptions) -> Result<Self> {
+        if !cfg!(feature = "cuda") {
+            return Err(LmError::CudaNotBuilt);
+        }
         let device = Device::new_cuda(options.ordinal).map_err(|e| LmError::NoGpu {
             ordinal: options.ordinal,
             // candle may append a backtrace to the message; the first line says it all.
@@ -62,68 +54,21 @@ impl CudaModel {
         device: Device,
     ) -> Result<Self> {
         let c = config;
-        let format = options.weights;
-        let tensor = |file: &mut GgufFile, name: &str, rows: usize, cols: usize| {
-            let t = file.tensor(name)?;
-            if t.shape().dims() != [rows, cols] {
-                return Err(file.invalid(format!(
-                    "tensor `{name}` has shape {:?}, expected {rows}×{cols}",
-                    t.shape().dims()
-                )));
-            }
-            Ok(t)
+        let gpu = Gpu {
+            device,
+            format: options.weights,
         };
-        let vector = |file: &mut GgufFile, name: &str, len: usize| -> Result<Tensor> {
-            Ok(Tensor::from_vec(file.vector(name, len)?, len, &device)?)
+        let Weights {
+            embed,
+            head,
+            norm,
+            layers,
+        } = Weights::load(file, config, &gpu)?;
+        let head = match head {
+            Some(head) => head,
+            None => Linear::from_f32(&embed, gpu.format)?,
         };
-        let embed = dequantized(
-            &[tensor(file, "token_embd.weight", c.vocab, c.dim)?],
-            &device,
-        )?;
-        let head = if file.has_tensor("output.weight") {
-            Linear::load(
-                &[tensor(file, "output.weight", c.vocab, c.dim)?],
-                format,
-                &device,
-            )?
-        } else {
-            Linear::from_f32(&embed, format)?
-        };
-        let norm = vector(file, "output_norm.weight", c.dim)?;
-        let mut layers = Vec::with_capacity(c.layers);
-        for i in 0..c.layers {
-            let name = |part: &str| format!("blk.{i}.{part}");
-            let qkv_bias = match c.architecture {
-                Architecture::Llama => None,
-                Architecture::Qwen2 => {
-                    let mut bias = file.vector(&name("attn_q.bias"), c.dim)?;
-                    bias.extend(file.vector(&name("attn_k.bias"), c.kv_dim())?);
-                    bias.extend(file.vector(&name("attn_v.bias"), c.kv_dim())?);
-                    let len = bias.len();
-                    Some(Tensor::from_vec(bias, len, &device)?)
-                }
-            };
-            let qkv = [
-                tensor(file, &name("attn_q.weight"), c.dim, c.dim)?,
-                tensor(file, &name("attn_k.weight"), c.kv_dim(), c.dim)?,
-                tensor(file, &name("attn_v.weight"), c.kv_dim(), c.dim)?,
-            ];
-            let gate_up = [
-                tensor(file, &name("ffn_gate.weight"), c.ffn_dim, c.dim)?,
-                tensor(file, &name("ffn_up.weight"), c.ffn_dim, c.dim)?,
-            ];
-            let out = tensor(file, &name("attn_output.weight"), c.dim, c.dim)?;
-            let down = tensor(file, &name("ffn_down.weight"), c.dim, c.ffn_dim)?;
-            layers.push(Layer {
-                attn_norm: vector(file, &name("attn_norm.weight"), c.dim)?,
-                qkv: Linear::load(&qkv, format, &device)?,
-                qkv_bias,
-                out: Linear::load(&[out], format, &device)?,
-                ffn_norm: vector(file, &name("ffn_norm.weight"), c.dim)?,
-                gate_up: Linear::load(&gate_up, format, &device)?,
-                down: Linear::load(&[down], format, &device)?,
-            });
-        }
+        let device = gpu.device;
         let rope = Rope::new(config)?;
         let (cos, sin) = rope.tables();
         let half = c.head_dim / 2;

@@ -1,8 +1,44 @@
-//! One linear layer's weights on the GPU, and its matmul `x · Wᵀ`.
+//! The GPU model's weights: how each tensor of the weight plan (`crate::model::weights`)
+//! becomes a device tensor (`Gpu`), and one linear layer's weights with its matmul `x · Wᵀ`
+//! ([`Linear`]).
 
+use crate::model::weights::Convert;
 use crate::{GpuWeights, Result};
 use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
+
+/// How the GPU model holds the weights of the plan on `device`: vectors and the token embedding
+/// as f32 tensors, linear layers in `format`. A linear layer's matrices are kept as read (GGUF
+/// blocks on the host) until the last one is in, then uploaded together as one [`Linear`].
+pub(crate) struct Gpu {
+    pub device: Device,
+    pub format: GpuWeights,
+}
+
+impl Convert for Gpu {
+    type Vector = Tensor;
+    type Embedding = Tensor;
+    type Part = QTensor;
+    type Linear = Linear;
+
+    fn vector(&self, values: Vec<f32>) -> Result<Tensor> {
+        let len = values.len();
+        Ok(Tensor::from_vec(values, len, &self.device)?)
+    }
+
+    /// `[vocab, dim]` f32: rows are looked up for the input tokens.
+    fn embedding(&self, tensor: QTensor) -> Result<Tensor> {
+        dequantized(&[tensor], &self.device)
+    }
+
+    fn part(&self, tensor: QTensor) -> Result<QTensor> {
+        Ok(tensor)
+    }
+
+    fn linear(&self, parts: Vec<QTensor>) -> Result<Linear> {
+        Linear::load(&parts, self.format, &self.device)
+    }
+}
 
 /// The weight matrix of a linear layer (`[out, in]`) held on the device. Several GGUF tensors
 /// that read the same input (q/k/v, gate/up) are one `Linear` with their outputs side by side.

@@ -42,7 +42,7 @@ impl Rope {
 
     /// The tables, `[position][i]` for i in 0..head_dim/2: (cos, sin). The GPU model uploads
     /// these, so both devices rotate by the same angles.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    #[cfg_attr(not(feature = "gpu-forward"), allow(dead_code))]
     pub fn tables(&self) -> (&[f32], &[f32]) {
         (&self.cos, &self.sin)
     }
