@@ -35,9 +35,6 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     data: Vec<u8>,
-    /// The block scales as f32, `rows × cols/32` (empty for f32 weights; for the K formats the
-    /// scale of each 32-weight sub-block, see `kernel::k_scales`).
-    scales: Vec<f32>,
     /// Q4_1, Q4_K and Q5_K only: the per-block offsets `m` as f32, `rows × cols/32`. A row's dot product with
     /// activations is the integer kernel's result plus `Σ_blocks m·s_x`, computed from these.
     offsets: Vec<f32>,
@@ -69,21 +66,16 @@ impl QuantMatrix {
     pub fn from_blocks(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Self {
         assert_eq!(cols % format.block_len(), 0, "{format:?} with {cols} columns");
         assert_eq!(data.len(), rows * cols / format.block_len() * format.block_bytes());
-        let (scales, offsets) = match format {
-            Format::F32 => (Vec::new(), Vec::new()),
-            Format::Q4_K | Format::Q5_K | Format::Q6_K => kernel::k_scales(format, &data),
-            Format::Q4_1 => (
-                kernel::block_scales(format, &data, 0),
-                kernel::block_scales(format, &data, 2),
-            ),
-            _ => (kernel::block_scales(format, &data, 0), Vec::new()),
+        let offsets = match format {
+            Format::Q4_1 => kernel::block_scales(format, &data, 2),
+            Format::Q4_K | Format::Q5_K => kernel::k_scales(format, &data).1,
+            _ => Vec::new(),
         };
         Self {
             format,
             rows,
             cols,
             data,
-            scales,
             offsets,
         }
     }
@@ -110,10 +102,8 @@ impl QuantMatrix {
     }
 
     fn row(&self, r: usize) -> kernel::Row<'_> {
-        let blocks = self.cols / 32;
         kernel::Row {
             bytes: self.row_data(r),
-            scales: self.scales.get(r * blocks..(r + 1) * blocks).unwrap_or(&[]),
         }
     }
 

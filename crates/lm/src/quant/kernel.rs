@@ -19,12 +19,12 @@ pub struct Rhs<'a> {
     pub t0: usize,
 }
 
-/// One weight row: its blocks, and their scales as f32 (read once at load time, so the hot loop
-/// never converts f16; empty for f32 weights).
+/// One weight row: its blocks, scales included. The kernels read each block's f16 scale from the
+/// block itself (decoding is bound by memory bandwidth: a separate f32 copy of the scales would
+/// add 4 bytes of traffic to every 18 to 34 bytes of weights).
 #[derive(Clone, Copy)]
 pub struct Row<'a> {
     pub bytes: &'a [u8],
-    pub scales: &'a [f32],
 }
 
 /// The f16 scale of every block of `data` (at byte `at` of each block), as f32.
@@ -46,7 +46,6 @@ pub fn tile<'a, const R: usize, const B: usize>(
     let rows: [Row<'a>; R] = std::array::from_fn(&row);
     for r in rows {
         assert!(r.bytes.len() >= cols / format.block_len() * format.block_bytes());
-        assert!(format == Format::F32 || r.scales.len() >= cols / 32);
     }
     let t0 = rhs.t0;
     if format == Format::F32 {
@@ -96,10 +95,25 @@ pub fn k_scales(format: Format, data: &[u8]) -> (Vec<f32>, Vec<f32>) {
     (scales, offsets)
 }
 
+/// The scale of 32-weight block `blk` of a row (for K formats, sub-block `blk % 8` of super-block
+/// `blk / 8`), as [`k_scales`] and [`block_scales`] compute it: the same f32 either way.
+#[cfg_attr(target_feature = "avx2", allow(dead_code))] // used by tests and portable builds
+pub fn sub_scale(format: Format, row: &[u8], blk: usize) -> f32 {
+    if !format.is_k() {
+        return scale(&row[blk * format.block_bytes()..], 0);
+    }
+    let block = &row[blk / 8 * format.block_bytes()..(blk / 8 + 1) * format.block_bytes()];
+    match format {
+        Format::Q6_K => scale(block, 208),
+        _ => scale(block, 0) * scale_min_k4(&block[4..16], blk % 8).0 as f32,
+    }
+}
+
 /// The 6-bit scale and minimum of sub-block `j` from the twelve packed bytes of Q4_K/Q5_K:
 /// bytes 0..4 hold the low six bits of the scales of sub-blocks 0..4, bytes 4..8 those of their
 /// minima; sub-blocks 4..8 keep their low four bits in bytes 8..12 (scale low, minimum high
 /// nibble) and their top two bits in the spare top bits of bytes 0..8.
+#[inline(always)]
 fn scale_min_k4(packed: &[u8], j: usize) -> (u8, u8) {
     if j < 4 {
         (packed[j] & 63, packed[j + 4] & 63)
@@ -302,12 +316,20 @@ pub(crate) mod tests {
         Format::Q6_K,
     ];
 
-    /// The per-32-weight scales the matrix would keep for these blocks.
-    pub(crate) fn scales_of(format: Format, data: &[u8]) -> Vec<f32> {
-        if format.is_k() {
-            k_scales(format, data).0
-        } else {
-            block_scales(format, data, 0)
+    #[test]
+    fn scales_read_in_place_equal_the_table_scales() {
+        for format in FORMATS.into_iter().filter(|f| *f != Format::F32) {
+            let row: Vec<u8> = (0..512 / format.block_len())
+                .flat_map(|k| block(format, 5 + k as u64))
+                .collect();
+            let table = if format.is_k() {
+                k_scales(format, &row).0
+            } else {
+                block_scales(format, &row, 0)
+            };
+            for (blk, s) in table.iter().enumerate() {
+                assert_eq!(sub_scale(format, &row, blk), *s, "{format:?} block {blk}");
+            }
         }
     }
 
@@ -344,11 +366,7 @@ pub(crate) mod tests {
                 q: Some(&q),
                 t0,
             };
-            let scales: Vec<Vec<f32>> = rows.iter().map(|r| scales_of(format, r)).collect();
-            let row = |i: usize| Row {
-                bytes: &rows[i],
-                scales: &scales[i],
-            };
+            let row = |i: usize| Row { bytes: &rows[i] };
             let mut one = [[0f32; 1]; 1];
             let mut four = [[0f32; 1]; 4];
             let mut eight = [[0f32; 8]; 1];

@@ -180,6 +180,11 @@ pub trait IntBlock {
     /// # Safety
     /// The row must hold block `blk`.
     unsafe fn ints(row: *const u8, blk: usize) -> __m256i;
+    /// The f32 scale of block `blk`.
+    ///
+    /// # Safety
+    /// The row must hold block `blk`.
+    unsafe fn scale(row: *const u8, blk: usize) -> f32;
     /// The same weights widened to i16: elements 0..16 and 16..32.
     ///
     /// # Safety
@@ -211,6 +216,10 @@ macro_rules! int_block {
                 let $p = row.add(blk * <$name as Block>::BYTES);
                 $body
             }
+            #[inline(always)]
+            unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+                f16_at(row.add(blk * <$name as Block>::BYTES))
+            }
         }
     };
 }
@@ -237,6 +246,22 @@ int_block!(Q5_0, |p| {
 });
 int_block!(Q8_0, |p| _mm256_loadu_si256(p.add(2) as *const __m256i));
 
+/// The f16 at `p` as f32 (through a general register, like [`scale`]).
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned() as i32;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+}
+
+/// `d·sc` of sub-block `blk` of a Q4_K/Q5_K row (`d` at byte 0 of the super-block, the packed
+/// 6-bit scales at bytes 4..16).
+#[inline(always)]
+unsafe fn k4_scale(row: *const u8, bytes: usize, blk: usize) -> f32 {
+    let p = row.add(blk / 8 * bytes);
+    let packed = &*(p.add(4) as *const [u8; 12]);
+    f16_at(p) * super::scale_min_k4(packed, blk % 8).0 as f32
+}
+
 /// The low (`j` even) or high (`j` odd) nibbles of 32 bytes at `p`, in byte order.
 #[inline(always)]
 unsafe fn nibbles_of(p: *const u8, j: usize) -> __m256i {
@@ -251,6 +276,10 @@ impl IntBlock for Q4_K {
     const BYTES: usize = 144;
     const LEN: usize = 256;
     #[inline(always)]
+    unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+        k4_scale(row, Self::BYTES, blk)
+    }
+    #[inline(always)]
     unsafe fn ints(row: *const u8, blk: usize) -> __m256i {
         let (p, j) = (row.add(blk / 8 * Self::BYTES), blk % 8);
         nibbles_of(p.add(16 + 32 * (j / 2)), j)
@@ -262,6 +291,10 @@ pub struct Q5_K;
 impl IntBlock for Q5_K {
     const BYTES: usize = 176;
     const LEN: usize = 256;
+    #[inline(always)]
+    unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+        k4_scale(row, Self::BYTES, blk)
+    }
     #[inline(always)]
     unsafe fn ints(row: *const u8, blk: usize) -> __m256i {
         let (p, j) = (row.add(blk / 8 * Self::BYTES), blk % 8);
@@ -278,6 +311,10 @@ pub struct Q6_K;
 impl IntBlock for Q6_K {
     const BYTES: usize = 210;
     const LEN: usize = 256;
+    #[inline(always)]
+    unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+        f16_at(row.add(blk / 8 * Self::BYTES + 208))
+    }
     /// `q − 32` (without the sub-scales).
     #[inline(always)]
     unsafe fn ints(row: *const u8, blk: usize) -> __m256i {
@@ -342,7 +379,7 @@ pub unsafe fn tile_int<K: IntBlock, const R: usize, const B: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ahead) as *const i8);
             }
             let (lo, hi) = K::ints16(row, blk);
-            let dw = *rows[r].scales.get_unchecked(blk);
+            let dw = K::scale(row, blk);
             for b in 0..B {
                 let t = t0 + b;
                 let xq = x.qs.as_ptr().add(t * x.cols + blk * 32);

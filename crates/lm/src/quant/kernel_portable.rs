@@ -59,7 +59,7 @@ pub unsafe fn tile_int<K: Block, const R: usize, const B: usize>(
             let mut sum = 0f32;
             for blk in 0..blocks {
                 let w = super::sub_ints(K::FORMAT, rows[r].bytes, blk);
-                let dw = rows[r].scales[blk];
+                let dw = super::sub_scale(K::FORMAT, rows[r].bytes, blk);
                 let dot: i32 = w
                     .iter()
                     .zip(x.block(t, blk))
