@@ -1,7 +1,7 @@
 //! Quantized weight matrices and the one matrix-multiply kernel every linear layer runs through.
 //!
-//! A [`QuantMatrix`] keeps a GGUF weight in its quantized form (Q4_0, Q4_1, Q5_0, Q8_0; any other
-//! format is dequantized to f32 at load time) and multiplies it with a batch of f32 activation
+//! A [`QuantMatrix`] keeps a GGUF weight in its quantized form (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K,
+//! Q5_K, Q6_K; any other format is dequantized to f32 at load time) and multiplies it with a batch of f32 activation
 //! rows. The kernel unpacks each 32-weight block once and applies it to several activation rows,
 //! so decoding one token streams the weights once, and a prefill of many tokens reuses each
 //! unpacked block for four tokens.
@@ -35,9 +35,7 @@ pub struct QuantMatrix {
     rows: usize,
     cols: usize,
     data: Vec<u8>,
-    /// The f16 block scales as f32, `rows × cols/32` (empty for f32 weights).
-    scales: Vec<f32>,
-    /// Q4_1 only: the per-block offsets `m` as f32, `rows × cols/32`. A row's dot product with
+    /// Q4_1, Q4_K and Q5_K only: the per-block offsets `m` as f32, `rows × cols/32`. A row's dot product with
     /// activations is the integer kernel's result plus `Σ_blocks m·s_x`, computed from these.
     offsets: Vec<f32>,
 }
@@ -64,23 +62,20 @@ impl QuantMatrix {
         Ok(Self::from_blocks(format, rows, cols, data))
     }
 
-    /// A matrix from raw blocks (`rows × cols/32` blocks of `format`).
+    /// A matrix from raw blocks (`rows × cols/block_len` blocks of `format`).
     pub fn from_blocks(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Self {
-        assert_eq!(data.len(), rows * cols / 32 * format.block_bytes());
-        let (scales, offsets) = match format {
-            Format::F32 => (Vec::new(), Vec::new()),
-            Format::Q4_1 => (
-                kernel::block_scales(format, &data, 0),
-                kernel::block_scales(format, &data, 2),
-            ),
-            _ => (kernel::block_scales(format, &data, 0), Vec::new()),
+        assert_eq!(cols % format.block_len(), 0, "{format:?} with {cols} columns");
+        assert_eq!(data.len(), rows * cols / format.block_len() * format.block_bytes());
+        let offsets = match format {
+            Format::Q4_1 => kernel::block_scales(format, &data, 2),
+            Format::Q4_K | Format::Q5_K => kernel::k_scales(format, &data).1,
+            _ => Vec::new(),
         };
         Self {
             format,
             rows,
             cols,
             data,
-            scales,
             offsets,
         }
     }
@@ -107,10 +102,8 @@ impl QuantMatrix {
     }
 
     fn row(&self, r: usize) -> kernel::Row<'_> {
-        let blocks = self.cols / 32;
         kernel::Row {
             bytes: self.row_data(r),
-            scales: self.scales.get(r * blocks..(r + 1) * blocks).unwrap_or(&[]),
         }
     }
 
@@ -236,7 +229,7 @@ mod tests {
     use super::*;
 
     fn matrix(format: Format, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
-        let data: Vec<u8> = (0..rows * cols / 32)
+        let data: Vec<u8> = (0..rows * cols / format.block_len())
             .flat_map(|k| block(format, seed + 7 * k as u64))
             .collect();
         QuantMatrix::from_blocks(format, rows, cols, data)
@@ -248,7 +241,7 @@ mod tests {
 
     #[test]
     fn matmul_equals_the_dot_product_with_the_dequantized_weights() {
-        let (rows, cols, n) = (6, 96, 11);
+        let (rows, cols, n) = (6, 512, 11);
         for format in FORMATS {
             let m = matrix(format, rows, cols, 1);
             let x: Vec<f32> = (0..n * cols)
@@ -262,13 +255,17 @@ mod tests {
                 for t in 0..n {
                     let xt = &x[t * cols..(t + 1) * cols];
                     let exact: f64 = w.iter().zip(xt).map(|(w, x)| *w as f64 * *x as f64).sum();
+                    let magnitude: f64 = w.iter().zip(xt).map(|(w, x)| (*w * *x).abs() as f64).sum();
                     // Quantized weights meet 16-bit activations: at most half a step
-                    // (max|x| / 65534, |x| <= 2 here) of error per weight, plus float rounding.
+                    // (max|x| / 65534, |x| <= 2 here) of error per weight, plus float rounding:
+                    // one rounding per block and lane sum (cols/32 + 8 of them), each at most
+                    // 2^-24 of Σ|w·x|.
                     let bound: f64 = w.iter().map(|w| (*w as f64).abs() * 2.0 / 65534.0).sum();
+                    let rounding = (cols / 32 + 8) as f64 * f32::EPSILON as f64 / 2.0 * magnitude;
                     let tol = if format == Format::F32 {
                         1e-4
                     } else {
-                        bound + 1e-5
+                        bound + rounding + 1e-6
                     };
                     let got = y[t * rows + r] as f64;
                     assert!(
@@ -290,10 +287,49 @@ mod tests {
         }
     }
 
+    /// The K formats against candle's dequantization (the ggml reference), through the GGUF
+    /// loading path: random super-blocks (random bytes everywhere but the f16 scales, so every
+    /// packed scale, minimum and high bit pattern occurs).
+    #[test]
+    fn k_formats_dequantize_like_candle() {
+        use candle_core::quantized::{GgmlDType, QStorage};
+        let (rows, cols) = (5, 768);
+        for (format, dtype) in [
+            (Format::Q4_K, GgmlDType::Q4K),
+            (Format::Q5_K, GgmlDType::Q5K),
+            (Format::Q6_K, GgmlDType::Q6K),
+        ] {
+            let data = matrix(format, rows, cols, 3).data;
+            let device = candle_core::Device::Cpu;
+            let storage = QStorage::from_data(std::borrow::Cow::Borrowed(&data), &device, dtype);
+            let tensor = QTensor::new(storage.unwrap(), (rows, cols)).unwrap();
+            let reference: Vec<f32> = tensor
+                .dequantize(&device)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let m = QuantMatrix::from_qtensor(&tensor).unwrap();
+            assert_eq!(m.format(), format, "loaded natively");
+            let mut w = vec![0f32; cols];
+            for r in 0..rows {
+                m.dequantize_row(r, &mut w);
+                // Every weight is exact in f32 both ways (at most 24 significant bits before the
+                // one rounding of the minimum's subtraction), so the values agree exactly (as
+                // values: candle's d·sc·0 is −0 for a negative Q6_K scale, ours +0).
+                let reference = &reference[r * cols..(r + 1) * cols];
+                for (i, (ours, theirs)) in w.iter().zip(reference).enumerate() {
+                    assert_eq!(ours, theirs, "{format:?} row {r} weight {i}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn integer_activations_give_the_exact_dot_product() {
         // x already on the 16-bit grid (every block holds ±32767): only float rounding is left.
-        let (rows, cols) = (3, 64);
+        let (rows, cols) = (3, 256);
         for format in FORMATS {
             let m = matrix(format, rows, cols, 40);
             let x: Vec<f32> = (0..cols)

@@ -109,9 +109,18 @@ fn truncate_rolls_back_to_bit_identical_state() {
 
 #[test]
 fn chunking_does_not_change_results() {
-    let lm = smollm2();
+    chunking_does_not_change(smollm2(), 120);
+}
+
+/// Qwen2.5 runs its FFN down-projections in Q4_K and Q6_K.
+#[test]
+fn qwen_chunking_does_not_change_results() {
+    chunking_does_not_change(qwen(), 48);
+}
+
+fn chunking_does_not_change(lm: &Lm, max_tokens: usize) {
     let text = lm.tokenizer.encode(&passages(2)[1]);
-    let text = &text[..text.len().min(120)];
+    let text = &text[..text.len().min(max_tokens)];
     let mut cache = lm.model.new_cache(text.len());
     let whole = lm.model.forward(text, &mut cache, Outputs::All).unwrap();
     for chunk in [1, 3, 8, 17, 64] {
@@ -134,7 +143,15 @@ fn chunking_does_not_change_results() {
 
 #[test]
 fn batched_sequences_equal_separate_calls() {
-    let lm = smollm2();
+    batched_sequences_equal_separate(smollm2());
+}
+
+#[test]
+fn qwen_batched_sequences_equal_separate_calls() {
+    batched_sequences_equal_separate(qwen());
+}
+
+fn batched_sequences_equal_separate(lm: &Lm) {
     let prompts: Vec<Vec<u32>> = QUESTIONS[..3]
         .iter()
         .map(|q| lm.chat_tokens(q).unwrap())

@@ -19,12 +19,12 @@ pub struct Rhs<'a> {
     pub t0: usize,
 }
 
-/// One weight row: its blocks, and their scales as f32 (read once at load time, so the hot loop
-/// never converts f16; empty for f32 weights).
+/// One weight row: its blocks, scales included. The kernels read each block's f16 scale from the
+/// block itself (decoding is bound by memory bandwidth: a separate f32 copy of the scales would
+/// add 4 bytes of traffic to every 18 to 34 bytes of weights).
 #[derive(Clone, Copy)]
 pub struct Row<'a> {
     pub bytes: &'a [u8],
-    pub scales: &'a [f32],
 }
 
 /// The f16 scale of every block of `data` (at byte `at` of each block), as f32.
@@ -45,8 +45,7 @@ pub fn tile<'a, const R: usize, const B: usize>(
 ) {
     let rows: [Row<'a>; R] = std::array::from_fn(&row);
     for r in rows {
-        assert!(r.bytes.len() >= cols / 32 * format.block_bytes());
-        assert!(format == Format::F32 || r.scales.len() >= cols / 32);
+        assert!(r.bytes.len() >= cols / format.block_len() * format.block_bytes());
     }
     let t0 = rhs.t0;
     if format == Format::F32 {
@@ -64,13 +63,125 @@ pub fn tile<'a, const R: usize, const B: usize>(
             Format::Q4_1 => imp::tile_int::<imp::Q4_1, R, B>(rows, q, t0, acc),
             Format::Q5_0 => imp::tile_int::<imp::Q5_0, R, B>(rows, q, t0, acc),
             Format::Q8_0 => imp::tile_int::<imp::Q8_0, R, B>(rows, q, t0, acc),
+            Format::Q4_K => imp::tile_int::<imp::Q4_K, R, B>(rows, q, t0, acc),
+            Format::Q5_K => imp::tile_int::<imp::Q5_K, R, B>(rows, q, t0, acc),
+            Format::Q6_K => imp::tile_int::<imp::Q6_K, R, B>(rows, q, t0, acc),
             Format::F32 => unreachable!(),
         }
     }
 }
 
+/// The per-32-weight scales and offsets of a K-format matrix, in sub-block order: the kernel's
+/// weight `i` of sub-block `j` is `scales[j]·q_i + offsets[j]`, with `q` from [`sub_ints`].
+/// Q4_K and Q5_K: `d·sc` and `−dmin·m` (both exact in f32: at most 17 significant bits); Q6_K:
+/// `d`, its i8 sub-scales folded into the integers, and no offsets.
+pub fn k_scales(format: Format, data: &[u8]) -> (Vec<f32>, Vec<f32>) {
+    let mut scales = Vec::with_capacity(data.len() / format.block_bytes() * 8);
+    let mut offsets = Vec::new();
+    for block in data.chunks_exact(format.block_bytes()) {
+        match format {
+            Format::Q4_K | Format::Q5_K => {
+                let (d, dmin) = (scale(block, 0), scale(block, 2));
+                for j in 0..8 {
+                    let (sc, m) = scale_min_k4(&block[4..16], j);
+                    scales.push(d * sc as f32);
+                    offsets.push(-(dmin * m as f32));
+                }
+            }
+            Format::Q6_K => scales.extend([scale(block, 208); 8]),
+            _ => unreachable!("{format:?} is not a K format"),
+        }
+    }
+    (scales, offsets)
+}
+
+/// The scale of 32-weight block `blk` of a row (for K formats, sub-block `blk % 8` of super-block
+/// `blk / 8`), as [`k_scales`] and [`block_scales`] compute it: the same f32 either way.
+#[cfg_attr(target_feature = "avx2", allow(dead_code))] // used by tests and portable builds
+pub fn sub_scale(format: Format, row: &[u8], blk: usize) -> f32 {
+    if !format.is_k() {
+        return scale(&row[blk * format.block_bytes()..], 0);
+    }
+    let block = &row[blk / 8 * format.block_bytes()..(blk / 8 + 1) * format.block_bytes()];
+    match format {
+        Format::Q6_K => scale(block, 208),
+        _ => scale(block, 0) * scale_min_k4(&block[4..16], blk % 8).0 as f32,
+    }
+}
+
+/// The 6-bit scale and minimum of sub-block `j` from the twelve packed bytes of Q4_K/Q5_K:
+/// bytes 0..4 hold the low six bits of the scales of sub-blocks 0..4, bytes 4..8 those of their
+/// minima; sub-blocks 4..8 keep their low four bits in bytes 8..12 (scale low, minimum high
+/// nibble) and their top two bits in the spare top bits of bytes 0..8.
+#[inline(always)]
+fn scale_min_k4(packed: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (packed[j] & 63, packed[j + 4] & 63)
+    } else {
+        (
+            (packed[j + 4] & 15) | ((packed[j - 4] >> 6) << 4),
+            (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4),
+        )
+    }
+}
+
+/// The 32 integer weights of 32-weight block `blk` of a row (for K formats, sub-block `blk % 8`
+/// of super-block `blk / 8`): the scale (and Q4_1/Q4_K/Q5_K offset) is applied by the caller.
+#[cfg_attr(target_feature = "avx2", allow(dead_code))] // used by tests and portable builds
+pub fn sub_ints(format: Format, row: &[u8], blk: usize) -> [i32; 32] {
+    let (sb, j) = if format.is_k() { (blk / 8, blk % 8) } else { (blk, 0) };
+    let block = &row[sb * format.block_bytes()..(sb + 1) * format.block_bytes()];
+    match format {
+        Format::Q4_0 => {
+            let q = nibbles(&block[2..18]);
+            std::array::from_fn(|i| q[i] as i32 - 8)
+        }
+        Format::Q4_1 => {
+            let q = nibbles(&block[4..20]);
+            std::array::from_fn(|i| q[i] as i32)
+        }
+        Format::Q5_0 => {
+            let qh = u32::from_le_bytes(block[2..6].try_into().unwrap());
+            let q = nibbles(&block[6..22]);
+            std::array::from_fn(|i| (q[i] as u32 | ((qh >> i) & 1) << 4) as i32 - 16)
+        }
+        Format::Q8_0 => std::array::from_fn(|i| block[2 + i] as i8 as i32),
+        // Sub-blocks 2k and 2k + 1 share 32 bytes of weights: low nibbles, then high nibbles.
+        Format::Q4_K => {
+            std::array::from_fn(|l| ((block[16 + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15) as i32)
+        }
+        Format::Q5_K => std::array::from_fn(|l| {
+            let low = (block[48 + 32 * (j / 2) + l] >> (4 * (j % 2))) & 15;
+            (low | ((block[16 + l] >> j) & 1) << 4) as i32
+        }),
+        // Each half of 128 weights: 64 bytes of low nibbles (sub-blocks k and k + 2 share 32 of
+        // them), 32 bytes of high bit pairs (sub-block k at bits 2k), 8 scales of 16 weights.
+        Format::Q6_K => {
+            let (h, k) = (j / 4, j % 4);
+            std::array::from_fn(|l| {
+                let low = (block[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 15;
+                let high = (block[128 + 32 * h + l] >> (2 * k)) & 3;
+                let sc = block[192 + 8 * h + 2 * k + l / 16] as i8 as i32;
+                sc * ((low | high << 4) as i32 - 32)
+            })
+        }
+        Format::F32 => unreachable!("f32 weights take the float path"),
+    }
+}
+
 /// Dequantizes a whole row into `out` (exactly the weights the kernel multiplies with).
 pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) {
+    if format.is_k() {
+        let (scales, offsets) = k_scales(format, &row[..out.len() / 256 * format.block_bytes()]);
+        for (blk, chunk) in out.chunks_exact_mut(32).enumerate() {
+            let q = sub_ints(format, row, blk);
+            let m = offsets.get(blk).copied().unwrap_or(0.0);
+            for (w, q) in chunk.iter_mut().zip(q) {
+                *w = (q as f32).mul_add(scales[blk], m);
+            }
+        }
+        return;
+    }
     let blocks = out.len() / 32;
     assert!(row.len() >= blocks * format.block_bytes());
     for (i, chunk) in out.chunks_exact_mut(32).enumerate() {
@@ -83,6 +194,7 @@ pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) {
                 Format::Q4_1 => imp::store::<imp::Q4_1>(block, chunk),
                 Format::Q5_0 => imp::store::<imp::Q5_0>(block, chunk),
                 Format::Q8_0 => imp::store::<imp::Q8_0>(block, chunk),
+                Format::Q4_K | Format::Q5_K | Format::Q6_K => unreachable!(),
             }
         }
     }
@@ -124,6 +236,7 @@ pub fn dequantize_block_scalar(format: Format, block: &[u8]) -> [f32; 32] {
             let d = scale(block, 0);
             std::array::from_fn(|i| block[2 + i] as i8 as f32 * d)
         }
+        Format::Q4_K | Format::Q5_K | Format::Q6_K => unreachable!("K formats: see sub_ints"),
     }
 }
 
@@ -177,22 +290,52 @@ pub(crate) mod tests {
                 put(&mut b, 0, 0.013);
                 put(&mut b, 2, -0.07);
             }
+            // Weights of the same size as the other formats' (|w| below about 0.6).
+            Format::Q4_K => {
+                put(&mut b, 0, 0.0005);
+                put(&mut b, 2, 0.001);
+            }
+            Format::Q5_K => {
+                put(&mut b, 0, 0.0003);
+                put(&mut b, 2, 0.001);
+            }
+            Format::Q6_K => put(&mut b, 208, 0.0001),
             _ => put(&mut b, 0, 0.021),
         }
         b
     }
 
-    pub(crate) const FORMATS: [Format; 5] = [
+    pub(crate) const FORMATS: [Format; 8] = [
         Format::F32,
         Format::Q4_0,
         Format::Q4_1,
         Format::Q5_0,
         Format::Q8_0,
+        Format::Q4_K,
+        Format::Q5_K,
+        Format::Q6_K,
     ];
 
     #[test]
+    fn scales_read_in_place_equal_the_table_scales() {
+        for format in FORMATS.into_iter().filter(|f| *f != Format::F32) {
+            let row: Vec<u8> = (0..512 / format.block_len())
+                .flat_map(|k| block(format, 5 + k as u64))
+                .collect();
+            let table = if format.is_k() {
+                k_scales(format, &row).0
+            } else {
+                block_scales(format, &row, 0)
+            };
+            for (blk, s) in table.iter().enumerate() {
+                assert_eq!(sub_scale(format, &row, blk), *s, "{format:?} block {blk}");
+            }
+        }
+    }
+
+    #[test]
     fn simd_dequantization_matches_the_scalar_definition() {
-        for format in FORMATS {
+        for format in FORMATS.into_iter().filter(|f| !f.is_k()) {
             for seed in 0..20 {
                 let b = block(format, seed);
                 let mut out = [0f32; 32];
@@ -205,9 +348,14 @@ pub(crate) mod tests {
     #[test]
     fn tiles_of_every_shape_give_identical_bits() {
         for format in FORMATS {
-            let cols = 96;
+            let cols = 512;
+            let per_row = cols / format.block_len();
             let rows: Vec<Vec<u8>> = (0..4)
-                .map(|r| (0..3).flat_map(|k| block(format, r * 10 + k)).collect())
+                .map(|r| {
+                    (0..per_row)
+                        .flat_map(|k| block(format, r * 100 + k as u64))
+                        .collect()
+                })
                 .collect();
             let x: Vec<f32> = (0..8 * cols)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
@@ -218,11 +366,7 @@ pub(crate) mod tests {
                 q: Some(&q),
                 t0,
             };
-            let scales: Vec<Vec<f32>> = rows.iter().map(|r| block_scales(format, r, 0)).collect();
-            let row = |i: usize| Row {
-                bytes: &rows[i],
-                scales: &scales[i],
-            };
+            let row = |i: usize| Row { bytes: &rows[i] };
             let mut one = [[0f32; 1]; 1];
             let mut four = [[0f32; 1]; 4];
             let mut eight = [[0f32; 8]; 1];

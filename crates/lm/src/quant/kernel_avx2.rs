@@ -169,12 +169,34 @@ pub unsafe fn tile_f32<const R: usize, const B: usize>(
     }
 }
 
-/// A quantized block as 32 signed 8-bit integer weights (its scale comes from the row's f32
-/// scales).
-pub trait IntBlock: Block {
+/// A quantized format read as 32-weight integer blocks (their scales come from the row's f32
+/// scales). For the K formats a "block" is a 32-weight sub-block of a 256-weight super-block.
+pub trait IntBlock {
+    /// Bytes per stored block of `LEN` weights.
+    const BYTES: usize;
+    const LEN: usize = 32;
+    /// The 32 integer weights of block `blk` of the row at `row`, as signed bytes.
+    ///
     /// # Safety
-    /// `p` must point at `BYTES` readable bytes.
-    unsafe fn ints(p: *const u8) -> __m256i;
+    /// The row must hold block `blk`.
+    unsafe fn ints(row: *const u8, blk: usize) -> __m256i;
+    /// The f32 scale of block `blk`.
+    ///
+    /// # Safety
+    /// The row must hold block `blk`.
+    unsafe fn scale(row: *const u8, blk: usize) -> f32;
+    /// The same weights widened to i16: elements 0..16 and 16..32.
+    ///
+    /// # Safety
+    /// The row must hold block `blk`.
+    #[inline(always)]
+    unsafe fn ints16(row: *const u8, blk: usize) -> (__m256i, __m256i) {
+        let w = Self::ints(row, blk);
+        (
+            _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w)),
+            _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1)),
+        )
+    }
 }
 
 /// 16 bytes of packed nibbles as 32 bytes in element order (low nibbles, then high nibbles).
@@ -184,46 +206,142 @@ unsafe fn nibble_bytes(p: *const u8) -> __m256i {
     _mm256_set_m128i(hi, lo)
 }
 
-impl IntBlock for Q4_0 {
+/// The 32-weight formats: block `blk` starts at byte `blk * BYTES` of the row.
+macro_rules! int_block {
+    ($name:ident, |$p:ident| $body:expr) => {
+        impl IntBlock for $name {
+            const BYTES: usize = <$name as Block>::BYTES;
+            #[inline(always)]
+            unsafe fn ints(row: *const u8, blk: usize) -> __m256i {
+                let $p = row.add(blk * <$name as Block>::BYTES);
+                $body
+            }
+            #[inline(always)]
+            unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+                f16_at(row.add(blk * <$name as Block>::BYTES))
+            }
+        }
+    };
+}
+
+int_block!(Q4_0, |p| _mm256_sub_epi8(nibble_bytes(p.add(2)), _mm256_set1_epi8(8)));
+int_block!(Q4_1, |p| nibble_bytes(p.add(4)));
+int_block!(Q5_0, |p| {
+    // Byte i takes bit i of qh (the fifth bit of element i) as 0x10.
+    let qh = (p.add(2) as *const i32).read_unaligned();
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(qh),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+    let high = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
+    let q = _mm256_or_si256(nibble_bytes(p.add(6)), high);
+    _mm256_sub_epi8(q, _mm256_set1_epi8(16))
+});
+int_block!(Q8_0, |p| _mm256_loadu_si256(p.add(2) as *const __m256i));
+
+/// The f16 at `p` as f32 (through a general register, like [`scale`]).
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = (p as *const u16).read_unaligned() as i32;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+}
+
+/// `d·sc` of sub-block `blk` of a Q4_K/Q5_K row (`d` at byte 0 of the super-block, the packed
+/// 6-bit scales at bytes 4..16).
+#[inline(always)]
+unsafe fn k4_scale(row: *const u8, bytes: usize, blk: usize) -> f32 {
+    let p = row.add(blk / 8 * bytes);
+    let packed = &*(p.add(4) as *const [u8; 12]);
+    f16_at(p) * super::scale_min_k4(packed, blk % 8).0 as f32
+}
+
+/// The low (`j` even) or high (`j` odd) nibbles of 32 bytes at `p`, in byte order.
+#[inline(always)]
+unsafe fn nibbles_of(p: *const u8, j: usize) -> __m256i {
+    let bytes = _mm256_loadu_si256(p as *const __m256i);
+    let shifted = _mm256_srl_epi16(bytes, _mm_cvtsi32_si128(4 * (j as i32 & 1)));
+    _mm256_and_si256(shifted, _mm256_set1_epi8(15))
+}
+
+#[allow(non_camel_case_types)]
+pub struct Q4_K;
+impl IntBlock for Q4_K {
+    const BYTES: usize = 144;
+    const LEN: usize = 256;
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> __m256i {
-        _mm256_sub_epi8(nibble_bytes(p.add(2)), _mm256_set1_epi8(8))
+    unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+        k4_scale(row, Self::BYTES, blk)
+    }
+    #[inline(always)]
+    unsafe fn ints(row: *const u8, blk: usize) -> __m256i {
+        let (p, j) = (row.add(blk / 8 * Self::BYTES), blk % 8);
+        nibbles_of(p.add(16 + 32 * (j / 2)), j)
     }
 }
 
-impl IntBlock for Q4_1 {
+#[allow(non_camel_case_types)]
+pub struct Q5_K;
+impl IntBlock for Q5_K {
+    const BYTES: usize = 176;
+    const LEN: usize = 256;
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> __m256i {
-        nibble_bytes(p.add(4))
+    unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+        k4_scale(row, Self::BYTES, blk)
+    }
+    #[inline(always)]
+    unsafe fn ints(row: *const u8, blk: usize) -> __m256i {
+        let (p, j) = (row.add(blk / 8 * Self::BYTES), blk % 8);
+        let low = nibbles_of(p.add(48 + 32 * (j / 2)), j);
+        let bit = _mm256_set1_epi8(1 << j);
+        let qh = _mm256_loadu_si256(p.add(16) as *const __m256i);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        _mm256_or_si256(low, _mm256_and_si256(set, _mm256_set1_epi8(0x10)))
     }
 }
 
-impl IntBlock for Q5_0 {
+#[allow(non_camel_case_types)]
+pub struct Q6_K;
+impl IntBlock for Q6_K {
+    const BYTES: usize = 210;
+    const LEN: usize = 256;
     #[inline(always)]
-    unsafe fn ints(p: *const u8) -> __m256i {
-        // Byte i takes bit i of qh (the fifth bit of element i) as 0x10.
-        let qh = (p.add(2) as *const i32).read_unaligned();
-        let spread = _mm256_shuffle_epi8(
-            _mm256_set1_epi32(qh),
-            _mm256_setr_epi64x(
-                0,
-                0x0101_0101_0101_0101,
-                0x0202_0202_0202_0202,
-                0x0303_0303_0303_0303,
+    unsafe fn scale(row: *const u8, blk: usize) -> f32 {
+        f16_at(row.add(blk / 8 * Self::BYTES + 208))
+    }
+    /// `q − 32` (without the sub-scales).
+    #[inline(always)]
+    unsafe fn ints(row: *const u8, blk: usize) -> __m256i {
+        let (p, j) = (row.add(blk / 8 * Self::BYTES), blk % 8);
+        let (h, k) = (j / 4, j % 4);
+        let low = nibbles_of(p.add(64 * h + 32 * (k % 2)), k / 2);
+        let qh = _mm256_loadu_si256(p.add(128 + 32 * h) as *const __m256i);
+        let high = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * k as i32));
+        let high = _mm256_slli_epi16(_mm256_and_si256(high, _mm256_set1_epi8(3)), 4);
+        _mm256_sub_epi8(_mm256_or_si256(low, high), _mm256_set1_epi8(32))
+    }
+    /// `sc·(q − 32)`: each half of the sub-block times its i8 scale (|product| ≤ 4096).
+    #[inline(always)]
+    unsafe fn ints16(row: *const u8, blk: usize) -> (__m256i, __m256i) {
+        let w = Self::ints(row, blk);
+        let (p, j) = (row.add(blk / 8 * Self::BYTES), blk % 8);
+        let sc = p.add(192 + 8 * (j / 4) + 2 * (j % 4)) as *const i8;
+        (
+            _mm256_mullo_epi16(
+                _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w)),
+                _mm256_set1_epi16(*sc as i16),
             ),
-        );
-        let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-        let high = _mm256_and_si256(set, _mm256_set1_epi8(0x10));
-        let q = _mm256_or_si256(nibble_bytes(p.add(6)), high);
-        _mm256_sub_epi8(q, _mm256_set1_epi8(16))
-    }
-}
-
-impl IntBlock for Q8_0 {
-    #[inline(always)]
-    unsafe fn ints(p: *const u8) -> __m256i {
-        _mm256_loadu_si256(p.add(2) as *const __m256i)
+            _mm256_mullo_epi16(
+                _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1)),
+                _mm256_set1_epi16(*sc.add(1) as i16),
+            ),
+        )
     }
 }
 
@@ -253,15 +371,15 @@ pub unsafe fn tile_int<K: IntBlock, const R: usize, const B: usize>(
     let mut sums = [[_mm256_setzero_ps(); B]; R];
     for blk in 0..blocks {
         for r in 0..R {
-            let p = rows[r].bytes.as_ptr().add(blk * K::BYTES);
+            let row = rows[r].bytes.as_ptr();
             if B == 1 {
-                // Decoding streams every weight once: ask for the blocks a few iterations ahead.
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(8 * K::BYTES) as *const i8);
+                // Decoding streams every weight once: ask for the blocks a few iterations ahead
+                // (eight 32-weight blocks on).
+                let ahead = (blk + 8) * 32 * K::BYTES / K::LEN;
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(ahead) as *const i8);
             }
-            let w = K::ints(p);
-            let lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(w));
-            let hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(w, 1));
-            let dw = *rows[r].scales.get_unchecked(blk);
+            let (lo, hi) = K::ints16(row, blk);
+            let dw = K::scale(row, blk);
             for b in 0..B {
                 let t = t0 + b;
                 let xq = x.qs.as_ptr().add(t * x.cols + blk * 32);

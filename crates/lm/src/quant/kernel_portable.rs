@@ -8,13 +8,14 @@ pub trait Block {
 }
 macro_rules! block {
     ($($name:ident),*) => {$(
+        #[allow(non_camel_case_types)]
         pub struct $name;
         impl Block for $name {
             const FORMAT: Format = Format::$name;
         }
     )*};
 }
-block!(F32, Q4_0, Q4_1, Q5_0, Q8_0);
+block!(F32, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K);
 
 /// The f32 path: eight lane accumulators per (row, token), summed in a fixed order.
 ///
@@ -51,14 +52,14 @@ pub unsafe fn tile_int<K: Block, const R: usize, const B: usize>(
     t0: usize,
     acc: &mut [[f32; B]; R],
 ) {
-    let (blocks, bytes) = (x.cols / 32, K::FORMAT.block_bytes());
+    let blocks = x.cols / 32;
     for r in 0..R {
         for b in 0..B {
             let t = t0 + b;
             let mut sum = 0f32;
             for blk in 0..blocks {
-                let w = ints(K::FORMAT, &rows[r].bytes[blk * bytes..]);
-                let dw = rows[r].scales[blk];
+                let w = super::sub_ints(K::FORMAT, rows[r].bytes, blk);
+                let dw = super::sub_scale(K::FORMAT, rows[r].bytes, blk);
                 let dot: i32 = w
                     .iter()
                     .zip(x.block(t, blk))
@@ -68,28 +69,6 @@ pub unsafe fn tile_int<K: Block, const R: usize, const B: usize>(
             }
             acc[r][b] = sum;
         }
-    }
-}
-
-/// Integer weights of one block (the scales come from the row; Q4_1's offset is added by the
-/// caller).
-fn ints(format: Format, block: &[u8]) -> [i32; 32] {
-    match format {
-        Format::Q4_0 => {
-            let q = super::nibbles(&block[2..18]);
-            std::array::from_fn(|i| q[i] as i32 - 8)
-        }
-        Format::Q4_1 => {
-            let q = super::nibbles(&block[4..20]);
-            std::array::from_fn(|i| q[i] as i32)
-        }
-        Format::Q5_0 => {
-            let qh = u32::from_le_bytes(block[2..6].try_into().unwrap());
-            let q = super::nibbles(&block[6..22]);
-            std::array::from_fn(|i| (q[i] as u32 | ((qh >> i) & 1) << 4) as i32 - 16)
-        }
-        Format::Q8_0 => std::array::from_fn(|i| block[2 + i] as i8 as i32),
-        Format::F32 => unreachable!("f32 weights take the float path"),
     }
 }
 
