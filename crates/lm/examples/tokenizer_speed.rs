@@ -45,7 +45,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut ids = Vec::new();
             for _ in 0..5 {
                 let start = Instant::now();
-                ids = texts.iter().map(|t| tokenizer.encode(t)).collect::<Vec<_>>();
+                ids = texts
+                    .iter()
+                    .map(|t| tokenizer.encode(t))
+                    .collect::<Vec<_>>();
                 best = best.min(start.elapsed().as_secs_f64());
             }
             (best, ids)

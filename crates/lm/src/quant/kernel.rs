@@ -129,7 +129,11 @@ fn scale_min_k4(packed: &[u8], j: usize) -> (u8, u8) {
 /// of super-block `blk / 8`): the scale (and Q4_1/Q4_K/Q5_K offset) is applied by the caller.
 #[cfg_attr(target_feature = "avx2", allow(dead_code))] // used by tests and portable builds
 pub fn sub_ints(format: Format, row: &[u8], blk: usize) -> [i32; 32] {
-    let (sb, j) = if format.is_k() { (blk / 8, blk % 8) } else { (blk, 0) };
+    let (sb, j) = if format.is_k() {
+        (blk / 8, blk % 8)
+    } else {
+        (blk, 0)
+    };
     let block = &row[sb * format.block_bytes()..(sb + 1) * format.block_bytes()];
     match format {
         Format::Q4_0 => {

@@ -224,7 +224,10 @@ macro_rules! int_block {
     };
 }
 
-int_block!(Q4_0, |p| _mm256_sub_epi8(nibble_bytes(p.add(2)), _mm256_set1_epi8(8)));
+int_block!(Q4_0, |p| _mm256_sub_epi8(
+    nibble_bytes(p.add(2)),
+    _mm256_set1_epi8(8)
+));
 int_block!(Q4_1, |p| nibble_bytes(p.add(4)));
 int_block!(Q5_0, |p| {
     // Byte i takes bit i of qh (the fifth bit of element i) as 0x10.
