@@ -64,8 +64,15 @@ impl QuantMatrix {
 
     /// A matrix from raw blocks (`rows × cols/block_len` blocks of `format`).
     pub fn from_blocks(format: Format, rows: usize, cols: usize, data: Vec<u8>) -> Self {
-        assert_eq!(cols % format.block_len(), 0, "{format:?} with {cols} columns");
-        assert_eq!(data.len(), rows * cols / format.block_len() * format.block_bytes());
+        assert_eq!(
+            cols % format.block_len(),
+            0,
+            "{format:?} with {cols} columns"
+        );
+        assert_eq!(
+            data.len(),
+            rows * cols / format.block_len() * format.block_bytes()
+        );
         let offsets = match format {
             Format::Q4_1 => kernel::block_scales(format, &data, 2),
             Format::Q4_K | Format::Q5_K => kernel::k_scales(format, &data).1,
@@ -255,7 +262,8 @@ mod tests {
                 for t in 0..n {
                     let xt = &x[t * cols..(t + 1) * cols];
                     let exact: f64 = w.iter().zip(xt).map(|(w, x)| *w as f64 * *x as f64).sum();
-                    let magnitude: f64 = w.iter().zip(xt).map(|(w, x)| (*w * *x).abs() as f64).sum();
+                    let magnitude: f64 =
+                        w.iter().zip(xt).map(|(w, x)| (*w * *x).abs() as f64).sum();
                     // Quantized weights meet 16-bit activations: at most half a step
                     // (max|x| / 65534, |x| <= 2 here) of error per weight, plus float rounding:
                     // one rounding per block and lane sum (cols/32 + 8 of them), each at most

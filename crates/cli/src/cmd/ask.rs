@@ -8,8 +8,8 @@ use anyhow::{Result, bail};
 use ralmspec_engine::{Ask, Engine, Generation, Knowledge, Ralm, RalmConfig, SpecConfig};
 
 use crate::flags::engine::EngineFlags;
-use crate::flags::knowledge::KnowledgeFlags;
 use crate::flags::model::ModelFlags;
+use crate::flags::retriever::RetrieverFlags;
 use crate::flags::sampling::SamplingFlags;
 
 #[derive(clap::Args)]
@@ -19,7 +19,7 @@ pub struct Args {
     #[command(flatten)]
     model: ModelFlags,
     #[command(flatten)]
-    knowledge: KnowledgeFlags,
+    retriever: RetrieverFlags,
     #[command(flatten)]
     engine: EngineFlags,
     /// Also run the baseline, then print the speed-up and check that the answers are identical.
@@ -37,7 +37,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("the question is empty");
     }
     let lm = args.model.load()?;
-    let knowledge = args.knowledge.open()?;
+    let knowledge = args.retriever.open()?;
     let ralm = Ralm::new(&lm, &knowledge, RalmConfig::default());
     let engine = args.engine.engine();
     let ask = Ask {

@@ -12,8 +12,8 @@ use ralmspec_engine::RalmConfig;
 use ralmspec_server::{Server, ServerConfig};
 
 use crate::flags::engine::EngineFlags;
-use crate::flags::knowledge::KnowledgeFlags;
 use crate::flags::model::ModelFlags;
+use crate::flags::retriever::RetrieverFlags;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +24,7 @@ pub struct Args {
     model: ModelFlags,
     /// The knowledge base (requests name its retriever in `retrieval.retriever`).
     #[command(flatten)]
-    knowledge: KnowledgeFlags,
+    retriever: RetrieverFlags,
     /// Default engine of requests that do not choose one.
     #[command(flatten)]
     engine: EngineFlags,
@@ -88,7 +88,7 @@ pub fn run(args: Args) -> Result<()> {
     let lm = Arc::new(args.model.load()?);
     // The datastore is checked before minutes go into the knowledge base.
     let knn = args.knn.open(&lm, &args.model.path()?, args.model.device)?;
-    let knowledge = Arc::new(args.knowledge.open()?);
+    let knowledge = Arc::new(args.retriever.open()?);
     let model = config.model.clone();
     let passages = knowledge.len();
     let knn_line = knn.as_ref().map(|k| {
@@ -111,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("listening on {}", args.addr))?;
         eprintln!(
             "serving `{model}` with the {} retriever over {passages} passages{} on http://{} (Ctrl-C to stop)",
-            args.knowledge.retriever.name(),
+            args.retriever.retriever.name(),
             knn_line.unwrap_or_default(),
             listener.local_addr()?
         );
