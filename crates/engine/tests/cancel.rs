@@ -5,16 +5,12 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use ralmspec_engine::{Ask, Engine, EngineError, Halt, Ralm, RalmConfig, SpecConfig, Stop};
+use ralmspec_engine::{Ask, Engine, EngineError, Halt, Ralm, SpecConfig, Stop};
 
 #[test]
 fn break_stops_the_request_and_continue_changes_nothing() {
     let (lm, knowledge) = common::smollm2_flat();
-    let config = RalmConfig {
-        doc_tokens: 64,
-        ..RalmConfig::default()
-    };
-    let ralm = Ralm::new(&lm, &knowledge, config);
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     let question = "Who wrote the novel Nineteen Eighty-Four?";
     let ask = Ask::question(question, 24);
     for engine in [Engine::Baseline, Engine::Spec(SpecConfig::FULL)] {

@@ -17,9 +17,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use ralmspec_engine::{
-    Ask, Engine, Generation, Knowledge, Ralm, RalmConfig, Sampling, SpecConfig, Stride,
-};
+use ralmspec_engine::{Ask, Engine, Generation, Knowledge, Ralm, Sampling, SpecConfig, Stride};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::hnsw::{HnswIndex, HnswParams};
 use ralmspec_retrieval::questions::{Question, fanoutqa_dev};
@@ -47,13 +45,6 @@ fn questions() -> Vec<Question> {
 /// A greedy request for `question` within the test's token budget.
 fn greedy(question: &str) -> Ask<'_> {
     Ask::question(question, env_usize("RALMSPEC_IDENTITY_TOKENS", 16))
-}
-
-fn config() -> RalmConfig {
-    RalmConfig {
-        doc_tokens: 64,
-        ..RalmConfig::default()
-    }
 }
 
 /// A small deterministic generator for the random settings (no dependency needed).
@@ -159,8 +150,8 @@ fn assert_sampled_identical(ralm: &Ralm<'_>, questions: &[Question], salt: u64) 
                 0
             }
         );
-        let greedy = ralm.generate(&greedy(&q.text), Engine::Baseline).unwrap();
-        differs_from_greedy += usize::from(greedy.tokens != base.tokens);
+        let greedy_answer = ralm.generate(&greedy(&q.text), Engine::Baseline).unwrap();
+        differs_from_greedy += usize::from(greedy_answer.tokens != base.tokens);
         let oracle = ralm.replay(&ask, &base.spans).unwrap();
         assert_eq!(oracle.tokens, base.tokens, "{:?}: oracle replay", q.text);
         for spec in settings(&mut rng) {
@@ -190,7 +181,7 @@ fn flat_dense_sampled_speculation_equals_baseline() {
     let lm = lm();
     let (corpus, encoder, flat) = dense();
     let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
-    let ralm = Ralm::new(&lm, &knowledge, config());
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     let questions = questions();
     assert_sampled_identical(&ralm, &questions[..questions.len() * 3 / 5], 1);
 }
@@ -202,7 +193,7 @@ fn bm25_sampled_speculation_equals_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let bm25 = Bm25Index::build(&corpus, None, &dir.path().join("bm25"), &mut |_| {}).unwrap();
     let knowledge = Knowledge::new("bm25", Arc::new(bm25), None, corpus, None);
-    let ralm = Ralm::new(&lm, &knowledge, config());
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     let questions = questions();
     assert_sampled_identical(&ralm, &questions[questions.len() * 3 / 5..], 2);
 }
@@ -218,7 +209,7 @@ fn flat_dense_speculation_equals_baseline() {
     let lm = lm();
     let (corpus, encoder, flat) = dense();
     let knowledge = Knowledge::new("flat", Arc::new(flat), Some(encoder), corpus, None);
-    let ralm = Ralm::new(&lm, &knowledge, config());
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     assert_identical(&ralm, &questions());
 }
 
@@ -250,7 +241,7 @@ fn flat_f16_padded_speculation_equals_baseline() {
     assert_eq!(f16.precision(), Precision::F16);
     assert_eq!(f16.len(), 20_000);
     let knowledge = Knowledge::new("flat", Arc::new(f16), Some(encoder), corpus, Some(padding));
-    let ralm = Ralm::new(&lm, &knowledge, config());
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     assert_identical(&ralm, &questions());
 }
 
@@ -260,7 +251,7 @@ fn hnsw_speculation_equals_baseline() {
     let (corpus, encoder, flat) = dense();
     let hnsw = HnswIndex::build(flat, HnswParams::default()).unwrap();
     let knowledge = Knowledge::new("hnsw", Arc::new(hnsw), Some(encoder), corpus, None);
-    let ralm = Ralm::new(&lm, &knowledge, config());
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     assert_identical(&ralm, &questions());
 }
 
@@ -271,7 +262,7 @@ fn bm25_speculation_equals_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let bm25 = Bm25Index::build(&corpus, None, &dir.path().join("bm25"), &mut |_| {}).unwrap();
     let knowledge = Knowledge::new("bm25", Arc::new(bm25), None, corpus, None);
-    let ralm = Ralm::new(&lm, &knowledge, config());
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     assert_identical(&ralm, &questions());
 }
 
@@ -287,7 +278,7 @@ fn pgvector_identity(test: &str, name: &str, kind: Kind) {
     let info = common::load(&url, name, &set, kind == Kind::PgvectorHnsw);
     assert_eq!(info.passages, corpus.len());
     let knowledge = common::knowledge(&url, name, kind, encoder);
-    let ralm = Ralm::new(&lm, &knowledge, config());
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     assert_identical(&ralm, &questions());
 }
 

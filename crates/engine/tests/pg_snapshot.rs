@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use ralmspec_engine::{Ask, Engine, Generation, Ralm, RalmConfig, SpecConfig, Stride};
+use ralmspec_engine::{Ask, Engine, Generation, Ralm, SpecConfig, Stride};
 use ralmspec_lm::Lm;
 use ralmspec_retrieval::questions::fanoutqa_dev;
 use ralmspec_retrieval::{Kind, Retriever};
@@ -74,10 +74,7 @@ fn requests_read_one_version_while_loads_swap_versions() {
         .take(QUESTIONS)
         .map(|q| q.text)
         .collect();
-    let config = RalmConfig {
-        doc_tokens: 64,
-        ..RalmConfig::default()
-    };
+    let config = common::short_docs();
 
     // Which set each version holds.
     let mut holds: HashMap<u64, usize> = HashMap::new();

@@ -11,7 +11,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
-use ralmspec_engine::{Ask, Engine, Ralm, RalmConfig, Span, SpecConfig, Stride, Trace};
+use ralmspec_engine::{Ask, Engine, Ralm, Span, SpecConfig, Stride, Trace};
 use ralmspec_retrieval::questions::fanoutqa_dev;
 
 /// Spans rebuilt from a trace: each stride kept unless a later verdict cut the answer back
@@ -43,11 +43,7 @@ fn replay(trace: &[Trace]) -> Vec<Span> {
 #[test]
 fn a_trace_replays_to_the_answer_and_adds_up_to_its_counters() {
     let (lm, knowledge) = common::smollm2_flat();
-    let config = RalmConfig {
-        doc_tokens: 64,
-        ..RalmConfig::default()
-    };
-    let ralm = Ralm::new(&lm, &knowledge, config);
+    let ralm = Ralm::new(&lm, &knowledge, common::short_docs());
     let fixed8 = SpecConfig {
         stride: Stride::Fixed(8),
         prefetch: 0,

@@ -546,24 +546,9 @@ async fn disconnect_cancels_the_generation() {
         max_tokens_limit: 512,
         ..common::config()
     });
-    let response = server
-        .router()
-        .oneshot(post("/v1/completions", long_stream()))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body = response.into_body();
-    // Wait for the first real chunk, then hang up.
-    common::first_chunk(&mut body).await;
-    common::hang_up_and_wait_for_cancel(&server, body).await;
-    let text = server.metrics().render();
-    let labels = "retriever=\"flat\",engine=\"baseline\"";
-    assert!(
-        text.contains(&format!(
-            "ralmspec_requests_total{{outcome=\"cancelled\",{labels}}} 1"
-        )),
-        "{text}"
-    );
+    let request: Value = serde_json::from_str(&long_stream()).unwrap();
+    let labels = r#"retriever="flat",engine="baseline""#;
+    let text = common::hang_up_mid_stream(&server, &request, labels).await;
     assert!(
         text.contains(&format!(
             "ralmspec_requests_total{{outcome=\"ok\",{labels}}} 0"

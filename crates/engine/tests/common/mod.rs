@@ -56,6 +56,15 @@ pub fn kb(n: usize) -> (Arc<Corpus>, Arc<Encoder>, FlatIndex) {
     (corpus, encoder, flat)
 }
 
+/// The tests' rules: the defaults with documents cut to 64 tokens, so that an answer takes well
+/// under a second.
+pub fn short_docs() -> ralmspec_engine::RalmConfig {
+    ralmspec_engine::RalmConfig {
+        doc_tokens: 64,
+        ..ralmspec_engine::RalmConfig::default()
+    }
+}
+
 /// SmolLM2 and the flat knowledge base of the first 1,000 passages.
 pub fn smollm2_flat() -> (ralmspec_lm::Lm, Knowledge) {
     let store = ralmspec_assets::Store::from_env().unwrap();

@@ -100,6 +100,30 @@ pub async fn hang_up_and_wait_for_cancel(server: &Server, body: axum::body::Body
     }
 }
 
+/// Streams `request` from `/v1/completions`, hangs up after its first chunk, waits until the
+/// server has cancelled the generation, and returns the metrics, checked to count one cancelled
+/// request of `labels` (e.g. `retriever="flat",engine="baseline"`).
+pub async fn hang_up_mid_stream(
+    server: &Server,
+    request: &serde_json::Value,
+    labels: &str,
+) -> String {
+    use tower::ServiceExt;
+    let http = axum::http::Request::post("/v1/completions")
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(request.to_string()))
+        .unwrap();
+    let response = server.router().oneshot(http).await.unwrap();
+    assert_eq!(response.status(), axum::http::StatusCode::OK);
+    let mut body = response.into_body();
+    first_chunk(&mut body).await;
+    hang_up_and_wait_for_cancel(server, body).await;
+    let metrics = server.metrics().render();
+    let cancelled = format!("ralmspec_requests_total{{outcome=\"cancelled\",{labels}}} 1");
+    assert!(metrics.contains(&cancelled), "{metrics}");
+    metrics
+}
+
 /// Runs the Python `script` with the server's `base` URL as its argument (the `openai` client
 /// checks), failing with its output unless it succeeds; without `$RALMSPEC_PYTHON` it says it
 /// skips and returns.
