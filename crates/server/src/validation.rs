@@ -655,5 +655,38 @@ mod tests {
             "{}",
             e.body.message
         );
+        // An object field given as an array of its values is refused, not read in order.
+        for (body, param) in [
+            (
+                r#"{"model":"m","prompt":"p","retrieval":["flat"]}"#,
+                "retrieval",
+            ),
+            (
+                r#"{"model":"m","prompt":"p","stream_options":[true]}"#,
+                "stream_options",
+            ),
+        ] {
+            let e = parse::<CompletionRequest>(body.as_bytes()).unwrap_err();
+            assert!(
+                e.body.message.contains("expected an object"),
+                "{}",
+                e.body.message
+            );
+            assert_eq!(e.body.param.as_deref(), Some(param));
+        }
+        let chat = br#"{"model":"m","messages":[],"retrieval":[true]}"#;
+        let e = parse::<ChatRequest>(chat).unwrap_err();
+        assert_eq!(e.body.param.as_deref(), Some("retrieval"));
+        // Inside the object, errors still name their field; null is the same as absent.
+        let e = parse::<CompletionRequest>(
+            br#"{"model":"m","prompt":"p","retrieval":{"prefetch":"x"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.body.param.as_deref(), Some("retrieval.prefetch"));
+        let ok = parse::<CompletionRequest>(
+            br#"{"model":"m","prompt":"p","retrieval":null,"stream_options":{"include_usage":true}}"#,
+        )
+        .unwrap();
+        assert!(ok.retrieval.is_none() && ok.stream_options.unwrap().include_usage);
     }
 }

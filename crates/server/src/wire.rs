@@ -23,6 +23,7 @@ pub struct CompletionRequest {
     pub max_tokens: Option<u64>,
     #[serde(default)]
     pub stream: bool,
+    #[serde(default, deserialize_with = "object")]
     pub stream_options: Option<StreamOptions>,
     /// Number of choices; only 1 is served.
     pub n: Option<u64>,
@@ -42,6 +43,7 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub raw: bool,
     /// The retrieval extension.
+    #[serde(default, deserialize_with = "object")]
     pub retrieval: Option<RetrievalOptions>,
     /// Every other field (refused unless harmless: see `validation`).
     #[serde(flatten)]
@@ -75,6 +77,7 @@ pub struct ChatRequest {
     pub max_completion_tokens: Option<u64>,
     #[serde(default)]
     pub stream: bool,
+    #[serde(default, deserialize_with = "object")]
     pub stream_options: Option<StreamOptions>,
     pub n: Option<u64>,
     /// 0 (greedy, the default) to 2.
@@ -91,6 +94,7 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     /// With `logprobs`, this many alternatives per token (0 to 20).
     pub top_logprobs: Option<u64>,
+    #[serde(default, deserialize_with = "object")]
     pub retrieval: Option<RetrievalOptions>,
     /// Every other field (refused unless harmless: see `validation`).
     #[serde(flatten)]
@@ -110,6 +114,37 @@ pub struct Common {
     pub top_logprobs: Option<u64>,
     pub retrieval: Option<RetrievalOptions>,
     pub other: BTreeMap<String, Value>,
+}
+
+/// An optional object field (`null` or absent: `None`). serde's derive also reads a struct
+/// from an array of its fields in order, so `"retrieval": ["flat"]` would pass for
+/// `{"retriever": "flat"}`; this accepts only an object. Errors inside it keep their path
+/// (`retrieval.prefetch`), since the object's own map is read in place.
+fn object<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+        type Value = Option<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
+    }
+    deserializer.deserialize_option(Object(std::marker::PhantomData))
 }
 
 /// `stream_options`.
