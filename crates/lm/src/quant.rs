@@ -1,8 +1,8 @@
 //! Quantized weight matrices and the one matrix-multiply kernel every linear layer runs through.
 //!
 //! A [`QuantMatrix`] keeps a GGUF weight in its quantized form (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K,
-//! Q5_K, Q6_K; any other format is dequantized to f32 at load time) and multiplies it with a batch of f32 activation
-//! rows. The kernel unpacks each 32-weight block once and applies it to several activation rows,
+//! Q5_K, Q6_K; any other format is dequantized to f32 at load time) and multiplies it with a
+//! batch of f32 activation rows. The kernel unpacks each 32-weight block once and applies it to several activation rows,
 //! so decoding one token streams the weights once, and a prefill of many tokens reuses each
 //! unpacked block for four tokens.
 //!

@@ -36,8 +36,9 @@ pub fn run(args: Args) -> Result<()> {
     if args.question.trim().is_empty() {
         bail!("the question is empty");
     }
-    let lm = args.model.load()?;
+    // The knowledge base first: a bad --index is reported before the model loads.
     let knowledge = args.retriever.open()?;
+    let lm = args.model.load()?;
     let ralm = Ralm::new(&lm, &knowledge, RalmConfig::default());
     let engine = args.engine.engine();
     let ask = Ask {

@@ -2,8 +2,9 @@
 //!
 //! The kernel always works on 32 weights at a time with one f32 scale (and, for formats with a
 //! minimum, one f32 offset) per 32. The K formats store 256-weight super-blocks whose 32-weight
-//! sub-blocks carry their own packed scales; the kernel reads their weights in place and takes the
-//! per-32 scales from a table built once at load time.
+//! sub-blocks carry their own packed scales; the kernel reads weights and scales in place (a
+//! sub-block's 6-bit or i8 scale unpacked as it goes) and takes only Q4_K/Q5_K's per-32 minima
+//! from a table built at load time.
 
 use candle_core::quantized::GgmlDType;
 

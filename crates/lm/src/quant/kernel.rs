@@ -20,8 +20,8 @@ pub struct Rhs<'a> {
 }
 
 /// One weight row: its blocks, scales included. The kernels read each block's f16 scale from the
-/// block itself (decoding is bound by memory bandwidth: a separate f32 copy of the scales would
-/// add 4 bytes of traffic to every 18 to 34 bytes of weights).
+/// block itself: a separate f32 copy of the scales would add 4 bytes to every 18 to 34 bytes of
+/// weights a decoded token streams.
 #[derive(Clone, Copy)]
 pub struct Row<'a> {
     pub bytes: &'a [u8],
